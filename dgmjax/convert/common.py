@@ -1,0 +1,112 @@
+"""Safe reading of PyTorch state_dicts and strict key-by-key consumption.
+
+PyTorch files are opened with ``torch.load(path, weights_only=True,
+map_location="cpu")``: no arbitrary object is ever unpickled. Only the extra types a
+real official checkpoint needs are allow-listed (NVAE stores its
+``argparse.Namespace`` of arguments). torch is imported only when a path is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+
+def to_numpy(value) -> np.ndarray:
+  """A torch tensor or array-like -> a float32/int numpy array (on CPU)."""
+  if hasattr(value, "detach"):
+    value = value.detach().cpu()
+    if str(value.dtype).startswith("torch.bfloat16"):
+      value = value.float()
+    value = value.numpy()
+  return np.asarray(value)
+
+
+def load_checkpoint(path_or_dict, *, state_dict_key: str | None = None) -> dict[str, Any]:
+  """Loads a checkpoint file (or passes a mapping through) without unpickling code.
+
+  Args:
+    path_or_dict: a ``.pt``/``.pth`` path, or an already-loaded mapping.
+    state_dict_key: when the file holds a dict with the weights under this key (NVAE
+      stores ``{"state_dict": ..., "args": Namespace, ...}``), it is returned whole
+      and the caller picks the key.
+
+  Returns:
+    The loaded mapping (tensors left as they are).
+
+  Raises:
+    ValueError: the file holds something other than allow-listed types.
+  """
+  if isinstance(path_or_dict, Mapping):
+    return dict(path_or_dict)
+  path = os.fspath(path_or_dict)
+  if not os.path.exists(path):
+    raise ValueError(f"checkpoint file not found: {path}")
+  try:
+    import torch
+  except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ValueError("reading a PyTorch checkpoint needs torch: pip install 'dgmjax[torch]'") from e
+  safe = [argparse.Namespace]
+  try:
+    with torch.serialization.safe_globals(safe):
+      obj = torch.load(path, weights_only=True, map_location="cpu")
+  except Exception as e:  # torch raises UnpicklingError with its own explanation
+    raise ValueError(f"refusing to load {path}: it holds objects outside the allow-list "
+                     f"(tensors, containers, argparse.Namespace): {e}") from None
+  if not isinstance(obj, Mapping):
+    raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict (a state_dict)")
+  del state_dict_key
+  return dict(obj)
+
+
+class StateDict:
+  """A state_dict consumed key by key; unknown, missing or mis-shaped keys are errors.
+
+  ``take(key, shape)`` returns the array and marks it used; ``finish()`` raises if any
+  key was never taken (a silent partial load is impossible).
+  """
+
+  def __init__(self, tensors: Mapping[str, Any], ignore: Iterable[str] = ()):
+    self._arrays = {k: to_numpy(v) for k, v in tensors.items()}
+    self._used: set[str] = set()
+    self._ignore = tuple(ignore)
+
+  def __contains__(self, key: str) -> bool:
+    return key in self._arrays
+
+  def keys(self):
+    return self._arrays.keys()
+
+  def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    if key not in self._arrays:
+      raise ValueError(f"missing key in state_dict: {key!r}")
+    arr = self._arrays[key]
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+      raise ValueError(f"key {key!r} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
+    self._used.add(key)
+    return arr
+
+  def skip(self, key: str) -> None:
+    """Marks a key (e.g. a buffer recomputed by dgmjax) as deliberately unused."""
+    if key not in self._arrays:
+      raise ValueError(f"missing key in state_dict: {key!r}")
+    self._used.add(key)
+
+  def finish(self) -> None:
+    left = sorted(k for k in self._arrays if k not in self._used
+                  and not any(k.endswith(s) for s in self._ignore))
+    if left:
+      raise ValueError(f"unexpected keys in state_dict ({len(left)}): {left[:10]}")
+
+
+def torch_conv_to_flax(w: np.ndarray) -> np.ndarray:
+  """PyTorch conv kernel [O,I,kh,kw] -> Flax HWIO [kh,kw,I,O]."""
+  return np.transpose(w, (2, 3, 1, 0))
+
+
+def flax_conv_to_torch(w: np.ndarray) -> np.ndarray:
+  """Flax HWIO [kh,kw,I,O] -> PyTorch [O,I,kh,kw]."""
+  return np.transpose(np.asarray(w), (3, 2, 0, 1))

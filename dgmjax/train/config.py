@@ -1,0 +1,59 @@
+"""The configuration schema shared by every experiment config.
+
+Each ``experiments/configs/MODEL_DATASET.py`` builds on ``base_config`` and sets the
+model's hyper-parameters under ``config.model`` (``name`` plus keyword arguments of
+``dgmjax.models.create``). The returned ConfigDict is locked, so a misspelt key in a
+file or in a ``--config.a.b=...`` override is an error rather than a silent no-op.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config(model: str, dataset: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict({"name": model})
+  c.data = ml_collections.ConfigDict(dict(
+      name=dataset,
+      data_dir="",          # tfds data_dir ("" = tfds default)
+      n_bits=0,             # 0 = the dataset's own levels; else num_bins = 2**n_bits
+      binarize=False,       # dynamic binarisation (resampled every batch)
+      pad_to=0,             # pad H and W with zeros up to this size (MNIST 28 -> 32)
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=1000,
+      batch_size=64,
+      eval_batch_size=256,
+      seed=0,
+      log_every=50,
+      eval_every=500,
+      checkpoint_every=500,
+      keep_checkpoints=3,
+      max_nonfinite=20,     # consecutive skipped updates before training stops
+      grad_accum=1,         # micro-batches accumulated per update
+      num_samples=64,       # samples drawn at each evaluation (PNG grid)
+      init_batch_size=256,  # examples used for data-dependent initialisation
+  ))
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adam",          # adam | adamax | adamw
+      lr=1e-3,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.0,
+      warmup_steps=0,       # linear warm-up from 0 to lr
+      schedule="constant",  # constant | cosine | exponential (after warm-up)
+      decay_steps=0,        # 0 = num_steps - warmup_steps
+      decay_rate=0.5,       # exponential: lr * decay_rate ** (t / decay_steps)
+      end_lr_factor=0.0,    # cosine: final lr = end_lr_factor * lr
+      clip_norm=0.0,        # global-norm clipping; 0 = off
+      ema_decay=0.0,        # Polyak averaging for eval/sampling; 0 = off
+  ))
+  return c
+
+
+def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Locks the config (no new keys) and returns it."""
+  c.lock()
+  return c
