@@ -57,3 +57,21 @@ def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Locks the config (no new keys) and returns it."""
   c.lock()
   return c
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads ``path/to/config.py[:variant]`` by calling its ``get_config(variant)``.
+
+  The same files the CLI's ``--config`` flag takes; used by drivers and tests.
+  """
+  import importlib.util
+  import os
+
+  path, _, variant = spec.partition(":")
+  if not os.path.exists(path):
+    raise ValueError(f"config file not found: {path}")
+  name = "dgmjax_config_" + os.path.splitext(os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant or None)

@@ -1,0 +1,136 @@
+"""The training state and the jitted, data-parallel train and eval steps.
+
+The step is generic: it only calls ``model.loss`` and ``model.log_prob`` of the model
+protocol (``dgmjax.models``). Parameters are replicated and the batch is sharded over
+a 1-D device mesh with axis ``"data"``; XLA inserts the gradient all-reduce (GSPMD),
+so the same program runs on 1 device, 4 forced CPU devices or a multi-host pod.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a resumed run needs besides the data position.
+
+  step: int32 []             optimiser steps taken (skipped ones included)
+  params: pytree             trainable parameters
+  opt_state: pytree          optax state
+  ema_params: pytree         Polyak average of params (== params when EMA is off)
+  model_state: dict          non-trainable collections (batch_stats, spectral vectors...)
+  nonfinite: int32 []        consecutive skipped (non-finite) updates
+  skipped: int32 []          total skipped updates
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  ema_params: Any
+  model_state: Any
+  nonfinite: jax.Array
+  skipped: jax.Array
+
+  def variables(self, ema: bool = False) -> dict:
+    return {"params": self.ema_params if ema else self.params, **self.model_state}
+
+
+def create_state(variables: dict, tx: optax.GradientTransformation) -> TrainState:
+  variables = dict(variables)
+  params = variables.pop("params")
+  return TrainState(
+      step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+      ema_params=jax.tree.map(jnp.array, params), model_state=variables,
+      nonfinite=jnp.zeros([], jnp.int32), skipped=jnp.zeros([], jnp.int32))
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over every device (all hosts), axis name ``"data"``."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def shard_batch(x_local: np.ndarray, mesh: Mesh) -> jax.Array:
+  """This host's slice [b_local,...] -> a global array sharded over ``"data"``."""
+  n = mesh.devices.size
+  global_batch = x_local.shape[0] * jax.process_count()
+  if global_batch % n:
+    raise ValueError(f"global batch size {global_batch} must be divisible by the "
+                     f"number of devices {n}")
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), x_local)
+
+
+def replicate(tree, mesh: Mesh):
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(l).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float,
+                    mesh: Mesh, preprocess: Callable | None = None):
+  """Returns ``step(state, x, rng) -> (state, metrics)``, jitted once, state donated.
+
+  ``rng`` is the run's base key; the step's key is ``fold_in(rng, state.step)`` so a
+  resumed run draws the same noise. A non-finite loss or gradient leaves params,
+  optimiser state and model state unchanged and counts the step as skipped.
+  ``preprocess(rng, x) -> x`` (e.g. dynamic binarisation) runs inside the step.
+  """
+  replicated = NamedSharding(mesh, P())
+
+  def step(state: TrainState, x, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    data_rng, model_rng = jax.random.split(rng)
+    if preprocess is not None:
+      x = preprocess(data_rng, x)
+
+    def loss_fn(params):
+      loss, aux = model.loss({"params": params, **state.model_state}, x, model_rng,
+                             train=True, step=state.step)
+      return loss, aux
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_model_state = {**state.model_state, **aux.get("state", {})}
+
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    params = keep(params, state.params)
+    opt_state = keep(opt_state, state.opt_state)
+    model_state = keep(new_model_state, state.model_state)
+    if ema_decay > 0:
+      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
+                         state.ema_params, params)
+    else:
+      ema = params
+    new_state = TrainState(
+        step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
+        model_state=model_state, nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
+        skipped=state.skipped + (~finite).astype(jnp.int32))
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+               "skipped": (~finite).astype(jnp.int32), **aux.get("metrics", {})}
+    return new_state, metrics
+
+  return jax.jit(step, donate_argnums=(0,), out_shardings=(replicated, replicated))
+
+
+def make_eval_step(model, *, mesh: Mesh, preprocess: Callable | None = None):
+  """Returns ``eval(variables, x, rng) -> [B] log p(x) in nats`` (jitted)."""
+
+  def eval_step(variables, x, rng):
+    if preprocess is not None:
+      x = preprocess(jax.random.fold_in(rng, 1), x)
+    return model.log_prob(variables, x, rng)
+
+  return jax.jit(eval_step, out_shardings=NamedSharding(mesh, P()))
