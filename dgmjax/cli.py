@@ -37,12 +37,17 @@ def _parse_flags(argv, extra):
                                   flag_values=fl, lock_config=True)
   flags.DEFINE_string("workdir", None, "working directory (checkpoints, metrics, samples)",
                       flag_values=fl)
+  flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host "
+                    "runs: TPU pods, SLURM/Open MPI GPU clusters)", flag_values=fl)
   for define in extra:
     define(fl)
   try:
     fl(["dgmjax"] + list(argv))
   except flags.Error as e:
     raise SystemExit(f"dgmjax: {e}")
+  if fl.distributed:
+    import jax
+    jax.distributed.initialize()
   return fl
 
 

@@ -240,7 +240,7 @@ def discretized_logistic_mixture_sample(rng, logit_probs, means, log_scales, coe
   batch_shape = tuple(getattr(logit_probs, "shape", ()))[:-1]
   means_shape = tuple(getattr(means, "shape", ()))
   c = means_shape[-2] if len(means_shape) >= 2 else 0
-  m = _check_params(batch_shape, c, logit_probs, means, log_scales, coeffs, who)
+  _check_params(batch_shape, c, logit_probs, means, log_scales, coeffs, who)
   for name, t in (("mixture_temperature", mixture_temperature),
                   ("logistic_temperature", logistic_temperature)):
     if not isinstance(t, jax.core.Tracer) and not float(np.min(np.asarray(t))) >= 0.0:
@@ -249,8 +249,12 @@ def discretized_logistic_mixture_sample(rng, logit_probs, means, log_scales, coe
   rng_mix, rng_logistic = jax.random.split(rng)
   gumbel = jax.random.gumbel(rng_mix, logit_probs.shape, fdtype)
   component = jnp.argmax(logit_probs.astype(fdtype) + mixture_temperature * gumbel, axis=-1)
-  onehot = jax.nn.one_hot(component, m, dtype=fdtype)[..., None, :]      # [..., 1, M]
-  pick = lambda p: jnp.sum(p.astype(fdtype) * onehot, axis=-1)           # [..., C]
+  index = component[..., None, None]
+
+  def pick(p):  # [..., C, M] -> the chosen component's [..., C]
+    idx = jnp.broadcast_to(index, p.shape[:-1] + (1,))
+    return jnp.take_along_axis(p.astype(fdtype), idx, axis=-1)[..., 0]
+
   mu = pick(means)
   scale = jnp.exp(jnp.maximum(pick(log_scales), min_log_scale)) * logistic_temperature
   noise = jax.random.logistic(rng_logistic, mu.shape, fdtype)
