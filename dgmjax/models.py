@@ -15,6 +15,9 @@ nothing of optimisers, checkpoints or files.
 ``loss`` returns bits/dim (a scalar to minimise; for NVAE it includes the
 regularisers) and ``aux = {"metrics": {name: scalar}, "state": {collection: tree}}``
 where ``state`` holds the updated non-trainable collections (empty when none).
+A model whose likelihood covers fewer dimensions than its input (NVAE scores
+binarised MNIST padded to 32x32 on the 28x28 crop) says so with a ``num_dims``
+attribute; by default it is H*W*C.
 """
 
 from __future__ import annotations

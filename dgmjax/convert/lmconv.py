@@ -1,0 +1,147 @@
+"""Import ajayjain/lmconv ``OurPixelCNN`` weights (and the project's PyTorch baseline,
+``experiments/pytorch/lmconv.py``, which shares its layout) into dgmjax ``LMConvModel``
+variables.
+
+Mapping (PyTorch OIHW / [out, in] -> dgmjax HWIO / [in, out]); i < 3, j < resnets
+(resnets + 1 for ``down_layers.1/2``):
+
+| PyTorch key                                        | dgmjax ``params``                          |
+|----------------------------------------------------|--------------------------------------------|
+| u_init.weight [F,C+1,k,k], .bias                   | u_init/kernel [k,k,C+1,F], bias            |
+| up_layers.i.u_stream.j.conv_input / conv_out .weight, .bias | up_layers_i/u_stream_j/conv_input / conv_out/kernel, bias |
+| down_layers.i.u_stream.j.conv_input / conv_out     | down_layers_i/u_stream_j/conv_input / conv_out |
+| down_layers.i.u_stream.j.nin_skip.lin_a.weight_v [F,2F] | .../nin_skip/kernel [2F,F] (transposed) |
+| down_layers.i.u_stream.j.nin_skip.lin_a.weight_g [F,1]  | .../nin_skip/scale [F]                 |
+| down_layers.i.u_stream.j.nin_skip.lin_a.bias       | .../nin_skip/bias                          |
+| downsize_u_stream.i / upsize_u_stream.i .weight, .bias | downsize_u_stream_i / upsize_u_stream_i/kernel, bias |
+| nin_out.lin_a.weight_v [n_out,F], .weight_g [n_out,1], .bias | nin_out/kernel [F,n_out], scale, bias |
+
+With ``--normalization weight_norm`` a masked conv stores ``weight_g`` [O,1,1,1] and
+``weight_v`` instead of ``weight`` (-> ``scale`` [O], ``kernel``); with
+``--learn_weight_for_masks`` it also stores ``mask_weight`` [O,k,k] (-> [k,k,O]). With
+PONO (the paper's setting) the masked convs carry no weight norm; the 1x1 ``nin`` layers
+are always weight-normalised Linears. Masks are not stored: they are recomputed from the
+orders.
+
+The model must have the checkpoint's architecture (filters = ``nr_filters``, resnets =
+``nr_resnet``, kernel_size, normalization, mask_weight, conv_bias, and the head: 10 M
+outputs for RGB, 3 M greyscale, 2 for ``--binarize``). The expected tree is that of
+``model.init``; every one of its leaves is taken from the state_dict with its expected
+shape, and any key left over is an error, so a missing, unexpected or mis-shaped key is a
+ValueError naming it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dgmjax.convert.common import StateDict, load_checkpoint, torch_conv_to_flax
+
+_INDEXED = ("up_layers", "down_layers", "u_stream", "downsize_u_stream", "upsize_u_stream")
+_PLAIN = ("u_init", "conv_input", "conv_out")
+_NIN = ("nin_skip", "nin_out")
+
+
+def _torch_prefix(path: tuple[str, ...]) -> str:
+  """dgmjax module path (e.g. ("down_layers_1", "u_stream_0", "nin_skip")) -> official
+  module name ("down_layers.1.u_stream.0.nin_skip.lin_a")."""
+  parts = []
+  for name in path:
+    m = re.fullmatch(r"(.+)_(\d+)", name)
+    if m and m.group(1) in _INDEXED:
+      parts.append(f"{m.group(1)}.{m.group(2)}")
+    elif name in _NIN:
+      parts.append(f"{name}.lin_a")
+    elif name in _PLAIN:
+      parts.append(name)
+    else:
+      raise ValueError(f"dgmjax parameter module {'/'.join(path)!r} has no official "
+                       f"ajayjain/lmconv name")
+  return ".".join(parts)
+
+
+def _nin(sd: StateDict, prefix: str, leaves: Mapping[str, Any]) -> dict:
+  cin, cout = leaves["kernel"].shape
+  out = {"kernel": sd.take(f"{prefix}.weight_v", (cout, cin)).T,
+         "scale": sd.take(f"{prefix}.weight_g", (cout, 1)).reshape(cout),
+         "bias": sd.take(f"{prefix}.bias", (cout,))}
+  if set(leaves) != set(out):
+    raise ValueError(f"unexpected dgmjax nin parameters under {prefix}: {sorted(leaves)}")
+  return out
+
+
+def _masked_conv(sd: StateDict, prefix: str, leaves: Mapping[str, Any]) -> dict:
+  k, _, cin, cout = leaves["kernel"].shape
+  oihw = (cout, cin, k, k)
+  out = {}
+  if "scale" in leaves:
+    out["kernel"] = torch_conv_to_flax(sd.take(f"{prefix}.weight_v", oihw))
+    out["scale"] = sd.take(f"{prefix}.weight_g", (cout, 1, 1, 1)).reshape(cout)
+  else:
+    out["kernel"] = torch_conv_to_flax(sd.take(f"{prefix}.weight", oihw))
+  if "bias" in leaves:
+    out["bias"] = sd.take(f"{prefix}.bias", (cout,))
+  if "mask_weight" in leaves:
+    out["mask_weight"] = np.transpose(sd.take(f"{prefix}.mask_weight", (cout, k, k)), (1, 2, 0))
+  if set(leaves) != set(out):
+    raise ValueError(f"unexpected dgmjax conv parameters under {prefix}: {sorted(leaves)}")
+  return out
+
+
+def _convert(sd: StateDict, tree: Mapping[str, Any], path: tuple[str, ...]) -> dict:
+  if all(not isinstance(v, Mapping) for v in tree.values()):  # a layer's leaves
+    prefix = _torch_prefix(path)
+    if path[-1] in _NIN:
+      return _nin(sd, prefix, tree)
+    return _masked_conv(sd, prefix, tree)
+  return {name: _convert(sd, sub, path + (name,)) for name, sub in tree.items()}
+
+
+def _unwrap(obj: Mapping[str, Any], use_ema: bool) -> Mapping[str, Any]:
+  """An official training checkpoint {"model_state_dict", "ema_state_dict", "args", ...}
+  -> its (EMA) weights; a bare state_dict passes through; a DataParallel ``module.``
+  prefix on every key is removed."""
+  key = "ema_state_dict" if use_ema else "model_state_dict"
+  if "model_state_dict" in obj:
+    if key not in obj:
+      raise ValueError(f"checkpoint has no {key!r}; its entries: {sorted(obj)}")
+    obj = obj[key]
+  elif use_ema:
+    raise ValueError("use_ema=True needs an official training checkpoint with "
+                     "'ema_state_dict'; got a bare state_dict")
+  if obj and all(k.startswith("module.") for k in obj):
+    obj = {k[len("module."):]: v for k, v in obj.items()}
+  return obj
+
+
+def load_lmconv(path_or_state_dict, model, *, use_ema: bool = False) -> dict:
+  """An official-layout LMConv state_dict -> ``{"params": ...}`` for ``model``.
+
+  Args:
+    path_or_state_dict: a ``.pt``/``.pth`` path (read with ``torch.load(weights_only=
+      True)``), a state_dict mapping, or an official training checkpoint (a dict holding
+      ``model_state_dict``).
+    model: the ``dgmjax.lmconv.model.LMConvModel`` the weights are for.
+    use_ema: take ``ema_state_dict`` from an official training checkpoint.
+
+  Returns:
+    variables ``{"params": tree}`` of float32 arrays with exactly the structure and shapes
+    of ``model.init``.
+
+  Raises:
+    ValueError: a missing, unexpected or mis-shaped key (named), or a checkpoint holding
+      objects outside the allow-list.
+  """
+  raw = _unwrap(load_checkpoint(path_or_state_dict), use_ema)
+  sd = StateDict(raw)
+  x = np.zeros((1,) + tuple(model.image_shape), np.uint8)
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
+  params = _convert(sd, abstract, ())
+  sd.finish()
+  params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
+  return {"params": params}

@@ -1,0 +1,283 @@
+"""The LMConv backbone: ajayjain/lmconv ``OurPixelCNN`` in Flax Linen.
+
+PixelCNN++ (Salimans et al. 2017) with every convolution replaced by a locally masked
+convolution (Jain, Abbeel & Pathak 2020), so that one network serves any generation
+order; the order enters only through three per-location masks (``masks.network_masks``).
+With F = ``filters`` and R = ``resnets``:
+
+    x' = concat(x in [-1,1], ones)                               [B,H,W,C+1]
+    u  = norm(u_init(x'; mask A))                                up stream, list L = [u]
+    2x: R gated resnets (mask B), each appended to L;
+        u = norm(downsize_u_stream_i(u; dilated mask B)), appended to L
+    R gated resnets, appended to L
+    u = L.pop()                                                  down stream
+    down_layers_0 (R resnets), then 2x: upsize_u_stream_i (dilated) + norm,
+        down_layers_{1,2} (R+1 resnets); each resnet takes a = L.pop() as skip input
+    out = nin_out(elu(u))                                        [B,H,W,n_out]
+
+where PixelCNN++ down- and up-samples, LMConv keeps the resolution and uses a
+dilation-``max_dilation`` convolution instead. A gated resnet is
+
+    h = norm(conv_input(concat_elu(u)))            2F -> F
+    h = h + nin_skip(concat_elu(a))                (down stream only) 2F -> F
+    h = conv_out(dropout2d(concat_elu(h)))         2F -> 2F
+    u + norm(h_1) * sigmoid(h_2)                   (h_1, h_2 = halves of h)
+
+``concat_elu(v) = elu([v, -v])``; ``norm`` is PONO (positional normalisation over the
+channels of each pixel, unbiased variance, eps 1e-5) with ``normalization="pono"``, else
+the identity; with ``normalization="weight_norm"`` the masked convolutions are weight
+normalised instead. ``nin`` layers (1x1, i.e. per-pixel dense) are always weight
+normalised, as officially. Dropout is ``Dropout2d`` (whole channels per example).
+
+Parameter tree (``variables["params"]``) and the official state_dict names
+(``../shared/reference/state_dicts/lmconv_*``; PyTorch kernels are [out, in, kh, kw]):
+
+    u_init/kernel                  [k,k,C+1,F]   u_init.weight            (transpose 2,3,1,0)
+    u_init/bias                    [F]           u_init.bias
+    up_layers_{i}/u_stream_{j}/conv_input/{kernel [k,k,2F,F], bias [F]}
+                                                 up_layers.i.u_stream.j.conv_input.{weight,bias}
+    up_layers_{i}/u_stream_{j}/conv_out/{kernel [k,k,2F,2F], bias [2F]}
+                                                 up_layers.i.u_stream.j.conv_out.{weight,bias}
+    down_layers_{i}/u_stream_{j}/conv_input, conv_out      as above (down_layers.i...)
+    down_layers_{i}/u_stream_{j}/nin_skip/kernel [2F,F]  ...nin_skip.lin_a.weight_v (transposed)
+    down_layers_{i}/u_stream_{j}/nin_skip/scale  [F]     ...nin_skip.lin_a.weight_g [F,1]
+    down_layers_{i}/u_stream_{j}/nin_skip/bias   [F]     ...nin_skip.lin_a.bias
+    downsize_u_stream_{i}/{kernel [k,k,F,F], bias}       downsize_u_stream.i.{weight,bias}
+    upsize_u_stream_{i}/{kernel [k,k,F,F], bias}         upsize_u_stream.i.{weight,bias}
+    nin_out/{kernel [F,n_out], scale [n_out], bias}      nin_out.lin_a.{weight_v^T, weight_g, bias}
+
+i in 0..2, j in 0..R-1 for up_layers and down_layers_0, 0..R for down_layers_{1,2}.
+With ``normalization="weight_norm"`` each masked conv also has ``scale`` [Cout]
+(``weight_g`` [Cout,1,1,1]) and its ``kernel`` is ``weight_v``; the effective kernel is
+``scale * kernel / ||kernel||`` (norm over k,k,Cin). With ``mask_weight=True`` each masked
+conv has ``mask_weight`` [k,k,Cout] (official ``mask_weight`` [Cout,k,k]). ``n_out`` is
+set by the head (``heads.num_outputs``; 100 for 10-mixture RGB, 30 greyscale, 2 for the
+official binarised 2-way softmax).
+
+The convolutions are delegated to an ``engine`` so that the same module code runs the
+whole image (``FullEngine``: ``conv.locally_masked_conv`` with the masks) or one pixel
+per example with cached activations (``StepEngine``, used by the sampler).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from dgmjax.lmconv.conv import locally_masked_conv, locally_masked_conv_at
+
+FIRST, LATER, DILATED = 0, 1, 2   # which of the three masks a convolution uses
+
+
+def _uniform(bound):
+  def init(rng, shape, dtype=jnp.float32):
+    return jax.random.uniform(rng, shape, dtype, -bound, bound)
+  return init
+
+
+def concat_elu(x):
+  return jax.nn.elu(jnp.concatenate([x, -x], axis=-1))
+
+
+def pono(x, eps=1e-5):
+  """Positional normalisation over the last (channel) axis, unbiased variance (torch.var)."""
+  n = x.shape[-1]
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.sum(jnp.square(x - mean), axis=-1, keepdims=True) / max(n - 1, 1)
+  return (x - mean) / jnp.sqrt(var + eps)
+
+
+class FullEngine:
+  """Runs masked convolutions over the whole image with masks (first, later, dilated),
+  each [H,W,k,k] or [B,H,W,k,k]. Records each conv's input channel count."""
+
+  def __init__(self, masks: Sequence[jax.Array]):
+    self.masks = tuple(masks)
+    self.channels: list[int] = []
+
+  def conv(self, x, kernel, bias, mask_weight, kind, dilation):
+    self.channels.append(x.shape[-1])
+    return locally_masked_conv(x, kernel, bias, self.masks[kind], dilation, mask_weight)
+
+
+class StepEngine:
+  """Runs masked convolutions at ONE location (r, c) per call of the network.
+
+  ``caches[n]``: [B, H+2P, W+2P, Cin_n] the input of the n-th convolution (in call
+  order) at every location already visited, zero-padded by P = k//2 * max_dilation.
+  Each call writes the input at (r, c) into its cache, then reads the k x k (dilated)
+  neighbourhood and applies the layer there. Entries not yet visited are multiplied by a
+  zero mask, because the masks only admit earlier pixels (and the centre, which has just
+  been written), so the result equals the full network at (r, c) exactly.
+  ``masks_at``: the three [k,k] masks of location (r, c). New caches in ``self.out``.
+  """
+
+  def __init__(self, caches, r, c, masks_at, pad: int):
+    self.caches, self.r, self.c = list(caches), r, c
+    self.masks_at, self.pad = tuple(masks_at), pad
+    self.out: list = []
+
+  def conv(self, x, kernel, bias, mask_weight, kind, dilation):
+    n = len(self.out)
+    cache = self.caches[n]
+    b = cache.shape[0]
+    k = kernel.shape[0]
+    cache = lax.dynamic_update_slice(cache, x[:, None, None, :].astype(cache.dtype),
+                                     (0, self.r + self.pad, self.c + self.pad, 0))
+    self.out.append(cache)
+    span = (k - 1) * dilation + 1
+    start = self.pad - (k // 2) * dilation
+    window = lax.dynamic_slice(cache, (0, self.r + start, self.c + start, 0),
+                               (b, span, span, cache.shape[-1]))[:, ::dilation, ::dilation]
+    return locally_masked_conv_at(window.astype(x.dtype), kernel, bias, self.masks_at[kind],
+                                  mask_weight)
+
+
+class MaskedConv(nn.Module):
+  """A locally masked k x k convolution with official init (kaiming_uniform(a=sqrt 5))."""
+  features: int
+  kind: int
+  kernel_size: int = 3
+  dilation: int = 1
+  weight_norm: bool = False
+  use_bias: bool = True
+  mask_weight: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, engine):
+    k, cin, cout = self.kernel_size, x.shape[-1], self.features
+    bound = 1.0 / math.sqrt(cin * k * k)
+    kernel = self.param("kernel", _uniform(bound), (k, k, cin, cout))
+    if self.weight_norm:
+      norm = lambda v: jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1, 2)))
+      scale = self.param("scale", lambda rng: norm(kernel))
+      kernel = kernel * (scale / norm(kernel))
+    bias = self.param("bias", _uniform(bound), (cout,)) if self.use_bias else None
+    mw = (self.param("mask_weight", _uniform(1.0 / k), (k, k, cout))
+          if self.mask_weight else None)
+    cast = lambda v: None if v is None else v.astype(self.dtype)
+    return engine.conv(x.astype(self.dtype), cast(kernel), cast(bias), cast(mw), self.kind,
+                       self.dilation)
+
+
+class NIN(nn.Module):
+  """Weight-normalised per-pixel dense layer (official ``nin`` = wn(nn.Linear)) on [..., Cin]."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    cin = x.shape[-1]
+    bound = 1.0 / math.sqrt(cin)
+    v = self.param("kernel", _uniform(bound), (cin, self.features))
+    norm = lambda v: jnp.sqrt(jnp.sum(jnp.square(v), axis=0))
+    g = self.param("scale", lambda rng: norm(v))
+    b = self.param("bias", _uniform(bound), (self.features,))
+    w = v * (g / norm(v))
+    return x.astype(self.dtype) @ w.astype(self.dtype) + b.astype(self.dtype)
+
+
+class GatedResnet(nn.Module):
+  """The official ``gated_resnet`` with locally masked convolutions (mask B)."""
+  filters: int
+  skip: bool
+  conv_kwargs: Any
+  pono: bool
+  dropout: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, u, a, engine, deterministic):
+    norm = pono if self.pono else (lambda v: v)
+    h = MaskedConv(self.filters, LATER, name="conv_input", **self.conv_kwargs)(
+        concat_elu(u), engine)
+    h = norm(h)
+    if self.skip:
+      h = h + NIN(self.filters, self.dtype, name="nin_skip")(concat_elu(a))
+    h = concat_elu(h)
+    if self.dropout > 0:
+      # Dropout2d: one draw per (example, channel), broadcast over the pixels.
+      h = nn.Dropout(self.dropout, broadcast_dims=tuple(range(1, h.ndim - 1)))(
+          h, deterministic=deterministic)
+    h = MaskedConv(2 * self.filters, LATER, name="conv_out", **self.conv_kwargs)(h, engine)
+    h1, h2 = jnp.split(h, 2, axis=-1)
+    return u + norm(h1) * jax.nn.sigmoid(h2)
+
+
+class Stream(nn.Module):
+  """``num`` gated resnets in a row (official ``OurPixelCNNLayer_up``/``_down``).
+
+  ``skips``: None (up stream) or the list of ``num`` skip inputs (down stream). Returns
+  the list of the resnets' outputs.
+  """
+  num: int
+  skip: bool
+  filters: int
+  conv_kwargs: Any
+  pono: bool
+  dropout: float
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, u, skips, engine, deterministic):
+    block = nn.remat(GatedResnet, static_argnums=(3, 4)) if self.remat else GatedResnet
+    outs = []
+    for j in range(self.num):
+      a = skips[j] if self.skip else None
+      u = block(self.filters, self.skip, self.conv_kwargs, self.pono, self.dropout,
+                self.dtype, name=f"u_stream_{j}")(u, a, engine, deterministic)
+      outs.append(u)
+    return outs
+
+
+class LMConvNetwork(nn.Module):
+  """``OurPixelCNN``: x in [-1,1] [B,H,W,C] (or [B,C] with a StepEngine) -> [.., n_out]."""
+  num_outputs: int
+  filters: int = 160
+  resnets: int = 5
+  kernel_size: int = 3
+  max_dilation: int = 2
+  normalization: str = "pono"
+  dropout: float = 0.5
+  conv_bias: bool = True
+  mask_weight: bool = False
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, engine, deterministic: bool = True):
+    f, r = self.filters, self.resnets
+    use_pono = self.normalization == "pono"
+    norm = pono if use_pono else (lambda v: v)
+    ck = dict(kernel_size=self.kernel_size, weight_norm=self.normalization == "weight_norm",
+              use_bias=self.conv_bias, mask_weight=self.mask_weight, dtype=self.dtype)
+    stream = lambda num, skip, name: Stream(num, skip, f, ck, use_pono, self.dropout,
+                                            self.remat, self.dtype, name=name)
+
+    x = x.astype(self.dtype)
+    x = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)
+    stack = [norm(MaskedConv(f, FIRST, name="u_init", **ck)(x, engine))]
+    for i in range(3):
+      stack += stream(r, False, f"up_layers_{i}")(stack[-1], None, engine, deterministic)
+      if i < 2:
+        u = MaskedConv(f, DILATED, dilation=self.max_dilation, name=f"downsize_u_stream_{i}",
+                       **ck)(stack[-1], engine)
+        stack.append(norm(u))
+    u = stack.pop()
+    for i in range(3):
+      num = r if i == 0 else r + 1
+      skips = [stack.pop() for _ in range(num)]
+      u = stream(num, True, f"down_layers_{i}")(u, skips, engine, deterministic)[-1]
+      if i < 2:
+        u = MaskedConv(f, DILATED, dilation=self.max_dilation, name=f"upsize_u_stream_{i}",
+                       **ck)(u, engine)
+        u = norm(u)
+    out = NIN(self.num_outputs, self.dtype, name="nin_out")(jax.nn.elu(u))
+    return out.astype(jnp.float32)

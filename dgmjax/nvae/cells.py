@@ -1,0 +1,491 @@
+"""NVAE's building blocks as Flax Linen modules (Vahdat & Kautz 2020, NVlabs/NVAE
+``neural_operations.py``, ``neural_ar_operations.py``), NHWC.
+
+Layouts (the PyTorch importer maps these one to one):
+
+- ``WNConv``: the official weight-normalised ``Conv2D``. Params ``kernel`` [kh,kw,I/g,O]
+  (PyTorch ``weight`` [O,I/g,kh,kw] transposed (2,3,1,0)), ``bias`` [O] (when used) and
+  ``log_weight_norm`` [O] (PyTorch [O,1,1,1]); the effective kernel is
+
+      w_eff = exp(log_weight_norm) * w / (||w||_(kh,kw,I) + 1e-5),
+
+  initialised so that ``w_eff == w`` up to 1e-2: ``log_weight_norm = log(||w|| + 1e-2)``.
+  With ``weight_norm=False`` (official ``Conv2D(..., weight_norm=False)``, whose
+  ``weight_normalized`` merely aliases ``weight``) only ``kernel`` is stored.
+- ``BatchNorm``: ``scale``/``bias`` params, ``mean``/``var`` in ``batch_stats``
+  (PyTorch ``weight``/``bias``/``running_mean``/``running_var``); eps 1e-5, PyTorch
+  momentum 0.05 (``running = 0.95 running + 0.05 batch``, the variance unbiased), batch
+  statistics normalise in training, running statistics otherwise; the running statistics
+  change only when ``train=True`` (and not while initialising).
+- Every convolution, weight-normalised or not, ``sow``s its effective kernel as the
+  matrix [O, I/g*kh*kw] (PyTorch's ``weight.view(O, -1)`` order) into the collection
+  ``"spectral_weights"`` when that collection is mutable: the spectral regulariser
+  (``dgmjax.nvae.regularizers``) needs exactly the weights used by the forward pass.
+
+Depthwise 5x5 convolution: XLA's grouped convolution (``feature_group_count``) is slow
+on CPU; ``depthwise_conv`` offers the 25 shifted multiply-adds (``impl="shift"``,
+default) and the grouped convolution (``impl="grouped"``), which agree to float
+rounding (tests/nvae/test_nvae_cells.py). ``experiments/bench/nvae.py`` times both:
+forward+backward at B16, 16x16, 192 channels on a shared 2-core CPU, shift 94 ms,
+grouped 176 ms, PyTorch 83 ms. The shifted form compiles more slowly (25 taps).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.05        # PyTorch convention: weight of the new batch statistic
+SPECTRAL_COLLECTION = "spectral_weights"
+Dtype = Any
+
+
+def _torch_uniform(bound):
+  """PyTorch's default conv/linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  def init(rng, shape, dtype=jnp.float32):
+    return jax.random.uniform(rng, shape, dtype, -bound, bound)
+  return init
+
+
+def swish(x):
+  return x * jax.nn.sigmoid(x)
+
+
+def kernel_matrix(kernel):
+  """HWIO kernel [kh,kw,I,O] -> [O, I*kh*kw] in PyTorch's ``weight.view(O, -1)`` order."""
+  return jnp.transpose(kernel, (3, 2, 0, 1)).reshape(kernel.shape[3], -1)
+
+
+def weight_normalize(kernel, log_weight_norm):
+  """exp(lwn) * w / (||w|| + 1e-5), the norm per output channel over (kh, kw, I)."""
+  norm = jnp.sqrt(jnp.sum(kernel * kernel, axis=(0, 1, 2)))
+  return jnp.exp(log_weight_norm) * kernel / (norm + 1e-5)
+
+
+def depthwise_conv(x, kernel, padding: int, dilation: int = 1, impl: str = "shift"):
+  """Stride-1 depthwise convolution (cross-correlation, like PyTorch/XLA).
+
+  x: [B,H,W,C]; kernel: [k,k,1,C] -> [B,H,W,C] for ``padding = dilation*(k-1)/2``.
+  ``impl="shift"``: sum over the k*k taps of a shifted slice of the zero-padded input
+  times that tap's per-channel weight; ``"grouped"``: ``feature_group_count=C``.
+  """
+  k = kernel.shape[0]
+  c = x.shape[-1]
+  if impl == "grouped":
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), [(padding, padding)] * 2, rhs_dilation=(dilation, dilation),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+  if impl != "shift":
+    raise ValueError(f"depthwise impl must be 'shift' or 'grouped'; got {impl!r}")
+  h, w = x.shape[1], x.shape[2]
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  out = None
+  for i in range(k):
+    for j in range(k):
+      tap = xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * kernel[i, j, 0]
+      out = tap if out is None else out + tap
+  return out
+
+
+class WNConv(nn.Module):
+  """Official ``Conv2D``: optional weight normalisation, PyTorch init, NHWC.
+
+  ``mask`` (HWIO numpy array or None) multiplies the kernel before normalising
+  (the autoregressive ``ARConv2d``); ``groups == features`` is a depthwise convolution.
+  ``init_log_scale`` is added to the initial ``log_weight_norm`` (ARELUConv's 0.1 init).
+  """
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  padding: int = 0
+  dilation: int = 1
+  groups: int = 1
+  use_bias: bool = False
+  weight_norm: bool = True
+  mask: Any = None
+  init_log_scale: float = 0.0
+  dtype: Dtype = jnp.float32
+  depthwise_impl: str = "shift"
+
+  @nn.compact
+  def __call__(self, x):
+    cin = x.shape[-1]
+    k = self.kernel_size
+    if cin % self.groups:
+      raise ValueError(f"input channels {cin} not divisible by groups {self.groups}")
+    fan_in = (cin // self.groups) * k * k
+    bound = 1.0 / np.sqrt(fan_in)
+    kernel = self.param("kernel", _torch_uniform(bound), (k, k, cin // self.groups, self.features))
+    mask = None if self.mask is None else jnp.asarray(self.mask, jnp.float32)
+    if mask is not None:
+      kernel = kernel * mask
+    if self.weight_norm:
+      w0 = kernel
+      lwn = self.param(
+          "log_weight_norm",
+          lambda _: jnp.log(jnp.sqrt(jnp.sum(w0 * w0, axis=(0, 1, 2))) + 1e-2) + self.init_log_scale)
+      kernel = weight_normalize(kernel, lwn)
+    self.sow(SPECTRAL_COLLECTION, "w", kernel_matrix(kernel))
+    x = x.astype(self.dtype)
+    kernel = kernel.astype(self.dtype)
+    if self.groups == cin and self.groups == self.features and self.groups > 1 and self.stride == 1:
+      y = depthwise_conv(x, kernel, self.padding, self.dilation, self.depthwise_impl)
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (self.stride, self.stride), [(self.padding, self.padding)] * 2,
+          rhs_dilation=(self.dilation, self.dilation),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
+    if self.use_bias:
+      bias = self.param("bias", _torch_uniform(bound), (self.features,))
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class BatchNorm(nn.Module):
+  """PyTorch-style BatchNorm2d (eps 1e-5, momentum 0.05), optionally followed by Swish
+  (the official ``SyncBatchNormSwish``). Statistics are computed in float32."""
+  act: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    xf = x.astype(jnp.float32)
+    if train:
+      mean = jnp.mean(xf, axis=(0, 1, 2))
+      var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
+      if not self.is_initializing():
+        n = xf.shape[0] * xf.shape[1] * xf.shape[2]
+        unbiased = var * (n / max(n - 1, 1))
+        ra_mean.value = (1 - BN_MOMENTUM) * ra_mean.value + BN_MOMENTUM * mean
+        ra_var.value = (1 - BN_MOMENTUM) * ra_var.value + BN_MOMENTUM * unbiased
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    y = (xf - mean) * (scale * jax.lax.rsqrt(var + BN_EPS)) + bias
+    if self.act:
+      y = swish(y)
+    return y.astype(self.dtype)
+
+
+class SE(nn.Module):
+  """Squeeze-and-excitation: x * sigmoid(W2 relu(W1 mean_hw(x))), hidden max(C/16, 4).
+  Params ``se_0`` and ``se_2`` (official ``se.se.0``/``se.se.2`` Linear; kernel [in,out])."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    hidden = max(c // 16, 4)
+    s = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    s = nn.Dense(hidden, name="se_0", kernel_init=_torch_uniform(1 / np.sqrt(c)),
+                 bias_init=_torch_uniform(1 / np.sqrt(c)))(s)
+    s = nn.relu(s)
+    s = nn.Dense(c, name="se_2", kernel_init=_torch_uniform(1 / np.sqrt(hidden)),
+                 bias_init=_torch_uniform(1 / np.sqrt(hidden)))(s)
+    s = jax.nn.sigmoid(s)
+    return x * s[:, None, None, :].astype(x.dtype)
+
+
+class FactorizedReduce(nn.Module):
+  """Down-sampling skip: swish, then four stride-2 1x1 convs on the input shifted by
+  (0,0), (1,1), (0,1), (1,0) pixels, concatenated: C_out/4 channels each (the last takes
+  the remainder). Submodules ``conv_1``..``conv_4`` as official."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if self.features % 2:
+      raise ValueError(f"FactorizedReduce needs an even output width; got {self.features}")
+    q = self.features // 4
+    out = swish(x)
+    conv = lambda n, name: WNConv(n, 1, stride=2, use_bias=True, dtype=self.dtype, name=name)
+    return jnp.concatenate([conv(q, "conv_1")(out),
+                            conv(q, "conv_2")(out[:, 1:, 1:, :]),
+                            conv(q, "conv_3")(out[:, :, 1:, :]),
+                            conv(self.features - 3 * q, "conv_4")(out[:, 1:, :, :])], axis=-1)
+
+
+def _bilinear_matrix(n_in: int, n_out: int):
+  """[n_out, n_in] interpolation weights of bilinear resizing with align_corners=True."""
+  m = np.zeros((n_out, n_in), np.float32)
+  if n_in == 1:
+    m[:, 0] = 1.0
+    return m
+  pos = np.arange(n_out) * (n_in - 1) / (n_out - 1)
+  lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
+  frac = pos - lo
+  m[np.arange(n_out), lo] = 1.0 - frac
+  m[np.arange(n_out), lo + 1] += frac
+  return m
+
+
+def upsample_bilinear(x):
+  """x2 bilinear up-sampling with align_corners=True (official ``UpSample``)."""
+  mh = jnp.asarray(_bilinear_matrix(x.shape[1], 2 * x.shape[1]), x.dtype)
+  mw = jnp.asarray(_bilinear_matrix(x.shape[2], 2 * x.shape[2]), x.dtype)
+  return jnp.einsum("ph,bhwc,qw->bpqc", mh, x, mw)
+
+
+def upsample_nearest(x):
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class UpSkip(nn.Module):
+  """Up-sampling skip: bilinear x2 then a bias-free 1x1 WNConv (official ``skip.1``);
+  the conv is named ``conv`` here."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    return WNConv(self.features, 1, use_bias=False, dtype=self.dtype, name="conv")(
+        upsample_bilinear(x))
+
+
+class BNSwishConv(nn.Module):
+  """Official ``BNSwishConv``: ``bn_act`` (BN + Swish) then ``conv_0`` (3x3 WNConv, bias)."""
+  features: int
+  stride: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = BatchNorm(act=True, dtype=self.dtype, name="bn_act")(x, train)
+    return WNConv(self.features, 3, stride=self.stride, padding=1, use_bias=True,
+                  dtype=self.dtype, name="conv_0")(x)
+
+
+class ConvBNSwish(nn.Module):
+  """Official ``ConvBNSwish``: ``conv`` (no weight norm, no bias) then ``bn`` (BN+Swish)."""
+  features: int
+  kernel_size: int = 1
+  groups: int = 1
+  dtype: Dtype = jnp.float32
+  depthwise_impl: str = "shift"
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = WNConv(self.features, self.kernel_size, padding=(self.kernel_size - 1) // 2,
+               groups=self.groups, use_bias=False, weight_norm=False, dtype=self.dtype,
+               depthwise_impl=self.depthwise_impl, name="conv")(x)
+    return BatchNorm(act=True, dtype=self.dtype, name="bn")(x, train)
+
+
+class InvertedResidual(nn.Module):
+  """Generative cell body (official ``InvertedResidual``, mconv_e{ex}k5g0):
+
+      [nearest x2 if upsample] -> bn_in -> expand (1x1, ex*C_in, BN, Swish)
+      -> depthwise (5x5, BN, Swish) -> project (1x1) -> bn_out
+
+  Official Sequential ``conv.{i}`` -> names: bn_in (``.bn``), expand, depthwise, project,
+  bn_out (``.bn``); the indices shift by one when up-sampling.
+  """
+  features: int
+  ex: int = 6
+  upsample: bool = False
+  dtype: Dtype = jnp.float32
+  depthwise_impl: str = "shift"
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    hidden = int(round(x.shape[-1] * self.ex))
+    if self.upsample:
+      x = upsample_nearest(x)
+    x = BatchNorm(dtype=self.dtype, name="bn_in")(x, train)
+    x = ConvBNSwish(hidden, 1, dtype=self.dtype, name="expand")(x, train)
+    x = ConvBNSwish(hidden, 5, groups=hidden, dtype=self.dtype,
+                    depthwise_impl=self.depthwise_impl, name="depthwise")(x, train)
+    x = WNConv(self.features, 1, use_bias=False, weight_norm=False, dtype=self.dtype,
+               name="project")(x)
+    return BatchNorm(dtype=self.dtype, name="bn_out")(x, train)
+
+
+# Cell types of the official ``res_mbconv`` architecture (utils.get_arch_cells).
+CELL_TYPES = ("normal_pre", "down_pre", "normal_enc", "down_enc", "normal_dec", "up_dec",
+              "normal_post", "up_post")
+
+
+class Cell(nn.Module):
+  """Residual cell: ``skip(x) + 0.1 * SE(ops(x))`` (official ``Cell``, arch res_mbconv).
+
+  - normal_pre/normal_enc: ops_0, ops_1 = BNSwishConv(3x3); identity skip.
+  - down_pre/down_enc: the same with stride 2 in ops_0; skip = FactorizedReduce.
+  - normal_dec/normal_post: ops_0 = InvertedResidual (ex 6 in the decoder, 3 in post).
+  - up_dec/up_post: the same up-sampling first; skip = UpSkip.
+  ``features`` is the output width (2x the input for down, 1/2 for up).
+  """
+  features: int
+  cell_type: str
+  use_se: bool = True
+  dtype: Dtype = jnp.float32
+  depthwise_impl: str = "shift"
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    t = self.cell_type
+    if t not in CELL_TYPES:
+      raise ValueError(f"unknown cell type {t!r}; expected one of {CELL_TYPES}")
+    if t.startswith("down"):
+      skip = FactorizedReduce(self.features, dtype=self.dtype, name="skip")(x)
+    elif t.startswith("up"):
+      skip = UpSkip(self.features, dtype=self.dtype, name="skip")(x)
+    else:
+      skip = x
+    if t.endswith("pre") or t.endswith("enc"):
+      s = BNSwishConv(self.features, stride=2 if t.startswith("down") else 1,
+                      dtype=self.dtype, name="ops_0")(x, train)
+      s = BNSwishConv(self.features, dtype=self.dtype, name="ops_1")(s, train)
+    else:
+      s = InvertedResidual(self.features, ex=6 if t.endswith("dec") else 3,
+                           upsample=t.startswith("up"), dtype=self.dtype,
+                           depthwise_impl=self.depthwise_impl, name="ops_0")(x, train)
+    if self.use_se:
+      s = SE(dtype=self.dtype, name="se")(s)
+    return (skip.astype(self.dtype) + 0.1 * s).astype(self.dtype)
+
+
+class EncCombiner(nn.Module):
+  """Encoder combiner: x_enc + conv(s_dec) with ``conv`` a 1x1 WNConv (bias)."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_enc, s_dec):
+    return x_enc + WNConv(self.features, 1, use_bias=True, dtype=self.dtype, name="conv")(s_dec)
+
+
+class DecCombiner(nn.Module):
+  """Decoder combiner: conv(concat[s, z]) with ``conv`` a 1x1 WNConv (bias)."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, s, z):
+    x = jnp.concatenate([s.astype(self.dtype), z.astype(self.dtype)], axis=-1)
+    return WNConv(self.features, 1, use_bias=True, dtype=self.dtype, name="conv")(x)
+
+
+# ---------------------------------------------------------------- autoregressive flows
+
+def _channel_mask(c_in, g_in, c_out, zero_diag):
+  """[c_out, c_in/g] connectivity of the centre tap (official ``channel_mask``)."""
+  if g_in == c_in:
+    return np.zeros((c_out, 1), np.float32) if zero_diag else np.ones((c_out, 1), np.float32)
+  mask = np.ones([c_out, c_in], np.float32)
+  if c_out >= c_in:
+    r = c_out // c_in
+    for i in range(c_in):
+      mask[i * r:(i + 1) * r, i + 1:] = 0
+      if zero_diag:
+        mask[i * r:(i + 1) * r, i:i + 1] = 0
+  else:
+    r = c_in // c_out
+    for i in range(c_out):
+      mask[i:i + 1, (i + 1) * r:] = 0
+      if zero_diag:
+        mask[i:i + 1, i * r:(i + 1) * r] = 0
+  return mask
+
+
+def ar_conv_mask(kernel_size, c_in, groups, c_out, zero_diag, mirror):
+  """HWIO mask [k,k,c_in/g,c_out] of the official ``create_conv_mask``: the rows above
+  the centre and the taps left of it are visible; the centre tap connects channel
+  groups causally (strictly when ``zero_diag``); ``mirror`` flips both spatial axes."""
+  if c_in % c_out and c_out % c_in:
+    raise ValueError(f"masked conv needs c_in | c_out or c_out | c_in; got {c_in}, {c_out}")
+  m = (kernel_size - 1) // 2
+  mask = np.ones([c_out, c_in // groups, kernel_size, kernel_size], np.float32)
+  mask[:, :, m:, :] = 0
+  mask[:, :, m, :m] = 1
+  mask[:, :, m, m] = _channel_mask(c_in, groups, c_out, zero_diag)
+  if mirror:
+    mask = mask[:, :, ::-1, ::-1]
+  return np.ascontiguousarray(np.transpose(mask, (2, 3, 1, 0)))
+
+
+class CellAR(nn.Module):
+  """One shift-only IAF cell (official ``CellAR``): z' = z - mu(z), log-det 0, with
+
+      h = elu(convz_2(elu(convz_0(z))))  (masked 3x3 to 6*nz, masked depthwise 5x5),
+      mu = mu/conv_0(elu(h))             (masked 1x1, bias, initial scale 0.1).
+
+  Names: ``conv/convz_0``, ``conv/convz_2``, ``mu/conv_0`` as official. ``ftr`` (the
+  encoder feature) is accepted and unused, as in the official code.
+  """
+  num_z: int
+  mirror: bool = False
+  dtype: Dtype = jnp.float32
+  depthwise_impl: str = "shift"
+
+  @nn.compact
+  def __call__(self, z, ftr=None):
+    del ftr
+    nz, hidden = self.num_z, 6 * self.num_z
+    convz = _ConvZ(nz, hidden, self.mirror, self.dtype, self.depthwise_impl, name="conv")
+    h = convz(z)
+    mu = _MuConv(nz, hidden, self.mirror, self.dtype, name="mu")(h)
+    return z - mu.astype(z.dtype), jnp.zeros_like(z)
+
+
+class _ConvZ(nn.Module):
+  nz: int
+  hidden: int
+  mirror: bool
+  dtype: Dtype
+  depthwise_impl: str
+
+  @nn.compact
+  def __call__(self, z):
+    m0 = ar_conv_mask(3, self.nz, 1, self.hidden, True, self.mirror)
+    h = WNConv(self.hidden, 3, padding=1, mask=m0, dtype=self.dtype, name="convz_0")(z)
+    h = nn.elu(h)
+    m2 = ar_conv_mask(5, self.hidden, self.hidden, self.hidden, False, self.mirror)
+    h = WNConv(self.hidden, 5, padding=2, groups=self.hidden, mask=m2, dtype=self.dtype,
+               depthwise_impl=self.depthwise_impl, name="convz_2")(h)
+    return nn.elu(h)
+
+
+class _MuConv(nn.Module):
+  nz: int
+  hidden: int
+  mirror: bool
+  dtype: Dtype
+
+  @nn.compact
+  def __call__(self, h):
+    mask = ar_conv_mask(1, self.hidden, 1, self.nz, False, self.mirror)
+    return WNConv(self.nz, 1, use_bias=True, mask=mask, init_log_scale=float(np.log(0.1)),
+                  dtype=self.dtype, name="conv_0")(nn.elu(h))
+
+
+class PairedCellAR(nn.Module):
+  """Two IAF cells, the second with mirrored masks (official ``PairedCellAR``)."""
+  num_z: int
+  dtype: Dtype = jnp.float32
+  depthwise_impl: str = "shift"
+
+  @nn.compact
+  def __call__(self, z, ftr=None):
+    z, ld1 = CellAR(self.num_z, False, self.dtype, self.depthwise_impl, name="cell1")(z, ftr)
+    z, ld2 = CellAR(self.num_z, True, self.dtype, self.depthwise_impl, name="cell2")(z, ftr)
+    return z, ld1 + ld2
+
+
+def count_params(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+__all__: Sequence[str] = (
+    "BatchNorm", "BNSwishConv", "Cell", "CellAR", "ConvBNSwish", "DecCombiner", "EncCombiner",
+    "FactorizedReduce", "InvertedResidual", "PairedCellAR", "SE", "UpSkip", "WNConv",
+    "ar_conv_mask", "depthwise_conv", "kernel_matrix", "upsample_bilinear", "weight_normalize")

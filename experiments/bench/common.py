@@ -1,0 +1,102 @@
+"""Shared measuring tools for the benchmark drivers (``dgmjax bench MODEL``).
+
+Machines are shared and noisy, so every figure is a median over repeats and every
+dgmjax number is reported next to the PyTorch baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def device_line() -> str:
+  """What ran the benchmark: JAX backend and device kind, torch version, CPU count."""
+  import jax
+  dev = jax.devices()[0]
+  parts = [f"jax {jax.__version__} on {dev.platform} ({getattr(dev, 'device_kind', '?')}, "
+           f"{jax.device_count()} device(s))", f"{os.cpu_count()} CPU cores",
+           platform.processor() or platform.machine()]
+  try:
+    import torch
+    tdev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    parts.append(f"torch {torch.__version__} on {tdev} ({torch.get_num_threads()} threads)")
+  except ImportError:
+    parts.append("torch not installed")
+  return "; ".join(parts)
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+  """Median wall time in seconds of ``fn()``, which must block until its work is done."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+  """Peak resident set size of this process so far, MiB (Linux ru_maxrss is KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def jax_device_memory_mb() -> float | None:
+  """Peak bytes in use on the first JAX accelerator, MiB (None on CPU)."""
+  import jax
+  stats = jax.devices()[0].memory_stats() if jax.devices()[0].platform != "cpu" else None
+  return None if not stats else stats.get("peak_bytes_in_use", 0) / 2**20
+
+
+def xla_flops(jitted, *args) -> float | None:
+  """FLOPs of one call of a jitted function from XLA's cost analysis (None if unknown)."""
+  try:
+    cost = jitted.lower(*args).compile().cost_analysis()
+  except Exception:  # cost analysis is best-effort on some backends
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return None if not cost else float(cost.get("flops", 0.0)) or None
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
+  """Measured float32 matmul throughput (GFLOP/s) of numpy and JAX on this machine."""
+  import jax
+  import jax.numpy as jnp
+  a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+  flops = 2.0 * n ** 3
+  t_np = median_time(lambda: a @ a, repeats)
+  ja = jnp.asarray(a)
+  mm = jax.jit(lambda x: x @ x)
+  t_jax = median_time(lambda: mm(ja).block_until_ready(), repeats)
+  return {"numpy": flops / t_np / 1e9, "jax": flops / t_jax / 1e9}
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+  def fmt(v):
+    if isinstance(v, float):
+      return f"{v:.4g}"
+    return "" if v is None else str(v)
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+  return None if a is None or b is None or b == 0 else a / b
+
+
+def save_json(path: str, payload: dict) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(payload, f, indent=1, default=float)
+  return path

@@ -1,0 +1,215 @@
+"""LMConv benchmark: dgmjax against the project's PyTorch baseline, in the same run.
+
+    dgmjax bench lmconv --sizes tiny,paper --repeats 3 --out lmconv_bench.json
+    python -m experiments.bench.lmconv --sizes tiny
+
+Per size: the training step (forward + backward + Adam update, one order per batch) and
+sampling a whole batch of images.
+
+- dgmjax sampling is the compiled ``cached`` sampler (one location per step, see
+  ``dgmjax/lmconv/sampling.py``); at sizes where it is affordable also the compiled
+  ``naive`` sampler (one full forward pass per pixel inside ``lax.fori_loop``).
+- PyTorch sampling is the baseline's ``sample`` (one full forward pass per pixel in a
+  Python loop, as ajayjain/lmconv). At large sizes it takes hours per batch, so it is
+  timed over ``--torch-sample-steps`` pixel steps and extrapolated linearly to H*W steps
+  (every step costs the same full forward pass); the table says so.
+- dgmjax peak memory is XLA's compiled buffer estimate (arguments + outputs + temporaries)
+  of the jitted function; PyTorch's is not measured on CPU (reported as n/a).
+
+Prints a markdown table with dgmjax/PyTorch time ratios (< 1: dgmjax faster) and the
+platform line, and writes the JSON to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import dgmjax
+
+SIZES = {
+    # name: (image_shape, num_bins, filters, resnets, batch)
+    "tiny": ((8, 8, 1), 17, 16, 1, 16),
+    "small": ((28, 28, 1), 2, 32, 1, 16),
+    "medium": ((28, 28, 1), 2, 64, 2, 8),
+    "paper": ((28, 28, 1), 2, 160, 5, 16),       # binarised MNIST at the paper's width
+    "cifar": ((32, 32, 3), 256, 160, 5, 16),
+}
+
+
+def _timeit(fn, repeats):
+  fn()                                  # warm-up / compile
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
+def _jax_memory(jitted, *args):
+  try:
+    m = jitted.lower(*args).compile().memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+  except Exception:  # memory analysis is backend-dependent  # pylint: disable=broad-except
+    return None
+
+
+def bench_dgmjax(size, repeats, naive_sampling):
+  shape, nb, f, r, b = SIZES[size]
+  model = dgmjax.models.create("lmconv", image_shape=shape, num_bins=nb, filters=f, resnets=r,
+                               dropout=0.0, orders=("s_curve:all",))
+  x = jax.random.randint(jax.random.PRNGKey(0), (b,) + shape, 0, nb).astype(jnp.uint8)
+  v = model.init(jax.random.PRNGKey(1), x)
+  opt = optax.adam(2e-4)
+  st = opt.init(v)
+
+  def step(v, st, x, rng):
+    (loss, _), g = jax.value_and_grad(lambda v: model.loss(v, x, rng), has_aux=True)(v)
+    u, st = opt.update(g, st, v)
+    return optax.apply_updates(v, u), st, loss
+
+  step_j = jax.jit(step)
+  out = {"train_step_s": _timeit(lambda: jax.block_until_ready(
+      step_j(v, st, x, jax.random.PRNGKey(2))), repeats),
+         "train_peak_bytes": _jax_memory(step_j, v, st, x, jax.random.PRNGKey(2))}
+  sample_j = jax.jit(lambda v, rng: model.sample(v, rng, b))
+  t0 = time.perf_counter()
+  jax.block_until_ready(sample_j(v, jax.random.PRNGKey(3)))
+  out["sample_compile_and_run_s"] = time.perf_counter() - t0
+  out["sample_s"] = _timeit(lambda: jax.block_until_ready(sample_j(v, jax.random.PRNGKey(4))),
+                            max(1, repeats // 2))
+  out["sample_peak_bytes"] = _jax_memory(sample_j, v, jax.random.PRNGKey(4))
+  if naive_sampling:
+    naive_j = jax.jit(lambda v, rng: model.sample(v, rng, b, method="naive"))
+    out["sample_naive_s"] = _timeit(
+        lambda: jax.block_until_ready(naive_j(v, jax.random.PRNGKey(5))), 1)
+  return out
+
+
+def bench_torch(size, repeats, sample_steps):
+  import torch  # pylint: disable=import-outside-toplevel
+  from experiments.pytorch import lmconv as tl  # pylint: disable=import-outside-toplevel
+  shape, nb, f, r, b = SIZES[size]
+  h, w, c = shape
+  torch.manual_seed(0)
+  binarize = c == 1 and nb == 2
+  net = tl.OurPixelCNN(nr_resnet=r, nr_filters=f, nr_logistic_mix=10, input_channels=c,
+                       kernel_size=3, max_dilation=2, normalization="pono", dropout_prob=0.0,
+                       binarize=binarize, num_bins=nb)
+  opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+  x = torch.randint(0, nb, (b, h, w, c), dtype=torch.uint8)
+  order = tl.s_curve_order(h, w)
+  masks = net.masks(order, h, w)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = net.loss_bpd(x, order, masks)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+  out = {"train_step_s": _timeit(step, repeats), "train_peak_bytes": None}
+  steps = min(sample_steps, h * w)
+  sub = np.asarray(order)[:steps]
+  t0 = time.perf_counter()
+  with torch.no_grad():
+    levels = torch.zeros(b, h, w, c, dtype=torch.long)
+    for p in sub.tolist():        # exactly the per-pixel work of OurPixelCNN.sample
+      rr, cc = divmod(p, w)
+      head = net(net.centered(levels), *masks)[:, :, rr, cc]
+      # pylint: disable-next=protected-access
+      levels[:, rr, cc] = net._sample_pixel(head, None, 1.0, 1.0)
+  per_step = (time.perf_counter() - t0) / steps
+  out["sample_s"] = per_step * h * w
+  out["sample_extrapolated"] = steps < h * w
+  out["sample_step_s"] = per_step
+  return out
+
+
+def _fmt(v, unit="s"):
+  if v is None:
+    return "n/a"
+  if unit == "MB":
+    return f"{v / 2**20:.0f} MB"
+  return f"{v:.3g} s" if v >= 0.01 else f"{v * 1e3:.3g} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--sizes", default="tiny", help=f"comma list of {sorted(SIZES)}")
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--torch-sample-steps", type=int, default=8,
+                 help="PyTorch pixel steps timed for sampling (extrapolated to H*W)")
+  p.add_argument("--no-torch", action="store_true", help="measure dgmjax alone")
+  p.add_argument("--torch-threads", type=int, default=0,
+                 help="torch.set_num_threads for the baseline (0: torch's default). On a "
+                      "CPU shared with other jobs, 1 thread avoids oversubscription stalls")
+  p.add_argument("--naive", default="tiny,small",
+                 help="sizes at which the compiled naive dgmjax sampler is also timed")
+  p.add_argument("--out", default="")
+  args = p.parse_args(argv)
+  sizes = [s for s in args.sizes.split(",") if s]
+  for s in sizes:
+    if s not in SIZES:
+      raise ValueError(f"unknown size {s!r}; expected some of {sorted(SIZES)}")
+  device = jax.devices()[0]
+  plat = (f"{platform.platform()} | {platform.processor() or platform.machine()} | "
+          f"{os.cpu_count()} cpus | jax {jax.__version__} on {device.platform} "
+          f"({getattr(device, 'device_kind', '')})")
+  results = {"platform": plat, "sizes": {}}
+  rows = []
+  for s in sizes:
+    shape, nb, f, r, b = SIZES[s]
+    res = {"config": dict(image_shape=shape, num_bins=nb, filters=f, resnets=r, batch=b)}
+    res["dgmjax"] = bench_dgmjax(s, args.repeats, s in args.naive.split(","))
+    print(f"{s} dgmjax: {json.dumps(res['dgmjax'])}", flush=True)
+    if not args.no_torch:
+      import torch  # pylint: disable=import-outside-toplevel
+      if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+      res["torch_version"] = torch.__version__
+      res["torch_threads"] = torch.get_num_threads()
+      res["pytorch"] = bench_torch(s, args.repeats, args.torch_sample_steps)
+      print(f"{s} pytorch: {json.dumps(res['pytorch'])}", flush=True)
+    results["sizes"][s] = res
+    d, t = res["dgmjax"], res.get("pytorch")
+    ratio = lambda a, b: "n/a" if b is None or a is None else f"{a / b:.3g}"
+    rows.append(
+        f"| {s} {shape} F{f} R{r} B{b} | train step | {_fmt(d['train_step_s'])} | "
+        f"{_fmt(t and t['train_step_s'])} | "
+        f"{ratio(d['train_step_s'], t and t['train_step_s'])} | "
+        f"{_fmt(d['train_peak_bytes'], 'MB')} |")
+    naive = (f"; compiled naive {_fmt(d['sample_naive_s'])}" if "sample_naive_s" in d else "")
+    ext = " (extrapolated)" if t and t.get("sample_extrapolated") else ""
+    rows.append(
+        f"| {s} | sample {b} images{naive} | {_fmt(d['sample_s'])} | "
+        f"{_fmt(t and t['sample_s'])}{ext} | {ratio(d['sample_s'], t and t['sample_s'])} | "
+        f"{_fmt(d['sample_peak_bytes'], 'MB')} |")
+  if not args.no_torch:
+    import torch  # pylint: disable=import-outside-toplevel
+    plat += f" | torch {torch.__version__}, {torch.get_num_threads()} threads"
+    results["platform"] = plat
+  print(f"\nplatform: {plat}\n")
+  print("| size | what | dgmjax | PyTorch | dgmjax/PyTorch | dgmjax peak |")
+  print("|---|---|---|---|---|---|")
+  print("\n".join(rows))
+  if args.out:
+    with open(args.out, "w") as fh:
+      json.dump(results, fh, indent=2)
+    print(f"\nwrote {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,101 @@
+"""NVAE cells: depthwise implementations agree, weight norm, BN state, up-sampling, masks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from dgmjax.nvae import cells
+
+
+def test_depthwise_shift_equals_grouped():
+  rx, rk = jax.random.split(jax.random.PRNGKey(0))
+  x = jax.random.normal(rx, (2, 6, 5, 7))
+  k = jax.random.normal(rk, (5, 5, 1, 7))
+  a = cells.depthwise_conv(x, k, padding=2, impl="shift")
+  b = cells.depthwise_conv(x, k, padding=2, impl="grouped")
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  ga = jax.grad(lambda k: jnp.sum(jnp.sin(cells.depthwise_conv(x, k, 2, impl="shift"))))(k)
+  gb = jax.grad(lambda k: jnp.sum(jnp.sin(cells.depthwise_conv(x, k, 2, impl="grouped"))))(k)
+  np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="depthwise impl"):
+    cells.depthwise_conv(x, k, 2, impl="fft")
+
+
+def test_weight_norm_conv_matches_formula_and_torch():
+  conv = cells.WNConv(4, 3, padding=1, use_bias=True)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 5, 3))
+  v = conv.init(jax.random.PRNGKey(2), x)
+  p = v["params"]
+  w = np.asarray(p["kernel"])
+  # Initialised so that the effective kernel is w up to the 1e-2 of log(|w| + 1e-2).
+  norm = np.sqrt((w ** 2).sum(axis=(0, 1, 2)))
+  np.testing.assert_allclose(np.exp(p["log_weight_norm"]), norm + 1e-2, rtol=1e-6)
+  lwn = np.asarray(p["log_weight_norm"]) - 0.3
+  w_eff = np.exp(lwn) * w / (norm + 1e-5)
+  y = conv.apply({"params": {**p, "log_weight_norm": jnp.asarray(lwn)}}, x)
+  wt = torch.from_numpy(w_eff.transpose(3, 2, 0, 1).copy())
+  yt = torch.nn.functional.conv2d(torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()),
+                                  wt, torch.from_numpy(np.array(p["bias"])), padding=1)
+  np.testing.assert_allclose(y, yt.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_updates_statistics_in_training_only():
+  bn = cells.BatchNorm(act=False)
+  x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(3), (8, 4, 4, 5))
+  v = bn.init(jax.random.PRNGKey(0), x, train=True)
+  np.testing.assert_array_equal(v["batch_stats"]["mean"], 0.0)   # unchanged while initialising
+  y, new = bn.apply(v, x, train=True, mutable=["batch_stats"])
+  xn = np.asarray(x).reshape(-1, 5)
+  np.testing.assert_allclose(new["batch_stats"]["mean"], 0.05 * xn.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(new["batch_stats"]["var"], 0.95 + 0.05 * xn.var(0, ddof=1), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(y).reshape(-1, 5).mean(0), 0.0, atol=1e-4)
+  y_eval, same = bn.apply(v, x, train=False, mutable=["batch_stats"])
+  np.testing.assert_array_equal(same["batch_stats"]["mean"], v["batch_stats"]["mean"])
+  np.testing.assert_allclose(y_eval, x / np.sqrt(1 + cells.BN_EPS), rtol=1e-5)
+
+
+def test_bilinear_upsample_matches_torch_align_corners():
+  x = np.random.RandomState(0).randn(2, 3, 5, 4).astype(np.float32)
+  ours = cells.upsample_bilinear(jnp.asarray(x))
+  ref = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)), scale_factor=2,
+                                        mode="bilinear", align_corners=True)
+  np.testing.assert_allclose(ours, ref.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_cell_shapes_and_skip_scale():
+  x = jax.random.normal(jax.random.PRNGKey(4), (2, 4, 4, 8))
+  for cell_type, f, out in (("down_enc", 16, (2, 2, 2, 16)), ("up_dec", 4, (2, 8, 8, 4))):
+    cell = cells.Cell(f, cell_type)
+    y, _ = cell.init_with_output(jax.random.PRNGKey(5), x, False)
+    assert y.shape == out, cell_type
+  # A normal cell is x + 0.1 * SE(f(x)); with f's last BN giving the constant 2 (scale 0,
+  # bias 2) and no SE, the output is exactly x + 0.2.
+  cell = cells.Cell(8, "normal_dec", use_se=False)
+  v = cell.init(jax.random.PRNGKey(6), x, False)
+  params = jax.tree_util.tree_map(lambda a: a, v["params"])
+  params["ops_0"]["bn_out"] = {"scale": jnp.zeros(8), "bias": jnp.full((8,), 2.0)}
+  y = cell.apply({**v, "params": params}, x, False)
+  np.testing.assert_allclose(y, x + 0.2, rtol=1e-6, atol=1e-6)
+
+
+def test_ar_masks_are_autoregressive():
+  """Output channel block i of the centre tap sees input channels < i (<= i without zero_diag);
+  rows below the centre are hidden; mirroring flips the kernel."""
+  m = cells.ar_conv_mask(3, 2, 1, 4, zero_diag=True, mirror=False)   # [3,3,I=2,O=4]
+  assert m[2].sum() == 0 and m[1, 2].sum() == 0 and m[0].all() and m[1, 0].all()
+  np.testing.assert_array_equal(m[1, 1], [[0, 0, 1, 1], [0, 0, 0, 0]])
+  m2 = cells.ar_conv_mask(3, 2, 1, 4, zero_diag=False, mirror=False)
+  np.testing.assert_array_equal(m2[1, 1], [[1, 1, 1, 1], [0, 0, 1, 1]])
+  mm = cells.ar_conv_mask(3, 2, 1, 4, zero_diag=True, mirror=True)
+  np.testing.assert_array_equal(mm, m[::-1, ::-1])
+  # The IAF cell is shift-only and its shift at latent channel c ignores channels >= c.
+  cell = cells.CellAR(num_z=2)
+  z = jax.random.normal(jax.random.PRNGKey(7), (1, 4, 4, 2))
+  v = cell.init(jax.random.PRNGKey(8), z)
+  jac = jax.jacobian(lambda z: cell.apply(v, z)[0][0, 1, 1])(z)[:, 0, 1, 1, :]   # [out c, in c]
+  np.testing.assert_allclose(np.diag(jac), 1.0, atol=1e-6)
+  assert jac[0, 1] == 0.0
