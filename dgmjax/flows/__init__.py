@@ -1,0 +1,14 @@
+"""Normalising flows: Glow's bijectors (Flax Linen modules with
+``forward_and_log_det`` / ``inverse_and_log_det``), its priors, the multi-scale flow
+and ``GlowModel`` (the dgmjax model protocol)."""
+
+from dgmjax.flows.bijectors import (ActNorm, Bijector, Chain, Coupling, CouplingNet,
+                                    InvConv1x1, InvConv1x1LU, Permute, Squeeze, Unsqueeze,
+                                    ZeroConv, squeeze2d, unsqueeze2d)
+from dgmjax.flows.priors import ClassHead, SplitPrior, TopPrior, gaussian_log_prob
+from dgmjax.flows.glow import FlowStep, Glow, GlowLevel
+
+__all__ = ["ActNorm", "Bijector", "Chain", "Coupling", "CouplingNet", "InvConv1x1",
+           "InvConv1x1LU", "Permute", "Squeeze", "Unsqueeze", "ZeroConv", "squeeze2d",
+           "unsqueeze2d", "ClassHead", "SplitPrior", "TopPrior", "gaussian_log_prob",
+           "FlowStep", "Glow", "GlowLevel"]

@@ -1,0 +1,278 @@
+"""The multi-scale Glow flow as a Flax module (Kingma & Dhariwal 2018, figure 2).
+
+One step of flow:   ActNorm -> 1x1 permutation (LU conv | plain conv | reverse |
+shuffle) -> coupling (affine | additive).
+One level:          squeeze (H,W,C -> H/2,W/2,4C) -> K steps -> split (all levels but
+                    the last: half the channels leave as z_i with p(z_i | rest)).
+Top:                the last level's output is z_top with a learned prior.
+
+``Glow.forward_and_log_det(x) -> (zs, log_det[B])`` maps a continuous image
+x: float32 [B,H,W,C] to the list of latents ``zs = [z_0, ..., z_{L-2}, z_top]`` (z_i of
+shape [B, H/2^(i+1), W/2^(i+1), 2^(i+1) C], z_top [B, H/2^L, W/2^L, 2^(L+1) C]);
+``inverse_and_log_det(zs)`` is its exact inverse. ``log_density(x, labels)`` is
+log q(x) = log p(zs) + log_det in nats [B]. The parameter layout mirrors
+rosinality/glow-pytorch: ``blocks_i/flows_k/{actnorm,invconv,coupling}``, split priors
+``blocks_i/prior``, and ``top_prior``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dgmjax.flows import bijectors as bj
+from dgmjax.flows.bijectors import CONSTANTS
+from dgmjax.flows.priors import ClassHead, SplitPrior, TopPrior, gaussian_log_prob, gaussian_sample
+
+PERMUTATIONS = ("lu", "conv", "reverse", "shuffle")
+COUPLINGS = ("affine", "additive")
+
+
+class FlowStep(nn.Module):
+  """ActNorm -> permutation -> coupling; ``__call__(x, inverse) -> (y, log_det[B])``."""
+  width: int
+  coupling: str = "affine"
+  permutation: str = "lu"
+  net_actnorm: bool = False
+  logscale_factor: float | None = None
+  edge_bias: bool = False
+  seed: int = 0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, inverse=False):
+    actnorm = bj.ActNorm(self.logscale_factor, name="actnorm")
+    if self.permutation == "lu":
+      perm = bj.InvConv1x1LU(name="invconv")
+    elif self.permutation == "conv":
+      perm = bj.InvConv1x1(name="invconv")
+    else:
+      perm = bj.Permute(self.permutation, self.seed, name="invconv")
+    coupling = bj.Coupling(self.width, self.coupling == "affine", self.net_actnorm,
+                           self.edge_bias, self.dtype, name="coupling")
+    return _chain((actnorm, perm, coupling), x, inverse)
+
+  def forward_and_log_det(self, x):
+    return self(x, False)
+
+  def inverse_and_log_det(self, y):
+    return self(y, True)
+
+
+class _ScanBody(nn.Module):
+  """One FlowStep as an nn.scan body: carry (h, log_det) -> carry."""
+  config: tuple = ()       # FlowStep fields as (name, value) pairs
+  inverse: bool = False
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, carry, _):
+    h, log_det = carry
+    step_cls = nn.remat(FlowStep, static_argnums=(2,)) if self.remat else FlowStep
+    h, ld = step_cls(**dict(self.config), name="step")(h, self.inverse)
+    return (h, log_det + ld), None
+
+
+class ScannedSteps(nn.Module):
+  """K FlowSteps run by ``nn.scan``: parameters stacked over a leading [K] axis, one
+  compiled body instead of K (compile time independent of K). ``__call__(h, inverse)``;
+  the inverse runs the steps from last to first."""
+  config: tuple = ()
+  steps: int = 1
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, h, inverse=False):
+    scan = nn.scan(_ScanBody, variable_axes={"params": 0, CONSTANTS: 0},
+                   split_rngs={"params": True}, length=self.steps, reverse=inverse)
+    log_det = jnp.zeros((h.shape[0],), jnp.float32)
+    (h, log_det), _ = scan(self.config, inverse, self.remat, name="scan")((h, log_det), None)
+    return h, log_det
+
+
+def _chain(layers, x, inverse):
+  log_det = jnp.zeros((x.shape[0],), jnp.float32)
+  for layer in (reversed(layers) if inverse else layers):
+    x, ld = layer(x, inverse)
+    log_det = log_det + ld
+  return x, log_det
+
+
+class GlowLevel(nn.Module):
+  """squeeze -> K steps (-> split). ``encode(h) -> (h_next | None, z, log_det, log_p)``."""
+  steps: int
+  width: int
+  split: bool = True
+  coupling: str = "affine"
+  permutation: str = "lu"
+  net_actnorm: bool = False
+  logscale_factor: float | None = None
+  edge_bias: bool = False
+  seed: int = 0
+  remat: bool = False
+  scan: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    step_cls = nn.remat(FlowStep, static_argnums=(2,)) if self.remat else FlowStep
+    make = lambda k: step_cls(self.width, self.coupling, self.permutation, self.net_actnorm,
+                              self.logscale_factor, self.edge_bias, self.seed + k, self.dtype)
+    if self.scan:
+      config = (("width", self.width), ("coupling", self.coupling),
+                ("permutation", self.permutation), ("net_actnorm", self.net_actnorm),
+                ("logscale_factor", self.logscale_factor), ("edge_bias", self.edge_bias),
+                ("seed", self.seed), ("dtype", self.dtype))
+      self.flows = ScannedSteps(config, self.steps, self.remat)
+    else:
+      self.flows = [make(k) for k in range(self.steps)]
+    if self.split:
+      self.prior = SplitPrior(self.edge_bias)
+
+  def _run_steps(self, h, inverse):
+    if self.scan:
+      return self.flows(h, inverse)
+    log_det = jnp.zeros((h.shape[0],), jnp.float32)
+    for flow in (reversed(self.flows) if inverse else self.flows):
+      h, ld = flow(h, inverse)
+      log_det = log_det + ld
+    return h, log_det
+
+  def encode(self, x):
+    h, log_det = self._run_steps(bj.squeeze2d(x), False)
+    if not self.split:
+      return None, h, log_det, jnp.zeros_like(log_det)
+    h, z, log_p = self.prior.split(h)
+    return h, z, log_det, log_p
+
+  def decode(self, h, z):
+    """Inverse of ``encode`` given h_next (None for the top level) and z."""
+    x = z if h is None else jnp.concatenate([h, z], -1)
+    x, log_det = self._run_steps(x, True)
+    return bj.unsqueeze2d(x), log_det
+
+  def sample_z(self, h, rng, temperature):
+    return self.prior.sample(h, rng, temperature)
+
+
+class Glow(nn.Module):
+  """The whole flow; see the module docstring. ``image_shape`` = (H, W, C)."""
+  image_shape: Sequence[int]
+  levels: int = 3
+  steps: int = 32
+  width: int = 512
+  coupling: str = "affine"
+  permutation: str = "lu"
+  learn_top: bool = True
+  num_classes: int | None = None
+  net_actnorm: bool = False
+  logscale_factor: float | None = None
+  edge_bias: bool = False
+  shuffle_seed: int = 0
+  remat: bool = False
+  scan: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    self.blocks = [GlowLevel(self.steps, self.width, split=i < self.levels - 1,
+                             coupling=self.coupling, permutation=self.permutation,
+                             net_actnorm=self.net_actnorm,
+                             logscale_factor=self.logscale_factor, edge_bias=self.edge_bias,
+                             seed=self.shuffle_seed + 1000 * i, remat=self.remat,
+                             scan=self.scan, dtype=self.dtype)
+                   for i in range(self.levels)]
+    self.top_prior = TopPrior(self.learn_top, self.num_classes, self.edge_bias)
+    if self.num_classes:
+      self.class_head = ClassHead(self.num_classes)
+
+  def latent_shapes(self):
+    """[(h, w, c)] of z_0 .. z_top."""
+    h, w, c = self.image_shape
+    shapes = []
+    for i in range(self.levels):
+      h, w, c = h // 2, w // 2, c * 4
+      if i < self.levels - 1:
+        c //= 2
+        shapes.append((h, w, c))
+    shapes.append((h, w, c))
+    return shapes
+
+  def _check(self, x):
+    h, w, c = self.image_shape
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 4 or tuple(shape[1:]) != (h, w, c):
+      raise ValueError(f"Glow expects x of shape [B,{h},{w},{c}]; got shape {shape}")
+
+  def _encode(self, x):
+    self._check(x)
+    zs, log_det, log_p = [], jnp.zeros((x.shape[0],), jnp.float32), 0.0
+    h = x.astype(jnp.float32)
+    for block in self.blocks:
+      h, z, ld, lp = block.encode(h)
+      zs.append(z)
+      log_det, log_p = log_det + ld, log_p + lp
+    return zs, log_det, log_p
+
+  def forward_and_log_det(self, x):
+    """x float32 [B,H,W,C] -> (zs, log_det [B])."""
+    zs, log_det, _ = self._encode(x)
+    return zs, log_det
+
+  def inverse_and_log_det(self, zs):
+    """zs (as returned by ``forward_and_log_det``) -> (x [B,H,W,C], log_det [B])."""
+    shapes = self.latent_shapes()
+    if len(zs) != len(shapes):
+      raise ValueError(f"Glow expects {len(shapes)} latents of shapes "
+                       f"{[('B',) + s for s in shapes]}; got {len(zs)}")
+    for i, (z, s) in enumerate(zip(zs, shapes)):
+      if getattr(z, "ndim", None) != 4 or tuple(z.shape[1:]) != s:
+        raise ValueError(f"latent {i} must have shape [B,{s[0]},{s[1]},{s[2]}]; got "
+                         f"{getattr(z, 'shape', None)}")
+    h, log_det = None, jnp.zeros((zs[0].shape[0],), jnp.float32)
+    for block, z in zip(reversed(self.blocks), reversed(zs)):
+      h, ld = block.decode(h, z.astype(jnp.float32))
+      log_det = log_det + ld
+    return h, log_det
+
+  def log_density(self, x, labels=None):
+    """log q(x) [B] in nats and extras {"log_det", "log_pz", "class_logits"?}."""
+    zs, log_det, log_p = self._encode(x)
+    mean, logsd = self.top_prior(zs[-1].shape[1:], x.shape[0], labels)
+    log_p = log_p + gaussian_log_prob(zs[-1], mean, logsd)
+    extras = {"log_det": log_det, "log_pz": log_p}
+    if self.num_classes:
+      extras["class_logits"] = self.class_head(zs[-1])
+    return log_p + log_det, extras
+
+  def sample(self, rng, num: int, temperature=1.0, labels=None):
+    """x float32 [num,H,W,C] from the model with every prior's std scaled by temperature."""
+    rngs = jax.random.split(rng, self.levels)
+    top = self.latent_shapes()[-1]
+    mean, logsd = self.top_prior(top, num, labels)
+    z = gaussian_sample(rngs[-1], mean, logsd, temperature)
+    h, _ = self.blocks[-1].decode(None, z)
+    for i in range(self.levels - 2, -1, -1):
+      z = self.blocks[i].sample_z(h, rngs[i], temperature)
+      h, _ = self.blocks[i].decode(h, z)
+    return h
+
+
+def stack_steps(variables: dict) -> dict:
+  """Unrolled variables (``blocks_i/flows_k/...``) -> the ``scan=True`` layout
+  (``blocks_i/flows/scan/step/...`` with a leading [K] axis). Same model, same outputs."""
+  out = {}
+  for col, tree in variables.items():
+    out[col] = {}
+    for name, sub in tree.items():
+      keys = sorted((k for k in sub if k.startswith("flows_")), key=lambda k: int(k[6:])) \
+          if name.startswith("blocks_") else []
+      if not keys:
+        out[col][name] = sub
+        continue
+      rest = {k: v for k, v in sub.items() if not k.startswith("flows_")}
+      steps = [sub[k] for k in keys]
+      rest["flows"] = {"scan": {"step": jax.tree_util.tree_map(lambda *t: jnp.stack(t), *steps)}}
+      out[col][name] = rest
+  return out

@@ -1,0 +1,263 @@
+"""Glow benchmark: dgmjax against the project's PyTorch baseline, in the same run.
+
+    python -m experiments.bench.glow --sizes tiny --repeats 10 --out glow_bench.json
+    python -m experiments.bench.glow --sizes tiny,mnist,cifar10 --recon-steps 300
+    python -m experiments.bench.glow --sizes tiny --threads 1   # steadier on a busy machine
+
+For each size both implementations build the same architecture (rosinality/glow-pytorch
+layout: ActNorm, LU 1x1 conv, affine coupling with a biased conv3x3-conv1x1-ZeroConv
+network, split priors, learned top) and measure, each in its own subprocess so peak
+memory is its own:
+- train step: forward + backward + Adam update on one batch (median of ``repeats``),
+- sampling: ``batch`` samples at temperature 0.7 (median),
+- compile: dgmjax's ahead-of-time lowering + compilation of the train step and of the
+  sampler; init: compiling and running ``init`` (PyTorch runs eagerly: no compile),
+- peak memory: the worker's peak resident set size (``ru_maxrss``).
+Sizes: ``tiny`` (32x32x3, L=3, K=2, width 32, batch 16), ``mnist`` (28x28x1, L=2, K=32,
+width 512, batch 16), ``cifar10`` (32x32x3, L=3, K=32, width 512, batch 16: the paper's
+network at a CPU batch). ``--recon-steps N`` also trains a small Glow on digits for N
+steps and reports max |decode(encode(x)) - x| in float32 on held-out images.
+Prints a markdown table with dgmjax/PyTorch ratios (< 1: dgmjax faster/smaller) and the
+platform line; saves JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SIZES = {
+    "tiny": dict(image=(32, 32, 3), levels=3, steps=2, width=32, batch=16),
+    "mnist": dict(image=(28, 28, 1), levels=2, steps=32, width=512, batch=16),
+    "cifar10": dict(image=(32, 32, 3), levels=3, steps=32, width=512, batch=16),
+}
+NUM_BINS = 256
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _data(cfg, seed=0):
+  import numpy as np
+  rs = np.random.RandomState(seed)
+  return rs.randint(0, NUM_BINS, (cfg["batch"],) + cfg["image"]).astype(np.uint8)
+
+
+def worker_jax(size: str, repeats: int, scan: bool = False) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import optax
+  import dgmjax
+
+  cfg = SIZES[size]
+  model = dgmjax.models.create("glow", cfg["image"], NUM_BINS, levels=cfg["levels"],
+                               steps=cfg["steps"], width=cfg["width"], coupling="affine",
+                               permutation="lu", scan=scan)
+  x = jnp.asarray(_data(cfg))
+  t0 = time.perf_counter()
+  init = jax.jit(model.init).lower(jax.random.PRNGKey(0), x).compile()
+  variables = jax.block_until_ready(init(jax.random.PRNGKey(0), x))
+  init_s = time.perf_counter() - t0
+  params = variables["params"]
+  rest = {k: v for k, v in variables.items() if k != "params"}
+  opt = optax.adam(1e-4)
+
+  def step(params, opt_state, x, rng):
+    loss, grads = jax.value_and_grad(
+        lambda p: model.loss({"params": p, **rest}, x, rng)[0])(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  opt_state = opt.init(params)
+  t0 = time.perf_counter()
+  step_c = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, x,
+                                                      jax.random.PRNGKey(1)).compile()
+  compile_s = time.perf_counter() - t0
+  times = []
+  for i in range(repeats + 1):
+    t0 = time.perf_counter()
+    params, opt_state, loss = step_c(params, opt_state, x, jax.random.PRNGKey(i))
+    loss.block_until_ready()
+    times.append(time.perf_counter() - t0)
+  v = {"params": params, **rest}
+  sample = jax.jit(lambda v, r: model.sample(v, r, cfg["batch"], temperature=0.7))
+  t0 = time.perf_counter()
+  sample_c = sample.lower(v, jax.random.PRNGKey(0)).compile()
+  sample_compile_s = time.perf_counter() - t0
+  stimes = []
+  for i in range(max(2, repeats // 2) + 1):
+    t0 = time.perf_counter()
+    sample_c(v, jax.random.PRNGKey(i)).block_until_ready()
+    stimes.append(time.perf_counter() - t0)
+  return dict(train_step_s=statistics.median(times[1:]), train_step_min_s=min(times[1:]),
+              sample_s=statistics.median(stimes[1:]), sample_min_s=min(stimes[1:]),
+              compile_s=compile_s + sample_compile_s, init_s=init_s, peak_rss_mb=_peak_rss_mb(),
+              final_loss=float(loss), device=str(jax.devices()[0]),
+              jax=jax.__version__)
+
+
+def worker_torch(size: str, repeats: int) -> dict:
+  import torch
+  sys.path.insert(0, ROOT)
+  from experiments.pytorch import glow as tglow
+
+  cfg = SIZES[size]
+  h, w, c = cfg["image"]
+  torch.manual_seed(0)
+  dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+  model = tglow.Glow(c, cfg["steps"], cfg["levels"], affine=True, conv_lu=True,
+                     filter_size=cfg["width"]).to(dev)
+  x = torch.from_numpy(_data(cfg)).permute(0, 3, 1, 2).float().to(dev)
+  t0 = time.perf_counter()
+  with torch.no_grad():
+    model((x + torch.rand_like(x)) / NUM_BINS - 0.5)  # ActNorm data-dependent init
+  init_s = time.perf_counter() - t0
+  opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+  times = []
+  for _ in range(repeats + 1):
+    t0 = time.perf_counter()
+    y = (x + torch.rand_like(x)) / NUM_BINS - 0.5
+    loss = tglow.nll_bits_per_dim(model, y, NUM_BINS)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sync()
+    times.append(time.perf_counter() - t0)
+  shapes = tglow.latent_shapes(c, h, cfg["levels"])
+  stimes = []
+  with torch.no_grad():
+    for _ in range(max(2, repeats // 2) + 1):
+      t0 = time.perf_counter()
+      model.sample(cfg["batch"], shapes, temperature=0.7, device=dev)
+      sync()
+      stimes.append(time.perf_counter() - t0)
+  return dict(train_step_s=statistics.median(times[1:]), train_step_min_s=min(times[1:]),
+              sample_s=statistics.median(stimes[1:]), sample_min_s=min(stimes[1:]),
+              compile_s=0.0, init_s=init_s, peak_rss_mb=_peak_rss_mb(), final_loss=float(loss),
+              device=str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(0),
+              torch=torch.__version__, threads=torch.get_num_threads())
+
+
+def digits_reconstruction(steps: int) -> dict:
+  """Trains the glow_digits architecture for ``steps`` Adam steps; max |decode(encode(y)) - y|."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from sklearn.datasets import load_digits
+  import dgmjax
+  from dgmjax import images
+
+  d = load_digits()
+  xs = d.images.astype(np.uint8).reshape(-1, 8, 8, 1)
+  idx = np.random.RandomState(0).permutation(len(xs))
+  train, test = xs[idx[:1500]], xs[idx[1500:]]
+  model = dgmjax.models.create("glow", (8, 8, 1), 17, levels=2, steps=4, width=32)
+  v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.asarray(train[:256]))
+  rest = {k: a for k, a in v.items() if k != "params"}
+  opt = optax.adam(3e-3)
+
+  @jax.jit
+  def step(params, state, x, rng):
+    loss, g = jax.value_and_grad(lambda p: model.loss({"params": p, **rest}, x, rng)[0])(params)
+    updates, state = opt.update(g, state, params)
+    return optax.apply_updates(params, updates), state, loss
+
+  params, state = v["params"], opt.init(v["params"])
+  rs = np.random.RandomState(0)
+  for i in range(steps):
+    params, state, loss = step(params, state, jnp.asarray(train[rs.randint(0, 1500, 64)]),
+                               jax.random.PRNGKey(i))
+  v = {"params": params, **rest}
+  y = images.dequantize(jax.random.PRNGKey(123), jnp.asarray(test), 17)
+  enc_dec = jax.jit(lambda v, y: model.decode(v, model.encode(v, y)[0]))
+  err = float(jnp.max(jnp.abs(enc_dec(v, y) - y)))
+  bpd = float(jnp.mean(images.bits_per_dim(
+      jax.jit(lambda v, x, r: model.log_prob(v, x, r))(v, jnp.asarray(test),
+                                                       jax.random.PRNGKey(9)), (8, 8, 1))))
+  return dict(steps=steps, max_abs_recon_error=err, train_loss=float(loss), test_bpd=bpd,
+              num_test=int(len(test)))
+
+
+def _run_worker(kind: str, size: str, repeats: int, threads: int = 0, scan: bool = False) -> dict:
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  if threads:
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if threads == 1:
+      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                          " intra_op_parallelism_threads=1").strip()
+  extra = f", scan={scan}" if kind == "jax" else ""
+  code = (f"import json, experiments.bench.glow as b; "
+          f"print('RESULT ' + json.dumps(b.worker_{kind}({size!r}, {repeats}{extra})))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, check=False)
+  for line in out.stdout.splitlines():
+    if line.startswith("RESULT "):
+      return json.loads(line[7:])
+  raise RuntimeError(f"{kind} worker for {size} failed:\n{out.stderr[-3000:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--sizes", default="tiny", help=f"comma-separated from {sorted(SIZES)}")
+  p.add_argument("--repeats", type=int, default=10)
+  p.add_argument("--out", default="glow_bench.json")
+  p.add_argument("--threads", type=int, default=0, choices=(0, 1),
+                 help="0: all cores (default); 1: both frameworks single-threaded")
+  p.add_argument("--scan", action="store_true",
+                 help="dgmjax runs each level's steps with nn.scan (faster compilation)")
+  p.add_argument("--recon-steps", type=int, default=0,
+                 help="also train on digits this many steps and report the reconstruction error")
+  args = p.parse_args(argv)
+  sizes = [s for s in args.sizes.split(",") if s]
+  bad = [s for s in sizes if s not in SIZES]
+  if bad:
+    p.error(f"unknown sizes {bad}; expected some of {sorted(SIZES)}")
+  results = {"platform": f"{platform.platform()} | {platform.processor() or platform.machine()} "
+                         f"| {os.cpu_count()} CPUs | threads: {args.threads or 'all'} "
+                         f"| dgmjax scan: {args.scan}",
+             "sizes": {}}
+  for size in sizes:
+    torch_r = _run_worker("torch", size, args.repeats, args.threads)
+    jax_r = _run_worker("jax", size, args.repeats, args.threads, args.scan)
+    results["sizes"][size] = {"config": SIZES[size], "pytorch": torch_r, "dgmjax": jax_r}
+  first = next(iter(results["sizes"].values())) if sizes else None
+  results["device"] = (f"dgmjax on {first['dgmjax']['device']}, PyTorch on "
+                       f"{first['pytorch']['device']}" if first else "")
+  print(f"platform: {results['platform']}; {results['device']}")
+  print("times: median (min) over repeats; ratio = dgmjax / PyTorch of the medians (mins)")
+  print("| size | train step dgmjax (s) | PyTorch (s) | ratio | sample dgmjax (s) | PyTorch (s) "
+        "| ratio | peak RSS dgmjax (MB) | PyTorch (MB) | ratio | compile dgmjax (s) | init dgmjax (s) |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  for size, r in results["sizes"].items():
+    j, t = r["dgmjax"], r["pytorch"]
+    cell = lambda k: (f"{j[k + '_s']:.4f} ({j[k + '_min_s']:.4f}) | {t[k + '_s']:.4f} "
+                      f"({t[k + '_min_s']:.4f}) | {j[k + '_s'] / t[k + '_s']:.2f} "
+                      f"({j[k + '_min_s'] / t[k + '_min_s']:.2f})")
+    print(f"| {size} | {cell('train_step')} | {cell('sample')} | {j['peak_rss_mb']:.0f} | "
+          f"{t['peak_rss_mb']:.0f} | {j['peak_rss_mb'] / t['peak_rss_mb']:.2f} | "
+          f"{j['compile_s']:.1f} | {j['init_s']:.1f} |")
+  if args.recon_steps:
+    rec = digits_reconstruction(args.recon_steps)
+    results["digits_reconstruction"] = rec
+    print(f"digits after {rec['steps']} steps: max |decode(encode(x)) - x| = "
+          f"{rec['max_abs_recon_error']:.3g} (float32), held-out {rec['test_bpd']:.3f} bits/dim")
+  with open(args.out, "w") as f:
+    json.dump(results, f, indent=1)
+  print(f"saved {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
