@@ -1,0 +1,244 @@
+"""``dgmjax bench all``: every model's benchmark in one run, merged into one table.
+
+    dgmjax bench all [--models glow,lmconv,nvae] [--sizes tiny] [--repeats N]
+                     [--out runs/bench/all.json]
+
+Runs ``experiments/bench/{glow,lmconv,nvae}.py`` (each measures dgmjax and the project's
+PyTorch baseline in the same run and writes its own JSON), then adds what the
+per-model scripts do not measure:
+
+- FLOPs per training step from XLA's cost analysis of the compiled dgmjax step
+  (forward + backward + Adam update of the model's ``loss``, at the size the model's
+  benchmark used). XLA counts a ``while`` loop body once, so a step built with a loop
+  (e.g. a ``lax.scan`` over Glow's steps) would be under-counted; the training steps
+  built here use none (LMConv's per-order ``lax.map`` is only in ``log_prob``).
+- the achieved FLOP/s of the dgmjax step (FLOPs / median step time) and its fraction of
+  the machine's float32 matmul peak, measured by this command (JAX ``x @ x``, n=2048;
+  numpy's is printed too): how far each step is from the physical limit.
+
+Prints the merged markdown table with the device line and writes the JSON (and the
+table as ``.md`` beside it). A model whose benchmark fails is reported as failed and
+the command exits with status 1 after the others ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import os
+import sys
+import time
+import traceback
+from contextlib import redirect_stdout
+
+from experiments.bench import common
+
+MODELS = ("glow", "lmconv", "nvae")
+
+
+# ------------------------------------------------------------------ normalising results
+
+def _rows_glow_nvae(model: str, res: dict) -> list[dict]:
+  rows = []
+  for size, r in res.get("sizes", {}).items():
+    j, t = r["dgmjax"], r["pytorch"]
+    rows.append(dict(
+        model=model, size=size,
+        train_dgmjax_s=j["train_step_s"], train_pytorch_s=t["train_step_s"],
+        sample_dgmjax_s=j["sample_s"], sample_pytorch_s=t["sample_s"],
+        mem_dgmjax_mb=j.get("peak_rss_mb"), mem_pytorch_mb=t.get("peak_rss_mb"),
+        mem_kind="peak RSS", compile_dgmjax_s=j.get("compile_s"),
+        batch=r["config"].get("batch")))
+  return rows
+
+
+def _rows_lmconv(res: dict) -> list[dict]:
+  rows = []
+  for size, r in res.get("sizes", {}).items():
+    d, t = r["dgmjax"], r.get("pytorch") or {}
+    peak = d.get("train_peak_bytes")
+    rows.append(dict(
+        model="lmconv", size=size,
+        train_dgmjax_s=d["train_step_s"], train_pytorch_s=t.get("train_step_s"),
+        sample_dgmjax_s=d["sample_s"], sample_pytorch_s=t.get("sample_s"),
+        sample_note="PyTorch extrapolated" if t.get("sample_extrapolated") else "",
+        mem_dgmjax_mb=None if peak is None else peak / 2**20, mem_pytorch_mb=None,
+        mem_kind="XLA buffer estimate (dgmjax); PyTorch not measured",
+        compile_dgmjax_s=None, batch=r["config"].get("batch")))
+  return rows
+
+
+# ------------------------------------------------------------------ FLOPs per train step
+
+def _train_step_flops(model, x, extra_loss_kwargs=None) -> float | None:
+  """XLA cost-analysis FLOPs of value_and_grad(loss) + an Adam update on batch x."""
+  import jax
+  import optax
+  v = model.init(jax.random.PRNGKey(0), x)
+  params = v["params"]
+  rest = {k: a for k, a in v.items() if k != "params"}
+  opt = optax.adam(1e-4)
+  kw = extra_loss_kwargs or {}
+
+  def step(params, opt_state, x, rng):
+    (loss, _), g = jax.value_and_grad(
+        lambda p: model.loss({"params": p, **rest}, x, rng, **kw), has_aux=True)(params)
+    updates, opt_state = opt.update(g, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return common.xla_flops(jax.jit(step), params, opt.init(params), x, jax.random.PRNGKey(1))
+
+
+def _random_images(shape, num_bins, batch):
+  import numpy as np
+  return np.random.RandomState(0).randint(0, num_bins, (batch,) + tuple(shape)).astype(np.uint8)
+
+
+def flops_for(model_name: str, size: str) -> float | None:
+  """FLOPs per dgmjax training step at the configuration ``experiments/bench/MODEL`` uses."""
+  import dgmjax
+  bench = importlib.import_module(f"experiments.bench.{model_name}")
+  if model_name == "glow":
+    c = bench.SIZES[size]
+    model = dgmjax.models.create("glow", c["image"], bench.NUM_BINS, levels=c["levels"],
+                                 steps=c["steps"], width=c["width"], coupling="affine",
+                                 permutation="lu")
+    return _train_step_flops(model, _random_images(c["image"], bench.NUM_BINS, c["batch"]))
+  if model_name == "lmconv":
+    shape, nb, f, r, b = bench.SIZES[size]
+    model = dgmjax.models.create("lmconv", image_shape=shape, num_bins=nb, filters=f,
+                                 resnets=r, dropout=0.0, orders=("s_curve:all",))
+    return _train_step_flops(model, _random_images(shape, nb, b))
+  if model_name == "nvae":
+    c = bench.SIZES[size]
+    model = dgmjax.models.create("nvae", c["image"], c["bins"], **c["hp"], **bench.TRAINING)
+    return _train_step_flops(model, bench._data(c, c["batch"]),  # pylint: disable=protected-access
+                             {"step": 0})
+  raise ValueError(f"unknown model {model_name!r}; expected one of {MODELS}")
+
+
+# ------------------------------------------------------------------ table
+
+COLUMNS = ["model", "size", "batch", "train step dgmjax (s)", "PyTorch (s)", "train ratio",
+           "sample dgmjax (s)", "PyTorch (s) ", "sample ratio", "peak mem dgmjax (MB)",
+           "PyTorch (MB)", "compile dgmjax (s)", "GFLOP / train step (XLA)",
+           "achieved GFLOP/s", "% of matmul peak"]
+
+
+def _table_rows(rows: list[dict]) -> list[dict]:
+  out = []
+  for r in rows:
+    if r.get("failed"):
+      out.append({"model": r["model"], "size": r.get("size", ""),
+                  "train step dgmjax (s)": f"failed: {r['failed']}"})
+      continue
+    sample_pt = r.get("sample_pytorch_s")
+    out.append({
+        "model": r["model"], "size": r["size"], "batch": r.get("batch"),
+        "train step dgmjax (s)": r["train_dgmjax_s"], "PyTorch (s)": r.get("train_pytorch_s"),
+        "train ratio": common.ratio(r["train_dgmjax_s"], r.get("train_pytorch_s")),
+        "sample dgmjax (s)": r["sample_dgmjax_s"],
+        "PyTorch (s) ": (f"{sample_pt:.4g} (extrapolated)" if sample_pt is not None
+                         and r.get("sample_note") else sample_pt),
+        "sample ratio": common.ratio(r["sample_dgmjax_s"], sample_pt),
+        "peak mem dgmjax (MB)": r.get("mem_dgmjax_mb"), "PyTorch (MB)": r.get("mem_pytorch_mb"),
+        "compile dgmjax (s)": r.get("compile_dgmjax_s"),
+        "GFLOP / train step (XLA)": None if r.get("flops") is None else r["flops"] / 1e9,
+        "achieved GFLOP/s": r.get("achieved_gflops"),
+        "% of matmul peak": (None if r.get("peak_fraction") is None
+                             else 100.0 * r["peak_fraction"]),
+    })
+  return out
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="dgmjax bench all", description=__doc__.split("\n")[0])
+  p.add_argument("--models", default=",".join(MODELS))
+  p.add_argument("--sizes", default="tiny", help="passed to every model's benchmark")
+  p.add_argument("--repeats", type=int, default=None,
+                 help="passed to every model's benchmark (default: each script's own)")
+  p.add_argument("--out", default="runs/bench/all.json")
+  p.add_argument("--no-flops", action="store_true", help="skip the XLA FLOP counts")
+  p.add_argument("--peak-n", type=int, default=2048, help="matmul size for the peak")
+  p.add_argument("--quiet", action="store_true", help="hide the per-model scripts' output")
+  args = p.parse_args(argv)
+  models = [m for m in args.models.split(",") if m]
+  bad = [m for m in models if m not in MODELS]
+  if bad:
+    p.error(f"unknown models {bad}; expected some of {list(MODELS)}")
+  out_dir = os.path.dirname(os.path.abspath(args.out))
+  os.makedirs(out_dir, exist_ok=True)
+  stem = os.path.splitext(os.path.abspath(args.out))[0]
+
+  payload = {"device": common.device_line(), "sizes": args.sizes, "models": {}, "rows": []}
+  rows, failed = [], []
+  for m in models:
+    t0 = time.time()
+    json_path = f"{stem}.{m}.json"
+    margv = ["--sizes", args.sizes, "--out", json_path]
+    if args.repeats:
+      margv += ["--repeats", str(args.repeats)]
+    print(f"[bench all] {m}: {' '.join(margv)}", flush=True)
+    buf = io.StringIO()
+    try:
+      mod = importlib.import_module(f"experiments.bench.{m}")
+      if args.quiet:
+        with redirect_stdout(buf):
+          rc = mod.main(margv)
+      else:
+        rc = mod.main(margv)
+      if rc:
+        raise RuntimeError(f"exit status {rc}")
+      import json
+      with open(json_path) as f:
+        res = json.load(f)
+    except Exception as e:  # keep going: one model's failure must not hide the others
+      traceback.print_exc()
+      failed.append(m)
+      rows.append(dict(model=m, failed=f"{type(e).__name__}: {str(e)[:200]}"))
+      payload["models"][m] = {"failed": str(e)}
+      continue
+    payload["models"][m] = res
+    rows += _rows_lmconv(res) if m == "lmconv" else _rows_glow_nvae(m, res)
+    print(f"[bench all] {m} done in {time.time() - t0:.0f} s", flush=True)
+
+  peak = common.matmul_peak_gflops(args.peak_n)
+  payload["matmul_peak_gflops"] = peak
+  if not args.no_flops:
+    for r in rows:
+      if r.get("failed"):
+        continue
+      try:
+        r["flops"] = flops_for(r["model"], r["size"])
+      except Exception as e:  # report the gap, do not invent a number
+        r["flops"] = None
+        r["flops_error"] = f"{type(e).__name__}: {e}"
+        print(f"[bench all] FLOPs of {r['model']} {r['size']} unavailable: {e}", flush=True)
+      if r["flops"]:
+        r["achieved_gflops"] = r["flops"] / r["train_dgmjax_s"] / 1e9
+        r["peak_fraction"] = r["achieved_gflops"] / peak["jax"]
+  payload["rows"] = rows
+
+  table = common.markdown_table(_table_rows(rows), COLUMNS)
+  notes = [f"device: {payload['device']}",
+           f"float32 matmul peak measured now (n={args.peak_n}): JAX {peak['jax']:.1f} GFLOP/s, "
+           f"numpy {peak['numpy']:.1f} GFLOP/s; '% of matmul peak' is against JAX's.",
+           "times are medians over repeats; ratio = dgmjax / PyTorch (< 1: dgmjax faster). "
+           "Peak memory: process peak RSS (glow, nvae; each framework in its own process) or "
+           "XLA's compiled buffer estimate (lmconv, dgmjax only). Compile: dgmjax ahead-of-time "
+           "compilation of the measured functions (PyTorch is eager)."]
+  text = "\n".join(notes) + "\n\n" + table + "\n"
+  print("\n" + text)
+  with open(stem + ".md", "w") as f:
+    f.write(text)
+  common.save_json(args.out, payload)
+  print(f"[bench all] wrote {args.out} and {stem}.md")
+  if failed:
+    print(f"[bench all] FAILED: {', '.join(failed)}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
