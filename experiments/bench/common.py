@@ -100,3 +100,26 @@ def save_json(path: str, payload: dict) -> str:
   with open(path, "w") as f:
     json.dump(payload, f, indent=1, default=float)
   return path
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_worker(module: str, call: str, env: dict | None = None) -> dict:
+  """Evaluates ``module.call`` in a fresh Python process and returns its JSON result.
+
+  Each framework is measured in its own process so that peak RSS and thread pools are
+  its own. ``call`` is a Python expression such as ``"worker_jax('tiny', 5)"`` returning
+  a JSON-able dict.
+  """
+  import subprocess
+  import sys
+  env = dict(os.environ if env is None else env)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  code = f"import json, {module} as b; print('RESULT ' + json.dumps(b.{call}))"
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, check=False)
+  for line in out.stdout.splitlines():
+    if line.startswith("RESULT "):
+      return json.loads(line[7:])
+  raise RuntimeError(f"{module}.{call} failed:\n{out.stderr[-3000:]}")

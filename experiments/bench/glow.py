@@ -29,11 +29,12 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments.bench import common  # noqa: E402
+
+ROOT = common.ROOT
 
 SIZES = {
     "tiny": dict(image=(32, 32, 3), levels=3, steps=2, width=32, batch=16),
@@ -191,21 +192,15 @@ def digits_reconstruction(steps: int) -> dict:
 
 
 def _run_worker(kind: str, size: str, repeats: int, threads: int = 0, scan: bool = False) -> dict:
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env = dict(os.environ)
   if threads:
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if threads == 1:
       env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
                           " intra_op_parallelism_threads=1").strip()
   extra = f", scan={scan}" if kind == "jax" else ""
-  code = (f"import json, experiments.bench.glow as b; "
-          f"print('RESULT ' + json.dumps(b.worker_{kind}({size!r}, {repeats}{extra})))")
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                       text=True, check=False)
-  for line in out.stdout.splitlines():
-    if line.startswith("RESULT "):
-      return json.loads(line[7:])
-  raise RuntimeError(f"{kind} worker for {size} failed:\n{out.stderr[-3000:]}")
+  return common.run_worker("experiments.bench.glow", f"worker_{kind}({size!r}, {repeats}{extra})",
+                           env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,11 +30,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments.bench import common  # noqa: E402
+
+ROOT = common.ROOT
 
 SIZES = {
     "tiny": dict(image=(32, 32, 3), bins=256, batch=8, iw_batch=4, iw_k=32, hp=dict(
@@ -209,15 +210,7 @@ def depthwise(repeats: int = 5) -> dict:
 
 
 def _run_worker(kind: str, size: str, repeats: int) -> dict:
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  code = (f"import json, experiments.bench.nvae as b; "
-          f"print('RESULT ' + json.dumps(b.worker_{kind}({size!r}, {repeats})))")
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                       text=True, check=False)
-  for line in out.stdout.splitlines():
-    if line.startswith("RESULT "):
-      return json.loads(line[7:])
-  raise RuntimeError(f"{kind} worker for {size} failed:\n{out.stderr[-3000:]}")
+  return common.run_worker("experiments.bench.nvae", f"worker_{kind}({size!r}, {repeats})")
 
 
 def main(argv: list[str] | None = None) -> int:
