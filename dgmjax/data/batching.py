@@ -56,12 +56,17 @@ class Batches:
       ``jax.process_index()`` and ``jax.process_count()``.
     prefetch: batches read ahead in a background thread (0 = read synchronously).
       Reading ahead never changes which batches come out.
+    labels: yield ``(x, y)`` with y: int32 [local_batch_size] class labels (for
+      class-conditional models); ValueError if the dataset has none.
   """
 
   def __init__(self, ds, batch_size: int, seed: int, shuffle: bool = True,
                shard_index: int | None = None, shard_count: int | None = None,
-               prefetch: int = 2):
+               prefetch: int = 2, labels: bool = False):
     self.ds = ds
+    self.labels = bool(labels)
+    if self.labels and not getattr(ds, "has_labels", False):
+      raise ValueError(f"labels=True needs a dataset with labels; {ds!r} has none")
     self.batch_size = _check_int(batch_size, "batch_size", 1)
     self.seed = _check_int(seed, "seed", 0)
     self.shuffle = bool(shuffle)
@@ -96,9 +101,13 @@ class Batches:
     start = index * self.batch_size + self.shard_index * self.local_batch_size
     return self.order(epoch)[start:start + self.local_batch_size]
 
-  def batch(self, epoch: int, index: int) -> np.ndarray:
-    """uint8 [local_batch_size,H,W,C]: batch ``index`` of ``epoch`` (a pure function)."""
-    return self.ds.get(self.indices(epoch, index))
+  def batch(self, epoch: int, index: int):
+    """uint8 [local_batch_size,H,W,C]: batch ``index`` of ``epoch`` (a pure function);
+    ``(x, y)`` with ``labels=True``."""
+    idx = self.indices(epoch, index)
+    if self.labels:
+      return self.ds.get(idx), np.asarray(self.ds.labels(idx), np.int32)
+    return self.ds.get(idx)
 
   def _advance(self, epoch: int, index: int) -> tuple[int, int]:
     index += 1
@@ -169,8 +178,9 @@ def _as_int(value):
 
 
 def eval_batches(ds, batch_size: int, shard_index: int | None = None,
-                 shard_count: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
-  """The whole split, in order: yields ``(x, n_valid)``.
+                 shard_count: int | None = None, labels: bool = False) -> Iterator[tuple]:
+  """The whole split, in order: yields ``(x, n_valid)`` (``((x, y), n_valid)`` with
+  ``labels=True``, y: int32 labels of the same rows).
 
   x: uint8 [batch_size // shard_count, H, W, C], this host's rows of a global batch of
   ``batch_size`` consecutive examples. ``n_valid`` (int) counts the valid rows of the
@@ -180,6 +190,8 @@ def eval_batches(ds, batch_size: int, shard_index: int | None = None,
   its first n_valid rows count. Every example appears exactly once among valid rows.
   """
   batch_size = _check_int(batch_size, "batch_size", 1)
+  if labels and not getattr(ds, "has_labels", False):
+    raise ValueError(f"labels=True needs a dataset with labels; {ds!r} has none")
   shard_index, shard_count = _shards(batch_size, shard_index, shard_count)
   local = batch_size // shard_count
   n = len(ds)
@@ -187,8 +199,10 @@ def eval_batches(ds, batch_size: int, shard_index: int | None = None,
 
   def read(start: int) -> tuple[np.ndarray, int]:
     n_valid = min(batch_size, n - start)
-    idx = start + np.arange(batch_size) % n_valid
-    return ds.get(idx[lo:lo + local]), n_valid
+    idx = (start + np.arange(batch_size) % n_valid)[lo:lo + local]
+    if labels:
+      return (ds.get(idx), np.asarray(ds.labels(idx), np.int32)), n_valid
+    return ds.get(idx), n_valid
 
   with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dgmjax-eval") as pool:
     pending: collections.deque = collections.deque()

@@ -80,11 +80,18 @@ def _check_batch_size(global_batch: int, mesh) -> None:
                      f"devices ({mesh.devices.size})")
 
 
-def _local_slice(x: np.ndarray) -> np.ndarray:
-  """This host's rows of a global batch every host holds in full."""
-  n = x.shape[0] // jax.process_count()
-  i = jax.process_index()
-  return x[i * n:(i + 1) * n]
+def _local_slice(batch):
+  """This host's rows of a global batch (``x`` or ``(x, y)``) every host holds in full."""
+  def rows(x):
+    n = x.shape[0] // jax.process_count()
+    i = jax.process_index()
+    return x[i * n:(i + 1) * n]
+  return jax.tree.map(rows, batch)
+
+
+def is_conditional(model) -> bool:
+  """Class-conditional models declare ``num_classes`` and take labels as ``y=``."""
+  return getattr(model, "num_classes", None) is not None
 
 
 def init_state(exp: Experiment, tx):
@@ -94,7 +101,10 @@ def init_state(exp: Experiment, tx):
   x = exp.train_data.get(np.arange(n))
   if exp.preprocess is not None:
     x = exp.preprocess(jax.random.fold_in(rng, 2), jnp.asarray(x))
-  variables = exp.model.init(jax.random.fold_in(rng, 1), x)
+  labels = {}
+  if is_conditional(exp.model):
+    labels = {"y": jnp.asarray(exp.train_data.labels(np.arange(n)), jnp.int32)}
+  variables = exp.model.init(jax.random.fold_in(rng, 1), x, **labels)
   return state_lib.replicate(state_lib.create_state(variables, tx), exp.mesh)
 
 
@@ -107,8 +117,9 @@ def evaluate(exp: Experiment, variables, eval_fn=None, rng=None) -> float:
   bs = cfg.train.eval_batch_size
   bs -= bs % exp.mesh.devices.size
   total, count = 0.0, 0
-  for i, (x, n_valid) in enumerate(data_lib.eval_batches(exp.test_data, bs)):
-    logp = eval_fn(variables, state_lib.shard_batch(_local_slice(x), exp.mesh),
+  batches = data_lib.eval_batches(exp.test_data, bs, labels=is_conditional(exp.model))
+  for i, (batch, n_valid) in enumerate(batches):
+    logp = eval_fn(variables, state_lib.shard_batches(_local_slice(batch), exp.mesh),
                    jax.random.fold_in(rng, i))
     total += float(np.sum(np.asarray(logp, np.float64)[:n_valid]))
     count += n_valid
@@ -117,6 +128,9 @@ def evaluate(exp: Experiment, variables, eval_fn=None, rng=None) -> float:
 
 
 def draw_samples(exp: Experiment, variables, num: int, rng, **kwargs) -> np.ndarray:
+  """uint8 [num,H,W,C]; a class-conditional model cycles through its classes."""
+  if is_conditional(exp.model) and "y" not in kwargs:
+    kwargs["y"] = jnp.arange(num) % exp.model.num_classes
   fn = jax.jit(lambda v, r: exp.model.sample(v, r, num, **kwargs))
   return np.asarray(fn(variables, rng))
 
@@ -131,7 +145,8 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
   state = init_state(exp, tx)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
   _check_batch_size(tcfg.batch_size, exp.mesh)
-  batches = data_lib.Batches(exp.train_data, tcfg.batch_size, seed=tcfg.seed)
+  batches = data_lib.Batches(exp.train_data, tcfg.batch_size, seed=tcfg.seed,
+                             labels=is_conditional(exp.model))
   best = math.inf
   if checkpointer.latest_step() is not None:
     state, meta = checkpointer.restore(state)
@@ -160,8 +175,8 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
   t0, last_loss = time.time(), float("nan")
   try:
     for step in range(start + 1, tcfg.num_steps + 1):
-      x = state_lib.shard_batch(next(batches), exp.mesh)
-      state, m = train_step(state, x, rng)
+      batch = state_lib.shard_batches(next(batches), exp.mesh)
+      state, m = train_step(state, batch, rng)
       # Reading the loss every step syncs the host: it bounds the queue of launched
       # collectives (XLA's CPU runtime can deadlock otherwise) and costs little.
       last_loss = float(m["loss"])

@@ -67,6 +67,19 @@ def shard_batch(x_local: np.ndarray, mesh: Mesh) -> jax.Array:
   return jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), x_local)
 
 
+def shard_batches(batch, mesh: Mesh):
+  """``shard_batch`` on every array of ``x`` or ``(x, y)``."""
+  return jax.tree.map(lambda a: shard_batch(a, mesh), batch)
+
+
+def split_batch(batch):
+  """``x`` -> ``(x, {})``; ``(x, y)`` -> ``(x, {"y": y})`` (class-conditional models)."""
+  if isinstance(batch, (tuple, list)):
+    x, y = batch
+    return x, {"y": y}
+  return batch, {}
+
+
 def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
@@ -79,7 +92,10 @@ def _all_finite(tree) -> jax.Array:
 
 def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float,
                     mesh: Mesh, preprocess: Callable | None = None):
-  """Returns ``step(state, x, rng) -> (state, metrics)``, jitted once, state donated.
+  """Returns ``step(state, batch, rng) -> (state, metrics)``, jitted once, state donated.
+
+  ``batch`` is ``x`` (uint8 [B,H,W,C]) or ``(x, y)`` with class labels y: int [B], passed
+  to the model as ``y=`` (class-conditional models, which have ``num_classes``).
 
   ``rng`` is the run's base key; the step's key is ``fold_in(rng, state.step)`` so a
   resumed run draws the same noise. A non-finite loss or gradient leaves params,
@@ -88,7 +104,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float
   """
   replicated = NamedSharding(mesh, P())
 
-  def step(state: TrainState, x, rng):
+  def step(state: TrainState, batch, rng):
+    x, labels = split_batch(batch)
     rng = jax.random.fold_in(rng, state.step)
     data_rng, model_rng = jax.random.split(rng)
     if preprocess is not None:
@@ -96,7 +113,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float
 
     def loss_fn(params):
       loss, aux = model.loss({"params": params, **state.model_state}, x, model_rng,
-                             train=True, step=state.step)
+                             train=True, step=state.step, **labels)
       return loss, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -126,11 +143,13 @@ def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float
 
 
 def make_eval_step(model, *, mesh: Mesh, preprocess: Callable | None = None):
-  """Returns ``eval(variables, x, rng) -> [B] log p(x) in nats`` (jitted)."""
+  """Returns ``eval(variables, batch, rng) -> [B] log p(x) in nats`` (jitted); ``batch``
+  is ``x`` or ``(x, y)`` as for the train step."""
 
-  def eval_step(variables, x, rng):
+  def eval_step(variables, batch, rng):
+    x, labels = split_batch(batch)
     if preprocess is not None:
       x = preprocess(jax.random.fold_in(rng, 1), x)
-    return model.log_prob(variables, x, rng)
+    return model.log_prob(variables, x, rng, **labels)
 
   return jax.jit(eval_step, out_shardings=NamedSharding(mesh, P()))
