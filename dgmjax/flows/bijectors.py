@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dgmjax.lmconv.conv import locally_masked_conv
+
 CONSTANTS = "constants"
 
 
@@ -259,8 +261,15 @@ def conv3x3(x, kernel, padding: str = "zeros"):
   b, h, w, c = x.shape
   if padding == "edge":
     kernel, edge_k = kernel[:, :, :c, :], kernel[:, :, c, :]
-  y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), ((1, 1), (1, 1)),
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  if kernel.shape[3] < kernel.shape[2]:
+    # Few outputs from many inputs (the zero conv width -> C): one matmul
+    # x[BHW,I] @ W[I,9*O] and a shift-and-add of the nine output slices beats XLA's CPU
+    # convolution here (B16 14x14 512->4 forward+backward: 3.4 ms vs 5.5-7.6 ms, PyTorch
+    # 3.9 ms), as for LMConv's layer (``locally_masked_conv`` without a mask).
+    y = locally_masked_conv(x, kernel.astype(x.dtype))
+  else:
+    y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
   if padding == "zeros":
     return y
   if padding == "ones":
