@@ -108,6 +108,10 @@ def num_dims(image_shape: Sequence[int]) -> int:
   return int(np.prod(image_shape))
 
 
-def bits_per_dim(log_prob_nats, image_shape: Sequence[int]):
-  """-log p(x) / (D ln 2) for log p in nats; works elementwise on [B] or on a mean."""
-  return -log_prob_nats / (num_dims(image_shape) * math.log(2.0))
+def bits_per_dim(log_prob_nats, image_shape: Sequence[int] | int):
+  """-log p(x) / (D ln 2) for log p in nats; works elementwise on [B] or on a mean.
+
+  ``image_shape`` is (H, W, C), D = H*W*C, or D itself (a model scoring a crop).
+  """
+  dims = image_shape if isinstance(image_shape, (int, np.integer)) else num_dims(image_shape)
+  return -log_prob_nats / (dims * math.log(2.0))

@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     summary = loop.train(config, workdir)
     seconds = time.time() - t0
+    test_bpd = summary["best_test_bpd"]  # whole test split, EMA params, best checkpoint
     exp, state = loop.restore_for_eval(config, workdir, "best")
-    test_bpd = loop.evaluate(exp, state.variables(ema=True))
     x = loop.draw_samples(exp, state.variables(ema=True), args.num_samples,
                           jax.random.key(0))
     sample_rows.append(imageio.make_grid(x, exp.num_bins, ncol=args.num_samples))

@@ -123,8 +123,8 @@ def evaluate(exp: Experiment, variables, eval_fn=None, rng=None) -> float:
                    jax.random.fold_in(rng, i))
     total += float(np.sum(np.asarray(logp, np.float64)[:n_valid]))
     count += n_valid
-  dims = getattr(exp.model, "num_dims", None) or images.num_dims(exp.model.image_shape)
-  return float(-(total / count) / (dims * math.log(2.0)))
+  dims = getattr(exp.model, "num_dims", None) or exp.model.image_shape
+  return float(images.bits_per_dim(total / count, dims))
 
 
 def draw_samples(exp: Experiment, variables, num: int, rng, **kwargs) -> np.ndarray:

@@ -33,8 +33,9 @@ def device_line() -> str:
   return "; ".join(parts)
 
 
-def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
-  """Median wall time in seconds of ``fn()``, which must block until its work is done."""
+def median_and_min(fn: Callable[[], object], repeats: int = 5, warmup: int = 1):
+  """(median, min) wall time in seconds of ``fn()`` over ``repeats`` calls after
+  ``warmup`` untimed ones; ``fn`` must block until its work is done."""
   for _ in range(warmup):
     fn()
   times = []
@@ -42,7 +43,21 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     t0 = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  return statistics.median(times), min(times)
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+  """Median wall time in seconds of ``fn()``, which must block until its work is done."""
+  return median_and_min(fn, repeats, warmup)[0]
+
+
+def ratio_cells(jax_result: dict, torch_result: dict, key: str) -> str:
+  """Markdown cells 'dgmjax median (min) | PyTorch median (min) | ratio (ratio of mins)'
+  for ``key`` + '_s' / '_min_s' entries of two worker results."""
+  j, t = jax_result, torch_result
+  return (f"{j[key + '_s']:.4f} ({j[key + '_min_s']:.4f}) | {t[key + '_s']:.4f} "
+          f"({t[key + '_min_s']:.4f}) | {j[key + '_s'] / t[key + '_s']:.2f} "
+          f"({j[key + '_min_s'] / t[key + '_min_s']:.2f})")
 
 
 def peak_rss_mb() -> float:

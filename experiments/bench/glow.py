@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -42,10 +41,6 @@ SIZES = {
     "cifar10": dict(image=(32, 32, 3), levels=3, steps=32, width=512, batch=16),
 }
 NUM_BINS = 256
-
-
-def _peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _data(cfg, seed=0):
@@ -102,7 +97,7 @@ def worker_jax(size: str, repeats: int, scan: bool = False) -> dict:
     stimes.append(time.perf_counter() - t0)
   return dict(train_step_s=statistics.median(times[1:]), train_step_min_s=min(times[1:]),
               sample_s=statistics.median(stimes[1:]), sample_min_s=min(stimes[1:]),
-              compile_s=compile_s + sample_compile_s, init_s=init_s, peak_rss_mb=_peak_rss_mb(),
+              compile_s=compile_s + sample_compile_s, init_s=init_s, peak_rss_mb=common.peak_rss_mb(),
               final_loss=float(loss), device=str(jax.devices()[0]),
               jax=jax.__version__)
 
@@ -145,7 +140,7 @@ def worker_torch(size: str, repeats: int) -> dict:
       stimes.append(time.perf_counter() - t0)
   return dict(train_step_s=statistics.median(times[1:]), train_step_min_s=min(times[1:]),
               sample_s=statistics.median(stimes[1:]), sample_min_s=min(stimes[1:]),
-              compile_s=0.0, init_s=init_s, peak_rss_mb=_peak_rss_mb(), final_loss=float(loss),
+              compile_s=0.0, init_s=init_s, peak_rss_mb=common.peak_rss_mb(), final_loss=float(loss),
               device=str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(0),
               torch=torch.__version__, threads=torch.get_num_threads())
 
@@ -237,9 +232,7 @@ def main(argv: list[str] | None = None) -> int:
   print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for size, r in results["sizes"].items():
     j, t = r["dgmjax"], r["pytorch"]
-    cell = lambda k: (f"{j[k + '_s']:.4f} ({j[k + '_min_s']:.4f}) | {t[k + '_s']:.4f} "
-                      f"({t[k + '_min_s']:.4f}) | {j[k + '_s'] / t[k + '_s']:.2f} "
-                      f"({j[k + '_min_s'] / t[k + '_min_s']:.2f})")
+    cell = lambda k: common.ratio_cells(j, t, k)
     print(f"| {size} | {cell('train_step')} | {cell('sample')} | {j['peak_rss_mb']:.0f} | "
           f"{t['peak_rss_mb']:.0f} | {j['peak_rss_mb'] / t['peak_rss_mb']:.2f} | "
           f"{j['compile_s']:.1f} | {j['init_s']:.1f} |")

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 import dgmjax
+from experiments.bench import common
 
 SIZES = {
     # name: (image_shape, num_bins, filters, resnets, batch)
@@ -45,16 +46,6 @@ SIZES = {
     "paper": ((28, 28, 1), 2, 160, 5, 16),       # binarised MNIST at the paper's width
     "cifar": ((32, 32, 3), 256, 160, 5, 16),
 }
-
-
-def _timeit(fn, repeats):
-  fn()                                  # warm-up / compile
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
 
 
 def _jax_memory(jitted, *args):
@@ -80,19 +71,19 @@ def bench_dgmjax(size, repeats, naive_sampling):
     return optax.apply_updates(v, u), st, loss
 
   step_j = jax.jit(step)
-  out = {"train_step_s": _timeit(lambda: jax.block_until_ready(
+  out = {"train_step_s": common.median_time(lambda: jax.block_until_ready(
       step_j(v, st, x, jax.random.PRNGKey(2))), repeats),
          "train_peak_bytes": _jax_memory(step_j, v, st, x, jax.random.PRNGKey(2))}
   sample_j = jax.jit(lambda v, rng: model.sample(v, rng, b))
   t0 = time.perf_counter()
   jax.block_until_ready(sample_j(v, jax.random.PRNGKey(3)))
   out["sample_compile_and_run_s"] = time.perf_counter() - t0
-  out["sample_s"] = _timeit(lambda: jax.block_until_ready(sample_j(v, jax.random.PRNGKey(4))),
+  out["sample_s"] = common.median_time(lambda: jax.block_until_ready(sample_j(v, jax.random.PRNGKey(4))),
                             max(1, repeats // 2))
   out["sample_peak_bytes"] = _jax_memory(sample_j, v, jax.random.PRNGKey(4))
   if naive_sampling:
     naive_j = jax.jit(lambda v, rng: model.sample(v, rng, b, method="naive"))
-    out["sample_naive_s"] = _timeit(
+    out["sample_naive_s"] = common.median_time(
         lambda: jax.block_until_ready(naive_j(v, jax.random.PRNGKey(5))), 1)
   return out
 
@@ -119,7 +110,7 @@ def bench_torch(size, repeats, sample_steps):
     opt.step()
     return float(loss.detach())
 
-  out = {"train_step_s": _timeit(step, repeats), "train_peak_bytes": None}
+  out = {"train_step_s": common.median_time(step, repeats), "train_peak_bytes": None}
   steps = min(sample_steps, h * w)
   sub = np.asarray(order)[:steps]
   t0 = time.perf_counter()

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -64,20 +63,6 @@ def _data(cfg, n, seed=0):
     mask[(h - ch) // 2:(h + ch) // 2, (w - cw) // 2:(w + cw) // 2] = 1
     x = x * mask
   return x
-
-
-def _peak_rss_mb() -> float:
-  import resource
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _times(fn, repeats):
-  out = []
-  for _ in range(repeats + 1):
-    t0 = time.perf_counter()
-    fn()
-    out.append(time.perf_counter() - t0)
-  return statistics.median(out[1:]), min(out[1:])
 
 
 def worker_jax(size: str, repeats: int) -> dict:
@@ -119,15 +104,15 @@ def worker_jax(size: str, repeats: int) -> dict:
     loss.block_until_ready()
     state["loss"] = float(loss)
 
-  train_s, train_min = _times(train, repeats)
+  train_s, train_min = common.median_and_min(train, repeats)
   v = state["v"]
-  sample_s, sample_min = _times(lambda: samp_c(v, jax.random.PRNGKey(3)).block_until_ready(),
+  sample_s, sample_min = common.median_and_min(lambda: samp_c(v, jax.random.PRNGKey(3)).block_until_ready(),
                                 max(2, repeats // 2))
-  iw_s, iw_min = _times(lambda: iw_c(v, xi, jax.random.PRNGKey(4)).block_until_ready(),
+  iw_s, iw_min = common.median_and_min(lambda: iw_c(v, xi, jax.random.PRNGKey(4)).block_until_ready(),
                         max(2, repeats // 2))
   return dict(train_step_s=train_s, train_step_min_s=train_min, sample_s=sample_s,
               sample_min_s=sample_min, iw_s=iw_s, iw_min_s=iw_min, compile_s=compile_s,
-              init_s=init_s, peak_rss_mb=_peak_rss_mb(), final_loss_bpd=state["loss"],
+              init_s=init_s, peak_rss_mb=common.peak_rss_mb(), final_loss_bpd=state["loss"],
               params=int(sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))),
               device=str(jax.devices()[0]), jax=jax.__version__)
 
@@ -161,7 +146,7 @@ def worker_torch(size: str, repeats: int) -> dict:
     state["i"] += 1
     state["loss"] = float(loss) / (math.log(2) * (784 if model.crop_output else x[0].numel()))
 
-  train_s, train_min = _times(train, repeats)
+  train_s, train_min = common.median_and_min(train, repeats)
   model.eval()
 
   def sample():
@@ -174,11 +159,11 @@ def worker_torch(size: str, repeats: int) -> dict:
       log_w = torch.stack([tnvae.elbo_terms(model, xi)["log_iw"] for _ in range(cfg["iw_k"])], 1)
       return torch.logsumexp(log_w, 1) - math.log(cfg["iw_k"])
 
-  sample_s, sample_min = _times(sample, max(2, repeats // 2))
-  iw_s, iw_min = _times(iw, max(2, repeats // 2))
+  sample_s, sample_min = common.median_and_min(sample, max(2, repeats // 2))
+  iw_s, iw_min = common.median_and_min(iw, max(2, repeats // 2))
   return dict(train_step_s=train_s, train_step_min_s=train_min, sample_s=sample_s,
               sample_min_s=sample_min, iw_s=iw_s, iw_min_s=iw_min, compile_s=0.0,
-              init_s=init_s, peak_rss_mb=_peak_rss_mb(), final_loss_bpd=state["loss"],
+              init_s=init_s, peak_rss_mb=common.peak_rss_mb(), final_loss_bpd=state["loss"],
               params=int(sum(p.numel() for p in model.parameters())), device="cpu",
               torch=torch.__version__, threads=torch.get_num_threads())
 
@@ -198,14 +183,14 @@ def depthwise(repeats: int = 5) -> dict:
     f = jax.jit(jax.grad(lambda x, k: jnp.sum(depthwise_conv(x, k, 2, impl=impl) ** 2), (0, 1)))
     xj, kj = jnp.asarray(x), jnp.asarray(k)
     jax.block_until_ready(f(xj, kj))
-    out[f"dgmjax_{impl}_s"] = _times(lambda: jax.block_until_ready(f(xj, kj)), repeats)[0]
+    out[f"dgmjax_{impl}_s"] = common.median_and_min(lambda: jax.block_until_ready(f(xj, kj)), repeats)[0]
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
   kt = torch.from_numpy(k.transpose(3, 2, 0, 1).copy()).requires_grad_()
 
   def torch_step():
     (torch.nn.functional.conv2d(xt, kt, padding=2, groups=192) ** 2).sum().backward()
 
-  out["pytorch_s"] = _times(torch_step, repeats)[0]
+  out["pytorch_s"] = common.median_and_min(torch_step, repeats)[0]
   return out
 
 
@@ -239,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
   print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for size, r in results["sizes"].items():
     j, t = r["dgmjax"], r["pytorch"]
-    cell = lambda k: (f"{j[k + '_s']:.4f} ({j[k + '_min_s']:.4f}) | {t[k + '_s']:.4f} "
-                      f"({t[k + '_min_s']:.4f}) | {j[k + '_s'] / t[k + '_s']:.2f} "
-                      f"({j[k + '_min_s'] / t[k + '_min_s']:.2f})")
+    cell = lambda k: common.ratio_cells(j, t, k)
     print(f"| {size} | {j['params'] / 1e6:.2f}M / {t['params'] / 1e6:.2f}M | {cell('train_step')} "
           f"| {cell('sample')} | {cell('iw')} | {j['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} "
           f"| {j['peak_rss_mb'] / t['peak_rss_mb']:.2f} | {j['compile_s']:.1f} |")
