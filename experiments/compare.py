@@ -30,7 +30,7 @@ Sections (each writes a table into ``OUT/report.md`` and its figure(s) into ``OU
   network steps, Glow and NVAE one pass.
 - ``latent``: Glow's encode/decode (exact inverse: max |decode(encode(y)) - y| on the test
   split) and interpolations; NVAE's posterior-mean encoding, decoding and interpolations
-  (``experiments/compare_nvae.py``); LMConv has no latent space.
+  (``NVAEModel.encode/decode/interpolate``); LMConv has no latent space.
 - ``samples``: ``samples.png``, one row of samples per model.
 
 ``--train_steps N``: a run counts as trained once its latest checkpoint reaches N steps
@@ -442,7 +442,7 @@ def _pairs(exp, n: int):
 
 
 def section_latent(runs: Runs, args) -> tuple[dict, str]:
-  from experiments import compare_nvae, compare_plot
+  from experiments import compare_plot
   res, lines = {}, ["| model | encode / decode | reconstruction | interpolation |",
                     "|---|---|---|---|"]
   figs = []
@@ -476,12 +476,12 @@ def section_latent(runs: Runs, args) -> tuple[dict, str]:
     exp, v = runs.get("nvae")
     m, nb = exp.model, exp.num_bins
     x = _test_images(exp)
-    rt = jax.jit(lambda v, xb: compare_nvae.decode(m, v, compare_nvae.encode(m, v, xb)))
+    rt = jax.jit(lambda v, xb: m.decode(v, m.encode(v, xb)))
     rec = _batched_arr(lambda xb: rt(v, xb), x, 256)
     mae = float(np.mean(np.abs(rec.astype(np.float64) - x)))
     exact = float(np.mean(rec == x))
     a, b = _pairs(exp, args.num_pairs)
-    interp = np.asarray(jax.jit(lambda v, p, q: compare_nvae.interpolate(m, v, p, q, steps))(
+    interp = np.asarray(jax.jit(lambda v, p, q: m.interpolate(v, p, q, steps))(
         v, jnp.asarray(x[a]), jnp.asarray(x[b])))
     res["nvae"] = dict(mean_abs_recon_error_levels=mae, recon_levels_exact_fraction=exact,
                        num_bins=nb)

@@ -67,12 +67,15 @@ def weight_normalize(kernel, log_weight_norm):
   return jnp.exp(log_weight_norm) * kernel / (norm + 1e-5)
 
 
-def depthwise_conv(x, kernel, padding: int, dilation: int = 1, impl: str = "shift"):
+def depthwise_conv(x, kernel, padding: int, dilation: int = 1, impl: str = "shift",
+                   taps=None):
   """Stride-1 depthwise convolution (cross-correlation, like PyTorch/XLA).
 
   x: [B,H,W,C]; kernel: [k,k,1,C] -> [B,H,W,C] for ``padding = dilation*(k-1)/2``.
   ``impl="shift"``: sum over the k*k taps of a shifted slice of the zero-padded input
   times that tap's per-channel weight; ``"grouped"``: ``feature_group_count=C``.
+  ``taps`` (shift only): the (i, j) taps to sum, default all k*k; a masked kernel whose
+  other taps are zero for every channel (NVAE's autoregressive 5x5: 13 of 25) skips them.
   """
   k = kernel.shape[0]
   c = x.shape[-1]
@@ -85,10 +88,9 @@ def depthwise_conv(x, kernel, padding: int, dilation: int = 1, impl: str = "shif
   h, w = x.shape[1], x.shape[2]
   xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   out = None
-  for i in range(k):
-    for j in range(k):
-      tap = xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * kernel[i, j, 0]
-      out = tap if out is None else out + tap
+  for i, j in ([(i, j) for i in range(k) for j in range(k)] if taps is None else taps):
+    tap = xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * kernel[i, j, 0]
+    out = tap if out is None else out + tap
   return out
 
 
@@ -134,7 +136,9 @@ class WNConv(nn.Module):
     x = x.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
     if self.groups == cin and self.groups == self.features and self.groups > 1 and self.stride == 1:
-      y = depthwise_conv(x, kernel, self.padding, self.dilation, self.depthwise_impl)
+      taps = None if self.mask is None else [tuple(t) for t in np.argwhere(
+          np.any(np.asarray(self.mask) != 0, axis=(2, 3)))]
+      y = depthwise_conv(x, kernel, self.padding, self.dilation, self.depthwise_impl, taps)
     else:
       y = jax.lax.conv_general_dilated(
           x, kernel, (self.stride, self.stride), [(self.padding, self.padding)] * 2,

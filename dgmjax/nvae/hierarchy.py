@@ -99,8 +99,13 @@ def decoder_layout(groups, cells_per_group):
 class NVAENet(nn.Module):
   """The encoder-decoder. ``__call__(x, train)`` runs q(z|x) and p(x|z) (one posterior
   sample per image, from the ``"sample"`` RNG stream); ``sample(num, temperature,
-  train)`` runs the prior and decoder. Both return the decoder's output parameters
-  ``logits`` float32 [B,H,W,out_channels]."""
+  train)`` runs the prior and decoder; ``decode(zs)`` the decoder on given latents. All
+  return the decoder's output parameters ``logits`` float32 [B,H,W,out_channels].
+  ``encode(x, eps)`` returns the posterior latents [z_j] (decoder order).
+
+  The decoder tower is walked by ``_decode_tower`` only, the encoder tower by
+  ``_encode_tower`` only; the methods differ in the ``latent_fn(j, s)`` that supplies z_j
+  at the j-th decoder combiner (posterior draw, prior draw or a given z)."""
   image_shape: tuple
   out_channels: int
   channels: int
@@ -190,7 +195,67 @@ class NVAENet(nn.Module):
   def _draw(self, q, eps, j):
     if eps is None:
       return q.sample(self.make_rng("sample"))
+    if isinstance(eps, str):
+      if eps != "mean":
+        raise ValueError(f"eps must be None, 'mean' or a sequence of arrays; got {eps!r}")
+      return q.mu                # eps_j = 0
     return q.mu + jnp.exp(q.log_sigma) * eps[j].astype(jnp.float32)
+
+  def _encode_tower(self, x, train):
+    """x [B,H,W,C] -> (top features [B,h_top,w_top,C_top], the encoder combiners and the
+    features they see, both in decoder order)."""
+    s = self.stem(x.astype(self.dtype))
+    for cell in self.pre_process:
+      s = cell(s, train)
+    comb_enc, comb_s = [], []
+    for kind, cell in zip(encoder_layout(self.groups, self.cells_per_group), self.enc_tower):
+      if kind == "combiner":
+        comb_enc.append(cell)
+        comb_s.append(s)
+      else:
+        s = cell(s, train)
+    return s, comb_enc[::-1], comb_s[::-1]
+
+  def _posterior_fn(self, x, train, eps, record=None):
+    """The ``latent_fn`` of q(z|x): group j's posterior from the encoder features and the
+    decoder state ``s``, z_j = mu_j + sigma_j eps_j (see ``_draw``), then the IAF cells.
+    Appends (q, p, log q(z), log p(z)) to ``record`` when given."""
+    top, comb_enc, comb_s = self._encode_tower(x, train)
+
+    def latent(j, s):
+      if j == 0:
+        ftr = nn.elu(self.enc0(nn.elu(top)))
+        q = LatentNormal.from_raw(*split_params(self.enc_sampler[0](ftr)))
+      else:
+        mu_p, ls_p = split_params(self.dec_sampler[j - 1](nn.elu(s)).astype(jnp.float32))
+        ftr = comb_enc[j - 1](comb_s[j - 1], s)
+        mu_q, ls_q = split_params(self.enc_sampler[j](ftr).astype(jnp.float32))
+        q = LatentNormal.from_raw(mu_p + mu_q, ls_p + ls_q)
+      z = self._draw(q, eps, j)
+      z, log_q = self._flows(z, ftr, j * self.num_flows, q.log_p(z))
+      if record is not None:
+        p = (LatentNormal.from_raw(jnp.zeros_like(z), jnp.zeros_like(z)) if j == 0
+             else LatentNormal.from_raw(mu_p, ls_p))
+        record.append((q, p, log_q, p.log_p(z)))
+      return z
+
+    return latent
+
+  def _decode_tower(self, batch, train, latent_fn):
+    """The decoder from ``prior_ftr0`` (batch ``batch``) to logits [B,H,W,out]; at the
+    j-th combiner (decoder order) ``latent_fn(j, s)`` gives z_j [B,h_j,w_j,L] from the
+    decoder state s [B,h_j,w_j,C_j]."""
+    s = jnp.broadcast_to(self.prior_ftr0.astype(self.dtype)[None], (batch,) + self.prior_ftr0.shape)
+    idx = 0
+    for kind, cell in zip(decoder_layout(self.groups, self.cells_per_group), self.dec_tower):
+      if kind == "combiner":
+        s = cell(s, latent_fn(idx, s))
+        idx += 1
+      else:
+        s = cell(s, train)
+    for cell in self.post_process:
+      s = cell(s, train)
+    return self.image_conditional(nn.elu(s)).astype(jnp.float32)
 
   def __call__(self, x, train: bool = False, eps=None):
     """x: float [B,H,W,C] in [-1,1] -> (logits [B,H,W,out], terms). ``eps`` (optional):
@@ -200,53 +265,8 @@ class NVAENet(nn.Module):
     float32 ``kl`` [G,B] (analytic, or log q - log p with flows), ``log_q`` and
     ``log_p`` [B] (sums over all latents) and ``kl_diag`` [G, L] (batch mean of the
     spatial sums: the official active-unit statistic)."""
-    s = self.stem(x.astype(self.dtype))
-    for cell in self.pre_process:
-      s = cell(s, train)
-    kinds = encoder_layout(self.groups, self.cells_per_group)
-    comb_enc, comb_s = [], []
-    for kind, cell in zip(kinds, self.enc_tower):
-      if kind == "combiner":
-        comb_enc.append(cell)
-        comb_s.append(s)
-      else:
-        s = cell(s, train)
-    comb_enc.reverse()
-    comb_s.reverse()
-
-    ftr = nn.elu(self.enc0(nn.elu(s)))
-    q = LatentNormal.from_raw(*split_params(self.enc_sampler[0](ftr)))
-    z = self._draw(q, eps, 0)
-    log_q = q.log_p(z)
-    z, log_q = self._flows(z, ftr, 0, log_q)
-    p = LatentNormal.from_raw(jnp.zeros_like(z), jnp.zeros_like(z))
-    log_p = p.log_p(z)
-    pairs = [(q, p, log_q, log_p)]
-
-    nf_offset = self.num_flows
-    idx = 0
-    s = jnp.broadcast_to(self.prior_ftr0.astype(self.dtype)[None], (z.shape[0],) + self.prior_ftr0.shape)
-    for kind, cell in zip(decoder_layout(self.groups, self.cells_per_group), self.dec_tower):
-      if kind != "combiner":
-        s = cell(s, train)
-        continue
-      if idx > 0:
-        mu_p, ls_p = split_params(self.dec_sampler[idx - 1](nn.elu(s)).astype(jnp.float32))
-        ftr = comb_enc[idx - 1](comb_s[idx - 1], s)
-        mu_q, ls_q = split_params(self.enc_sampler[idx](ftr).astype(jnp.float32))
-        q = LatentNormal.from_raw(mu_p + mu_q, ls_p + ls_q)
-        z = self._draw(q, eps, idx)
-        log_q = q.log_p(z)
-        z, log_q = self._flows(z, ftr, nf_offset, log_q)
-        nf_offset += self.num_flows
-        p = LatentNormal.from_raw(mu_p, ls_p)
-        pairs.append((q, p, log_q, p.log_p(z)))
-      s = cell(s, z)
-      idx += 1
-    for cell in self.post_process:
-      s = cell(s, train)
-    logits = self.image_conditional(nn.elu(s)).astype(jnp.float32)
-
+    pairs = []
+    logits = self._decode_tower(x.shape[0], train, self._posterior_fn(x, train, eps, pairs))
     kls, diags, lq, lp = [], [], 0.0, 0.0
     for q, p, log_q, log_p in pairs:
       kl = log_q - log_p if self.num_flows > 0 else q.kl(p)
@@ -256,22 +276,39 @@ class NVAENet(nn.Module):
       lp = lp + jnp.sum(log_p, axis=(1, 2, 3))
     return logits, {"kl": jnp.stack(kls), "kl_diag": jnp.stack(diags), "log_q": lq, "log_p": lp}
 
+  def encode(self, x, eps=None, train: bool = False):
+    """x: float [B,H,W,C] in [-1,1] -> [z_j [B,h_j,w_j,L] for j = 0..G-1] (decoder order,
+    coarsest first): the posterior latents the decoder consumes in ``__call__`` (after the
+    IAF cells). ``eps``: None draws from the "sample" RNG, ``"mean"`` takes eps_j = 0
+    (z_j = mu_j(x, z_<j) before the flows), or a sequence of G noise arrays as in
+    ``__call__``. (The decoder tower runs too, as the posterior of group j needs the
+    decoder state; its unused output is dead code under jit.)"""
+    zs, latent = [], self._posterior_fn(x, train, eps)
+
+    def keep(j, s):
+      zs.append(latent(j, s))
+      return zs[-1]
+
+    self._decode_tower(x.shape[0], train, keep)
+    return zs
+
+  def decode(self, zs, train: bool = False):
+    """[z_j [B,h_j,w_j,L]] (decoder order, G arrays) -> logits [B,H,W,out]: the decoder
+    on given latents (the prior is not consulted)."""
+    zs = list(zs)
+    if len(zs) != len(self.enc_sampler):
+      raise ValueError(f"decode expects {len(self.enc_sampler)} latent groups; got {len(zs)}")
+    return self._decode_tower(zs[0].shape[0], train, lambda j, s: zs[j])
+
   def sample(self, num: int, temperature=1.0, train: bool = False):
-    """Ancestral sampling at ``temperature`` (every sigma scaled): logits [num,H,W,out]."""
-    shape = (num,) + self.top_shape + (self.latents_per_group,)
-    zeros = jnp.zeros(shape, jnp.float32)
-    z = LatentNormal.from_raw(zeros, zeros, temperature).sample(self.make_rng("sample"))
-    idx = 0
-    s = jnp.broadcast_to(self.prior_ftr0.astype(self.dtype)[None], (num,) + self.prior_ftr0.shape)
-    for kind, cell in zip(decoder_layout(self.groups, self.cells_per_group), self.dec_tower):
-      if kind != "combiner":
-        s = cell(s, train)
-        continue
-      if idx > 0:
-        mu, ls = split_params(self.dec_sampler[idx - 1](nn.elu(s)))
-        z = LatentNormal.from_raw(mu, ls, temperature).sample(self.make_rng("sample"))
-      s = cell(s, z)
-      idx += 1
-    for cell in self.post_process:
-      s = cell(s, train)
-    return self.image_conditional(nn.elu(s)).astype(jnp.float32)
+    """Ancestral sampling at ``temperature`` (every sigma scaled): z_0 ~ N(0, 1.01^2 T^2),
+    z_j ~ p_j(. | z_<j): logits [num,H,W,out]."""
+
+    def prior(j, s):
+      if j == 0:
+        mu = ls = jnp.zeros((num,) + self.top_shape + (self.latents_per_group,), jnp.float32)
+      else:
+        mu, ls = split_params(self.dec_sampler[j - 1](nn.elu(s)))
+      return LatentNormal.from_raw(mu, ls, temperature).sample(self.make_rng("sample"))
+
+    return self._decode_tower(num, train, prior)

@@ -37,6 +37,15 @@ Evaluation (BN in inference mode): ``log_prob(..., num_samples=1)`` is the ELBO
 importance-weighted bound logsumexp_k(log p(x|z_k) + log p(z_k) - log q(z_k|x)) - log K,
 computed in chunks of ``chunk_size`` samples by ``lax.scan`` (memory ~ B * chunk_size
 forward passes, one compiled body).
+
+Latent access (BN in inference mode; G = sum(groups) groups, decoder order j = 0..G-1,
+coarsest first, shapes ``latent_shapes()``): ``encode`` gives z_j drawn group by group
+from q(z_j | x, z_<j), or with ``rng=None`` the posterior means (eps_j = 0, z_j = mu_j,
+then the IAF cells): the z the ELBO's decoder consumes. ``decode_logits`` runs the
+decoder on given z's (the prior is not consulted), ``decode`` turns them into the
+temperature-0 image (Bernoulli mode 1[logit > 0], or the most likely mixture component's
+mean rounded to a level), and ``interpolate`` decodes (1-a) z_j(x1) + a z_j(x2). Unlike
+Glow's, this encoder is not an exact inverse: ``decode(encode(x))`` is a reconstruction.
 """
 
 from __future__ import annotations
@@ -333,8 +342,14 @@ class NVAEModel:
     return acc - math.log(k)
 
   def _decode_sample(self, rng, logits):
+    """logits [B,H,W,out] -> uint8 [B,H,W,C]: a pixel sample, or with ``rng=None`` the
+    temperature-0 image; zero outside ``crop_to``."""
     if self.decoder == "bernoulli":
-      x = bernoulli_sample(rng, logits)
+      x = (logits > 0) if rng is None else bernoulli_sample(rng, logits)
+    elif rng is None:
+      x = discretized_logistic_mixture_sample(
+          jax.random.PRNGKey(0), *self.split_logits(logits), num_bins=self.num_bins,
+          mixture_temperature=0.0, logistic_temperature=0.0)
     else:
       x = discretized_logistic_mixture_sample(rng, *self.split_logits(logits),
                                               num_bins=self.num_bins)
@@ -354,6 +369,61 @@ class NVAEModel:
     logits = self.net.apply(v, num, temperature, False, method=NVAENet.sample,
                             rngs={"sample": r_z})
     return self._decode_sample(r_x, logits)
+
+  # ------------------------------------------------------------------ latents
+  def latent_shapes(self) -> list:
+    """[(h_j, w_j, L)] of z_0 .. z_{G-1} (decoder order, coarsest first)."""
+    h, w, _ = self.image_shape
+    n = len(self._groups)
+    shapes = []
+    for s in range(n):
+      red = 2 ** (self.preprocess_blocks + n - 1 - s)
+      shapes += [(h // red, w // red, self.latents_per_group)] * self._groups[n - 1 - s]
+    return shapes
+
+  def encode(self, variables, x, rng=None):
+    """x: uint8 [B,H,W,C] -> [z_j float32 [B,h_j,w_j,L] for j = 0..G-1]: z_j ~ q(z_j | x,
+    z_<j) from ``rng``, or with ``rng=None`` the posterior mean z_j = mu_j(x, z_<j)
+    (eps_j = 0), each passed through the IAF cells as in the ELBO. BN in inference mode."""
+    self._check(x)
+    v = {k: variables[k] for k in ("params", "batch_stats")}
+    if rng is None:
+      return self.net.apply(v, self._inputs(x), "mean", method=NVAENet.encode)
+    return self.net.apply(v, self._inputs(x), method=NVAENet.encode, rngs={"sample": rng})
+
+  def decode_logits(self, variables, zs):
+    """[z_j [B,h_j,w_j,L]] (``latent_shapes()``, decoder order) -> the image distribution's
+    parameters float32 [B,H,W,out] (``split_logits`` for the mixture). BN in inference mode."""
+    zs = list(zs)
+    want = self.latent_shapes()
+    got = [tuple(getattr(z, "shape", ())) for z in zs]
+    b = got[0][0] if got and got[0] else None
+    if len(got) != len(want) or any(g != (b,) + s for g, s in zip(got, want)):
+      raise ValueError(f"zs must be {len(want)} arrays [B,h_j,w_j,L] with (h_j,w_j,L) = "
+                       f"{want} and one B; got shapes {got}")
+    v = {k: variables[k] for k in ("params", "batch_stats")}
+    return self.net.apply(v, zs, method=NVAENet.decode)
+
+  def decode(self, variables, zs):
+    """[z_j] -> uint8 [B,H,W,C], the deterministic temperature-0 image of p(x | z): the
+    Bernoulli mode 1[logit > 0], or for the mixture the most likely component's mean
+    (plus the RGB coupling) rounded to a level; zero outside ``crop_to``."""
+    return self._decode_sample(None, self.decode_logits(variables, zs))
+
+  def interpolate(self, variables, x1, x2, num: int = 8):
+    """x1, x2: uint8 [B,H,W,C] -> uint8 [B,num,H,W,C]: decode((1-a) z_j(x1) + a z_j(x2))
+    group by group, z the posterior means, a in linspace(0, 1, num)."""
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+      raise ValueError(f"num must be a positive int; got {num!r}")
+    if tuple(getattr(x1, "shape", ())) != tuple(getattr(x2, "shape", ())):
+      raise ValueError(f"x1 and x2 must have the same shape; got {getattr(x1, 'shape', None)} "
+                       f"and {getattr(x2, 'shape', None)}")
+    z1, z2 = self.encode(variables, x1), self.encode(variables, x2)
+    a = jnp.linspace(0.0, 1.0, num)[None, :, None, None, None]
+    b = z1[0].shape[0]
+    zs = [((1 - a) * p[:, None] + a * q[:, None]).reshape((b * num,) + p.shape[1:])
+          for p, q in zip(z1, z2)]
+    return self.decode(variables, zs).reshape((b, num) + tuple(self.image_shape))
 
   def readjust_batch_stats(self, variables, rng, num: int = 16, temperature=1.0,
                            iters: int = 500):

@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--no-flops", action="store_true", help="skip the XLA FLOP counts")
   p.add_argument("--peak-n", type=int, default=2048, help="matmul size for the peak")
   p.add_argument("--quiet", action="store_true", help="hide the per-model scripts' output")
+  common.add_threads_argument(p)
   args = p.parse_args(argv)
+  threads = common.pin_threads(args.threads)
   models = [m for m in args.models.split(",") if m]
   bad = [m for m in models if m not in MODELS]
   if bad:
@@ -171,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.splitext(os.path.abspath(args.out))[0]
 
-  payload = {"device": common.device_line(), "sizes": args.sizes, "models": {}, "rows": []}
+  payload = {"device": f"{common.device_line()}; {threads}", "sizes": args.sizes, "models": {},
+             "rows": []}
   rows, failed = [], []
   for m in models:
     t0 = time.time()
     json_path = f"{stem}.{m}.json"
-    margv = ["--sizes", args.sizes, "--out", json_path]
+    margv = ["--sizes", args.sizes, "--out", json_path, "--threads", str(args.threads)]
     if args.repeats:
       margv += ["--repeats", str(args.repeats)]
     print(f"[bench all] {m}: {' '.join(margv)}", flush=True)

@@ -186,16 +186,9 @@ def digits_reconstruction(steps: int) -> dict:
               num_test=int(len(test)))
 
 
-def _run_worker(kind: str, size: str, repeats: int, threads: int = 0, scan: bool = False) -> dict:
-  env = dict(os.environ)
-  if threads:
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    if threads == 1:
-      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                          " intra_op_parallelism_threads=1").strip()
+def _run_worker(kind: str, size: str, repeats: int, scan: bool = False) -> dict:
   extra = f", scan={scan}" if kind == "jax" else ""
-  return common.run_worker("experiments.bench.glow", f"worker_{kind}({size!r}, {repeats}{extra})",
-                           env)
+  return common.run_worker("experiments.bench.glow", f"worker_{kind}({size!r}, {repeats}{extra})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--sizes", default="tiny", help=f"comma-separated from {sorted(SIZES)}")
   p.add_argument("--repeats", type=int, default=10)
   p.add_argument("--out", default="glow_bench.json")
-  p.add_argument("--threads", type=int, default=0, choices=(0, 1),
-                 help="0: all cores (default); 1: both frameworks single-threaded")
+  common.add_threads_argument(p)
   p.add_argument("--scan", action="store_true",
                  help="dgmjax runs each level's steps with nn.scan (faster compilation)")
   p.add_argument("--recon-steps", type=int, default=0,
@@ -214,13 +206,13 @@ def main(argv: list[str] | None = None) -> int:
   bad = [s for s in sizes if s not in SIZES]
   if bad:
     p.error(f"unknown sizes {bad}; expected some of {sorted(SIZES)}")
+  threads = common.pin_threads(args.threads)
   results = {"platform": f"{platform.platform()} | {platform.processor() or platform.machine()} "
-                         f"| {os.cpu_count()} CPUs | threads: {args.threads or 'all'} "
-                         f"| dgmjax scan: {args.scan}",
+                         f"| {os.cpu_count()} CPUs | {threads} | dgmjax scan: {args.scan}",
              "sizes": {}}
   for size in sizes:
-    torch_r = _run_worker("torch", size, args.repeats, args.threads)
-    jax_r = _run_worker("jax", size, args.repeats, args.threads, args.scan)
+    torch_r = _run_worker("torch", size, args.repeats)
+    jax_r = _run_worker("jax", size, args.repeats, args.scan)
     results["sizes"][size] = {"config": SIZES[size], "pytorch": torch_r, "dgmjax": jax_r}
   first = next(iter(results["sizes"].values())) if sizes else None
   results["device"] = (f"dgmjax on {first['dgmjax']['device']}, PyTorch on "

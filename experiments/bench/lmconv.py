@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--torch-sample-steps", type=int, default=8,
                  help="PyTorch pixel steps timed for sampling (extrapolated to H*W)")
   p.add_argument("--no-torch", action="store_true", help="measure dgmjax alone")
-  p.add_argument("--torch-threads", type=int, default=0,
-                 help="torch.set_num_threads for the baseline (0: torch's default). On a "
-                      "CPU shared with other jobs, 1 thread avoids oversubscription stalls")
+  common.add_threads_argument(p)
   p.add_argument("--naive", default="tiny,small",
                  help="sizes at which the compiled naive dgmjax sampler is also timed")
   p.add_argument("--out", default="")
@@ -154,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
   for s in sizes:
     if s not in SIZES:
       raise ValueError(f"unknown size {s!r}; expected some of {sorted(SIZES)}")
+  threads = common.pin_threads(args.threads)
   device = jax.devices()[0]
   plat = (f"{platform.platform()} | {platform.processor() or platform.machine()} | "
-          f"{os.cpu_count()} cpus | jax {jax.__version__} on {device.platform} "
+          f"{os.cpu_count()} cpus | {threads} | jax {jax.__version__} on {device.platform} "
           f"({getattr(device, 'device_kind', '')})")
   results = {"platform": plat, "sizes": {}}
   rows = []
@@ -167,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{s} dgmjax: {json.dumps(res['dgmjax'])}", flush=True)
     if not args.no_torch:
       import torch  # pylint: disable=import-outside-toplevel
-      if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
+      if args.threads:
+        torch.set_num_threads(args.threads)
       res["torch_version"] = torch.__version__
       res["torch_threads"] = torch.get_num_threads()
       res["pytorch"] = bench_torch(s, args.repeats, args.torch_sample_steps)

@@ -204,13 +204,15 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--out", default="nvae_bench.json")
   p.add_argument("--no-depthwise", action="store_true", help="skip the depthwise conv timing")
+  common.add_threads_argument(p)
   args = p.parse_args(argv)
   sizes = [s for s in args.sizes.split(",") if s]
   bad = [s for s in sizes if s not in SIZES]
   if bad:
     p.error(f"unknown sizes {bad}; expected some of {sorted(SIZES)}")
+  threads = common.pin_threads(args.threads)
   results = {"platform": f"{platform.platform()} | {platform.processor() or platform.machine()} "
-                         f"| {os.cpu_count()} CPUs", "sizes": {}}
+                         f"| {os.cpu_count()} CPUs | {threads}", "sizes": {}}
   for size in sizes:
     torch_r = _run_worker("torch", size, args.repeats)
     jax_r = _run_worker("jax", size, args.repeats)

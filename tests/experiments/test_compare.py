@@ -2,9 +2,6 @@
 
 - the PIL figures: a log-log curve and labelled rows are real PNGs of the expected size,
   with the curve drawn; bad values are refused;
-- NVAE latent access: encoding with eps = 0 then decoding reproduces exactly the
-  decoder output of the ELBO's forward pass with eps = 0, and interpolation's end points
-  are the two reconstructions;
 - ``compare --quick`` (untrained smoke models, tiny sizes) writes the report, the JSON and
   the PNGs, with finite likelihoods and Glow's decode(encode(y)) = y to float32
   precision; a later run of one section keeps the others. The run over every model and
@@ -19,14 +16,12 @@ import json
 import math
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 import dgmjax
-from experiments import compare, compare_nvae, compare_plot
+from experiments import compare, compare_plot
 from experiments.bench import all as bench_all
 
 
@@ -48,40 +43,6 @@ def test_line_plot_and_labelled_rows(tmp_path):
   assert Image.open(path).size == (50 + 18, 20)
   with pytest.raises(ValueError, match="uint8"):
     compare_plot.labelled_rows(str(tmp_path / "x.png"), [("f", np.zeros((5, 7), np.float32))])
-
-
-@pytest.fixture(scope="module")
-def tiny_nvae():
-  model = dgmjax.models.create(
-      "nvae", image_shape=(8, 8, 1), num_bins=17, channels=4, scales=2, groups_per_scale=2,
-      ada_groups=True, latents_per_group=2, cells_per_group=1, preprocess_blocks=1,
-      preprocess_cells=1, postprocess_blocks=1, postprocess_cells=1)
-  x = jax.random.randint(jax.random.PRNGKey(0), (3, 8, 8, 1), 0, 17).astype(jnp.uint8)
-  return model, model.init(jax.random.PRNGKey(1), x), x
-
-
-@pytest.mark.slow   # NVAE compiles take minutes on a busy 2-core CPU
-def test_nvae_encode_decode_matches_elbo_forward(tiny_nvae):
-  model, v, x = tiny_nvae
-  encode = jax.jit(lambda v, x, r=None: compare_nvae.encode(model, v, x, r))
-  zs = encode(v, x)
-  assert len(zs) == sum(model.groups)
-  eps = [jnp.zeros(z.shape) for z in zs]
-  nv = {k: v[k] for k in ("params", "batch_stats")}
-  want, _ = jax.jit(lambda nv, xin, eps: model.net.apply(nv, xin, False, eps))(
-      nv, model._inputs(x), eps)  # pylint: disable=protected-access
-  got = jax.jit(lambda v, zs: compare_nvae.decode_logits(model, v, zs))(v, zs)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
-  # sampled encodings differ from the means but keep the shapes
-  zr = encode(v, x, jax.random.PRNGKey(3))
-  assert [z.shape for z in zr] == [z.shape for z in zs]
-  assert any(not np.allclose(a, b) for a, b in zip(zr, zs))
-  interp = jax.jit(lambda v, a, b: compare_nvae.interpolate(model, v, a, b, num=3))(
-      v, x[:2], x[1:3])
-  assert interp.shape == (2, 3, 8, 8, 1) and interp.dtype == jnp.uint8
-  rec = jax.jit(lambda v, zs: compare_nvae.decode(model, v, zs))(v, zs)
-  np.testing.assert_array_equal(np.asarray(interp[:, 0]), np.asarray(rec[:2]))
-  np.testing.assert_array_equal(np.asarray(interp[:, -1]), np.asarray(rec[1:3]))
 
 
 def _png_ok(out, report, png):

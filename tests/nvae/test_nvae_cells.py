@@ -25,6 +25,23 @@ def test_depthwise_shift_equals_grouped():
     cells.depthwise_conv(x, k, 2, impl="fft")
 
 
+def test_masked_depthwise_skips_only_zero_taps():
+  # The autoregressive 5x5 depthwise mask: WNConv sums only its nonzero taps, and the
+  # result equals the full grouped convolution of the masked, weight-normalised kernel.
+  mask = cells.ar_conv_mask(5, 6, 6, 6, zero_diag=False, mirror=False)
+  taps = np.argwhere(np.any(mask != 0, axis=(2, 3)))
+  assert 0 < len(taps) < 25
+  conv = cells.WNConv(6, 5, padding=2, groups=6, mask=mask)
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 7, 6, 6))
+  v = conv.init(jax.random.PRNGKey(4), x)
+  kernel = cells.weight_normalize(v["params"]["kernel"] * mask, v["params"]["log_weight_norm"])
+  want = cells.depthwise_conv(x, kernel, 2, impl="grouped")
+  np.testing.assert_allclose(conv.apply(v, x), want, rtol=1e-5, atol=1e-5)
+  gx = jax.grad(lambda x: jnp.sum(jnp.sin(conv.apply(v, x))))(x)
+  gw = jax.grad(lambda x: jnp.sum(jnp.sin(cells.depthwise_conv(x, kernel, 2, impl="grouped"))))(x)
+  np.testing.assert_allclose(gx, gw, rtol=1e-4, atol=1e-4)
+
+
 def test_weight_norm_conv_matches_formula_and_torch():
   conv = cells.WNConv(4, 3, padding=1, use_bias=True)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 5, 3))

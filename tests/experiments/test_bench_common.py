@@ -1,0 +1,49 @@
+"""``experiments/bench/common``: thread pinning reaches the workers, bad counts are refused.
+
+Pinning changes the calling process, so each check runs in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments.bench import common
+
+ROOT = common.ROOT
+
+
+def _python(code: str) -> str:
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": ROOT}, check=True, timeout=120)
+  return out.stdout.strip().splitlines()[-1]
+
+
+def test_pin_threads_limits_process_and_workers():
+  # The worker started by run_worker must see the same single core and thread counts.
+  code = ("import json, os; from experiments.bench import common; "
+          "line = common.pin_threads(1); "
+          "w = common.run_worker('experiments.bench.common', 'thread_settings()'); "
+          "print(json.dumps(dict(line=line, cores=len(os.sched_getaffinity(0)), worker=w)))")
+  got = json.loads(_python(code))
+  assert got["cores"] == 1
+  assert got["worker"] == {"cores": 1, "omp": "1", "mkl": "1"}
+  assert got["line"].startswith("threads: 1 ")
+
+
+def test_pin_threads_zero_changes_nothing():
+  before = len(os.sched_getaffinity(0))
+  got = json.loads(_python("import json, os; from experiments.bench import common; "
+                           "common.pin_threads(0); print(json.dumps(len(os.sched_getaffinity(0))))"))
+  assert got == before
+
+
+def test_pin_threads_rejects_bad_counts():
+  with pytest.raises(ValueError, match=">= 0"):
+    common.pin_threads(-1)
+  with pytest.raises(ValueError, match="may use only"):
+    common.pin_threads(len(os.sched_getaffinity(0)) + 1)
