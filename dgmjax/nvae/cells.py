@@ -155,6 +155,10 @@ class WNConv(nn.Module):
   ``mask`` (HWIO numpy array or None) multiplies the kernel before normalising
   (the autoregressive ``ARConv2d``); ``groups == features`` is a depthwise convolution.
   ``init_log_scale`` is added to the initial ``log_weight_norm`` (ARELUConv's 0.1 init).
+  A 1x1 stride-1 convolution runs as the matmul x[B,H,W,I] @ W[I,O]: XLA's convolution
+  backward relayouts the kernel and the activations every step, a matmul does not
+  (paper-size MNIST gradient 826 -> 751 ms on a 2-core CPU; doing the same for 3x3
+  kernels with ``locally_masked_conv``'s matmul + shift-and-add was slower).
   """
   features: int
   kernel_size: int = 1
