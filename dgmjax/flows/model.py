@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
+from dgmjax.latents import interpolate_latents
 from dgmjax.flows.glow import COUPLINGS, PERMUTATIONS, Glow
 
 
@@ -221,10 +222,7 @@ class GlowModel:
     """Decodes (1-a) z(x1) + a z(x2) for a in linspace(0, 1, num): uint8 [B,num,H,W,C]."""
     z1, _ = self.encode(variables, x1)
     z2, _ = self.encode(variables, x2)
-    alphas = jnp.linspace(0.0, 1.0, num)
     b = z1[0].shape[0]
-    zs = [((1 - alphas)[None, :, None, None, None] * a[:, None]
-           + alphas[None, :, None, None, None] * c[:, None]).reshape((b * num,) + a.shape[1:])
-          for a, c in zip(z1, z2)]
+    zs = interpolate_latents(z1, z2, num)
     out = images.quantize(self.decode(variables, zs), self.num_bins)
     return out.reshape((b, num) + self.image_shape)

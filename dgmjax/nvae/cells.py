@@ -101,11 +101,16 @@ def depthwise_conv(x, kernel, padding: int, dilation: int = 1, impl: str = "shif
   return _depthwise_shift(x, kernel, padding, dilation, taps)
 
 
+def _shifted(xp, i, j, h, w, dilation):
+  """Tap (i, j)'s view of the padded input: xp[:, d*i : d*i+h, d*j : d*j+w, :]."""
+  return xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :]
+
+
 def _shift_sum(xp, kernel, h, w, dilation, taps):
-  """sum_{(i,j) in taps} xp[:, d*i : d*i+h, d*j : d*j+w, :] * kernel[i, j, 0]."""
+  """sum_{(i,j) in taps} shifted(xp, i, j) * kernel[i, j, 0]."""
   out = None
   for i, j in taps:
-    tap = xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * kernel[i, j, 0]
+    tap = _shifted(xp, i, j, h, w, dilation) * kernel[i, j, 0]
     out = tap if out is None else out + tap
   return out
 
@@ -136,8 +141,7 @@ def _depthwise_shift_bwd(padding, dilation, taps, res, g):
   flipped = tuple((k - 1 - i, k - 1 - j) for i, j in taps)
   dx = _shift_sum(_pad_hw(g, padding), kernel[::-1, ::-1], h, w, dilation, flipped)
   xp = _pad_hw(x, padding)
-  prods = tuple((xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * g)
-                .astype(jnp.float32) for i, j in taps)
+  prods = tuple((_shifted(xp, i, j, h, w, dilation) * g).astype(jnp.float32) for i, j in taps)
   sums = jax.lax.reduce(prods, (jnp.float32(0),) * len(taps),
                         lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
   dk = jnp.zeros(kernel.shape, jnp.float32)

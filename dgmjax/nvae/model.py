@@ -59,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
+from dgmjax.latents import interpolate_latents
 from dgmjax.distributions import (bernoulli_log_prob, bernoulli_sample,
                                   discretized_logistic_mixture_log_prob,
                                   discretized_logistic_mixture_sample)
@@ -419,11 +420,8 @@ class NVAEModel:
       raise ValueError(f"x1 and x2 must have the same shape; got {getattr(x1, 'shape', None)} "
                        f"and {getattr(x2, 'shape', None)}")
     z1, z2 = self.encode(variables, x1), self.encode(variables, x2)
-    a = jnp.linspace(0.0, 1.0, num)[None, :, None, None, None]
-    b = z1[0].shape[0]
-    zs = [((1 - a) * p[:, None] + a * q[:, None]).reshape((b * num,) + p.shape[1:])
-          for p, q in zip(z1, z2)]
-    return self.decode(variables, zs).reshape((b, num) + tuple(self.image_shape))
+    zs = interpolate_latents(z1, z2, num)
+    return self.decode(variables, zs).reshape((z1[0].shape[0], num) + tuple(self.image_shape))
 
   def readjust_batch_stats(self, variables, rng, num: int = 16, temperature=1.0,
                            iters: int = 500):

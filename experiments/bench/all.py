@@ -165,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
   common.add_threads_argument(p)
   args = p.parse_args(argv)
   threads = common.pin_threads(args.threads)
-  models = [m for m in args.models.split(",") if m]
-  bad = [m for m in models if m not in MODELS]
-  if bad:
-    p.error(f"unknown models {bad}; expected some of {list(MODELS)}")
+  models = common.choices_argument(p, args.models, MODELS, "models")
   out_dir = os.path.dirname(os.path.abspath(args.out))
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.splitext(os.path.abspath(args.out))[0]

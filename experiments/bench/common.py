@@ -147,6 +147,22 @@ def pin_threads(threads: int) -> str:
   return f"threads: {threads} (pinned to cores {cores[:threads]})"
 
 
+def choices_argument(parser, text: str, choices, what: str = "sizes") -> list[str]:
+  """Comma-separated ``text`` -> the listed names, in order; ``parser.error`` (exit 2)
+  naming the unknown ones and the valid ``choices``."""
+  names = [s for s in text.split(",") if s]
+  bad = [s for s in names if s not in choices]
+  if bad:
+    parser.error(f"unknown {what} {bad}; expected some of {sorted(choices)}")
+  return names
+
+
+def platform_line(threads: str) -> str:
+  """OS, processor, CPU count and the ``pin_threads`` line, for a result's header."""
+  return (f"{platform.platform()} | {platform.processor() or platform.machine()} | "
+          f"{os.cpu_count()} CPUs | {threads}")
+
+
 def thread_settings() -> dict:
   """What this process may use: usable cores and the OMP/MKL thread variables."""
   return dict(cores=len(os.sched_getaffinity(0)), omp=os.environ.get("OMP_NUM_THREADS"),

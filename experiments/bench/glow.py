@@ -24,10 +24,6 @@ platform line; saves JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import sys
 import time
 
@@ -79,26 +75,26 @@ def worker_jax(size: str, repeats: int, scan: bool = False) -> dict:
   step_c = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, x,
                                                       jax.random.PRNGKey(1)).compile()
   compile_s = time.perf_counter() - t0
-  times = []
-  for i in range(repeats + 1):
-    t0 = time.perf_counter()
-    params, opt_state, loss = step_c(params, opt_state, x, jax.random.PRNGKey(i))
-    loss.block_until_ready()
-    times.append(time.perf_counter() - t0)
-  v = {"params": params, **rest}
+  state = {"params": params, "opt": opt_state, "i": 0}
+
+  def train():
+    state["params"], state["opt"], state["loss"] = step_c(
+        state["params"], state["opt"], x, jax.random.PRNGKey(state["i"]))
+    state["i"] += 1
+    state["loss"].block_until_ready()
+
+  train_s, train_min = common.median_and_min(train, repeats)
+  v = {"params": state["params"], **rest}
   sample = jax.jit(lambda v, r: model.sample(v, r, cfg["batch"], temperature=0.7))
   t0 = time.perf_counter()
   sample_c = sample.lower(v, jax.random.PRNGKey(0)).compile()
   sample_compile_s = time.perf_counter() - t0
-  stimes = []
-  for i in range(max(2, repeats // 2) + 1):
-    t0 = time.perf_counter()
-    sample_c(v, jax.random.PRNGKey(i)).block_until_ready()
-    stimes.append(time.perf_counter() - t0)
-  return dict(train_step_s=statistics.median(times[1:]), train_step_min_s=min(times[1:]),
-              sample_s=statistics.median(stimes[1:]), sample_min_s=min(stimes[1:]),
+  sample_s, sample_min = common.median_and_min(
+      lambda: sample_c(v, jax.random.PRNGKey(0)).block_until_ready(), max(2, repeats // 2))
+  return dict(train_step_s=train_s, train_step_min_s=train_min,
+              sample_s=sample_s, sample_min_s=sample_min,
               compile_s=compile_s + sample_compile_s, init_s=init_s, peak_rss_mb=common.peak_rss_mb(),
-              final_loss=float(loss), device=str(jax.devices()[0]),
+              final_loss=float(state["loss"]), device=str(jax.devices()[0]),
               jax=jax.__version__)
 
 
@@ -120,27 +116,29 @@ def worker_torch(size: str, repeats: int) -> dict:
     model((x + torch.rand_like(x)) / NUM_BINS - 0.5)  # ActNorm data-dependent init
   init_s = time.perf_counter() - t0
   opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-  times = []
-  for _ in range(repeats + 1):
-    t0 = time.perf_counter()
+  state = {}
+
+  def train():
     y = (x + torch.rand_like(x)) / NUM_BINS - 0.5
-    loss = tglow.nll_bits_per_dim(model, y, NUM_BINS)
+    state["loss"] = tglow.nll_bits_per_dim(model, y, NUM_BINS)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    state["loss"].backward()
     opt.step()
     sync()
-    times.append(time.perf_counter() - t0)
+
+  train_s, train_min = common.median_and_min(train, repeats)
   shapes = tglow.latent_shapes(c, h, cfg["levels"])
-  stimes = []
-  with torch.no_grad():
-    for _ in range(max(2, repeats // 2) + 1):
-      t0 = time.perf_counter()
+
+  def sample():
+    with torch.no_grad():
       model.sample(cfg["batch"], shapes, temperature=0.7, device=dev)
-      sync()
-      stimes.append(time.perf_counter() - t0)
-  return dict(train_step_s=statistics.median(times[1:]), train_step_min_s=min(times[1:]),
-              sample_s=statistics.median(stimes[1:]), sample_min_s=min(stimes[1:]),
-              compile_s=0.0, init_s=init_s, peak_rss_mb=common.peak_rss_mb(), final_loss=float(loss),
+    sync()
+
+  sample_s, sample_min = common.median_and_min(sample, max(2, repeats // 2))
+  return dict(train_step_s=train_s, train_step_min_s=train_min,
+              sample_s=sample_s, sample_min_s=sample_min,
+              compile_s=0.0, init_s=init_s, peak_rss_mb=common.peak_rss_mb(),
+              final_loss=float(state["loss"]),
               device=str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(0),
               torch=torch.__version__, threads=torch.get_num_threads())
 
@@ -202,13 +200,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--recon-steps", type=int, default=0,
                  help="also train on digits this many steps and report the reconstruction error")
   args = p.parse_args(argv)
-  sizes = [s for s in args.sizes.split(",") if s]
-  bad = [s for s in sizes if s not in SIZES]
-  if bad:
-    p.error(f"unknown sizes {bad}; expected some of {sorted(SIZES)}")
+  sizes = common.choices_argument(p, args.sizes, SIZES)
   threads = common.pin_threads(args.threads)
-  results = {"platform": f"{platform.platform()} | {platform.processor() or platform.machine()} "
-                         f"| {os.cpu_count()} CPUs | {threads} | dgmjax scan: {args.scan}",
+  results = {"platform": f"{common.platform_line(threads)} | dgmjax scan: {args.scan}",
              "sizes": {}}
   for size in sizes:
     torch_r = _run_worker("torch", size, args.repeats)
@@ -233,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     results["digits_reconstruction"] = rec
     print(f"digits after {rec['steps']} steps: max |decode(encode(x)) - x| = "
           f"{rec['max_abs_recon_error']:.3g} (float32), held-out {rec['test_bpd']:.3f} bits/dim")
-  with open(args.out, "w") as f:
-    json.dump(results, f, indent=1)
-  print(f"saved {args.out}")
+  print(f"saved {common.save_json(args.out, results)}")
   return 0
 
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 
@@ -148,14 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                  help="sizes at which the compiled naive dgmjax sampler is also timed")
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
-  sizes = [s for s in args.sizes.split(",") if s]
-  for s in sizes:
-    if s not in SIZES:
-      raise ValueError(f"unknown size {s!r}; expected some of {sorted(SIZES)}")
+  sizes = common.choices_argument(p, args.sizes, SIZES)
   threads = common.pin_threads(args.threads)
   device = jax.devices()[0]
-  plat = (f"{platform.platform()} | {platform.processor() or platform.machine()} | "
-          f"{os.cpu_count()} cpus | {threads} | jax {jax.__version__} on {device.platform} "
+  plat = (f"{common.platform_line(threads)} | jax {jax.__version__} on {device.platform} "
           f"({getattr(device, 'device_kind', '')})")
   results = {"platform": plat, "sizes": {}}
   rows = []
@@ -195,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
   print("|---|---|---|---|---|---|")
   print("\n".join(rows))
   if args.out:
-    with open(args.out, "w") as fh:
-      json.dump(results, fh, indent=2)
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {common.save_json(args.out, results)}")
   return 0
 
 

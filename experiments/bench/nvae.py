@@ -26,9 +26,6 @@ the platform line; saves JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 
@@ -206,13 +203,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--no-depthwise", action="store_true", help="skip the depthwise conv timing")
   common.add_threads_argument(p)
   args = p.parse_args(argv)
-  sizes = [s for s in args.sizes.split(",") if s]
-  bad = [s for s in sizes if s not in SIZES]
-  if bad:
-    p.error(f"unknown sizes {bad}; expected some of {sorted(SIZES)}")
+  sizes = common.choices_argument(p, args.sizes, SIZES)
   threads = common.pin_threads(args.threads)
-  results = {"platform": f"{platform.platform()} | {platform.processor() or platform.machine()} "
-                         f"| {os.cpu_count()} CPUs | {threads}", "sizes": {}}
+  results = {"platform": common.platform_line(threads), "sizes": {}}
   for size in sizes:
     torch_r = _run_worker("torch", size, args.repeats)
     jax_r = _run_worker("jax", size, args.repeats)
@@ -235,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     results["depthwise_5x5_fwd_bwd"] = dw
     print(f"depthwise 5x5 fwd+bwd (B16 16x16 192ch): dgmjax shift {dw['dgmjax_shift_s'] * 1e3:.1f} ms, "
           f"grouped {dw['dgmjax_grouped_s'] * 1e3:.1f} ms, PyTorch {dw['pytorch_s'] * 1e3:.1f} ms")
-  with open(args.out, "w") as f:
-    json.dump(results, f, indent=1)
-  print(f"saved {args.out}")
+  print(f"saved {common.save_json(args.out, results)}")
   return 0
 
 

@@ -47,3 +47,12 @@ def test_pin_threads_rejects_bad_counts():
     common.pin_threads(-1)
   with pytest.raises(ValueError, match="may use only"):
     common.pin_threads(len(os.sched_getaffinity(0)) + 1)
+
+
+def test_choices_argument_keeps_order_and_names_unknown(capsys):
+  import argparse
+  p = argparse.ArgumentParser(prog="bench")
+  assert common.choices_argument(p, "mnist,,tiny", {"tiny": 1, "mnist": 2}) == ["mnist", "tiny"]
+  with pytest.raises(SystemExit):
+    common.choices_argument(p, "tiny,huge", {"tiny": 1}, "sizes")
+  assert "unknown sizes ['huge']; expected some of ['tiny']" in capsys.readouterr().err
