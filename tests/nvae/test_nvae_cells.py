@@ -32,7 +32,7 @@ def test_depthwise_shift_equals_grouped(dilation):
     cells.depthwise_conv(x, k, 1)
 
 
-def test_masked_depthwise_skips_only_zero_taps():
+def test_masked_depthwise_skips_only_zero_taps(monkeypatch):
   # The autoregressive 5x5 depthwise mask: WNConv sums only its nonzero taps, and the
   # result equals the full grouped convolution of the masked, weight-normalised kernel.
   mask = cells.ar_conv_mask(5, 6, 6, 6, zero_diag=False, mirror=False)
@@ -41,6 +41,12 @@ def test_masked_depthwise_skips_only_zero_taps():
   conv = cells.WNConv(6, 5, padding=2, groups=6, mask=mask)
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 7, 6, 6))
   v = conv.init(jax.random.PRNGKey(4), x)
+  summed = []
+  shift_sum = cells._shift_sum  # pylint: disable=protected-access
+  monkeypatch.setattr(cells, "_shift_sum", lambda *a: summed.append(a[-1]) or shift_sum(*a))
+  conv.apply(v, x)
+  assert summed == [tuple(map(tuple, taps))]      # only the nonzero taps are computed
+  monkeypatch.undo()
   kernel = cells.weight_normalize(v["params"]["kernel"] * mask, v["params"]["log_weight_norm"])
   want = cells.depthwise_conv(x, kernel, 2, impl="grouped")
   np.testing.assert_allclose(conv.apply(v, x), want, rtol=1e-5, atol=1e-5)
