@@ -49,9 +49,13 @@ def _hilbert_rc(h: int, w: int) -> np.ndarray:
 
   Distance d -> (x, y) by the classic quadrant-by-quadrant construction: at each scale s
   the two bits of d pick a quadrant (rx, ry); the lower-scale coordinates are rotated or
-  reflected so consecutive quadrants join. Variant 0 starts at the top-left pixel and
-  steps down first, as the ``hilbertcurve`` package read by ajayjain/lmconv does; the set
-  of eight variants is the same whichever orientation is called variant 0.
+  reflected so consecutive quadrants join. The pair is read as (col, row) = (x, y), which
+  is the official order: ajayjain/lmconv ``masking.hilbert_idx`` takes
+  ``hilbertcurve==1.0.3``'s ``coordinates_from_distance(d) = (x0, x1)`` as
+  (col, row) = (x0, x1), and this construction gives the same curve. Variant 0 starts at
+  the top-left pixel; its first step is down for n = 2, 8, 32, ... and right for
+  n = 4, 16, 64, ... (the orientation alternates with log2 n), e.g. for 8 x 8 it starts
+  (0,0) (1,0) (1,1) (0,1) (0,2) (0,3) (1,3) (1,2) (2,2) in (row, col).
   """
   if h != w or h & (h - 1):
     raise ValueError(f"the hilbert order needs a square power-of-two image; got {h}x{w} "
@@ -73,7 +77,7 @@ def _hilbert_rc(h: int, w: int) -> np.ndarray:
       y += s * ry
       t //= 4
       s *= 2
-    out[d] = (x, y)
+    out[d] = (y, x)
   return out
 
 
@@ -114,8 +118,11 @@ def _gilbert_xy(x, y, ax, ay, bx, by, out):
 
 
 def _gilbert_rc(h: int, w: int) -> np.ndarray:
+  """The generalised Hilbert curve on h x w as (row, col) pairs, major axis along the
+  longer side and along the rows for a square (ajayjain/lmconv calls
+  ``gilbert2d_idx(rows, cols)`` and reads its (x, y) as (row, col))."""
   out: list = []
-  if w >= h:
+  if w > h:
     _gilbert_xy(0, 0, w, 0, 0, h, out)
   else:
     _gilbert_xy(0, 0, 0, h, w, 0, out)

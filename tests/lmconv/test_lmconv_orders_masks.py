@@ -55,6 +55,28 @@ def test_variants_are_reflections_and_transposes():
   np.testing.assert_array_equal(orders.named("s_curve", 2, 3), [0, 1, 2, 5, 4, 3])
 
 
+# The official orders' first steps as (row, col), computed with ajayjain/lmconv's
+# ``masking.hilbert_idx`` (hilbertcurve==1.0.3, its pinned version) and ``gilbert2d_idx``.
+OFFICIAL_HILBERT_8X8 = [(0, 0), (1, 0), (1, 1), (0, 1), (0, 2), (0, 3), (1, 3), (1, 2),
+                        (2, 2), (2, 3), (3, 3), (3, 2), (3, 1), (2, 1), (2, 0), (3, 0)]
+OFFICIAL_HILBERT_4X4 = [(0, 0), (0, 1), (1, 1), (1, 0), (2, 0), (3, 0), (3, 1), (2, 1),
+                        (2, 2), (3, 2), (3, 3), (2, 3), (1, 3), (1, 2), (0, 2), (0, 3)]
+OFFICIAL_GILBERT_5X5 = [(0, 0), (1, 0), (1, 1), (0, 1), (0, 2), (0, 3), (0, 4), (1, 4),
+                        (1, 3), (1, 2)]
+
+
+@pytest.mark.parametrize("name,n,expected", [("hilbert", 8, OFFICIAL_HILBERT_8X8),
+                                             ("hilbert", 4, OFFICIAL_HILBERT_4X4),
+                                             ("gilbert", 5, OFFICIAL_GILBERT_5X5)])
+def test_variant_zero_is_the_official_order(name, n, expected):
+  order = orders.named(name, n, n, 0)
+  rc = [tuple(int(v) for v in divmod(int(p), n)) for p in order[:len(expected)]]
+  assert rc == expected
+  # the transposed variant is not the official one (the former bug)
+  t = orders.named(name, n, n, 4)
+  assert [tuple(int(v) for v in divmod(int(p), n)) for p in t[:len(expected)]] != expected
+
+
 def test_validation_and_specs():
   with pytest.raises(ValueError, match="permutation"):
     orders.validate([0, 0, 1, 2], 2, 2)
