@@ -26,7 +26,8 @@ TINY = dict(channels=4, scales=1, groups_per_scale=2, use_se=False, latents_per_
             kl_const_steps=1, depthwise_impl="grouped")
 B = 16
 D = 64 * math.log(2)
-REF = "/work/shared/reference/state_dicts"
+REF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata",
+                   "state_dicts")
 
 
 def _digits():
@@ -277,3 +278,20 @@ def test_dmol_head_layout_sums_to_one(channels, bins):
   if channels == 3:
     np.testing.assert_array_equal(coeffs[..., 1, :], logits[..., 3 + 9 + 6:3 + 9 + 9])
     np.testing.assert_array_equal(means[..., 2, :], logits[..., 3 + 18:3 + 21])
+
+
+def test_binarized_mnist_config_is_dynamic_by_default():
+  """The paper's dynamic binarisation: 256-level MNIST resampled per batch; the fixed tfds
+  binarisation (2 levels, where ``binarize`` would be a no-op) is the named variant."""
+  from dgmjax.data import datasets
+  mod = importlib.import_module("experiments.configs.nvae_binarized_mnist")
+  for variant in (None, "smoke"):
+    c = mod.get_config(variant)
+    assert c.data.name == "mnist" and c.data.binarize
+    assert datasets._TFDS[c.data.name].num_bins == 256   # so Bernoulli(x/255) is random
+  for variant in ("fixed", "fixed_smoke"):
+    c = mod.get_config(variant)
+    assert c.data.name == "binarized_mnist" and not c.data.binarize
+  assert mod.get_config("fixed_smoke").model.channels == 4
+  with pytest.raises(ValueError, match="unknown variant"):
+    mod.get_config("dynamic")
