@@ -14,6 +14,8 @@ Every head scores/samples ALL channels of a pixel jointly given the earlier pixe
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from dgmjax import distributions as D
 
 HEADS = ("auto", "dmol", "softmax", "bernoulli")
@@ -61,12 +63,34 @@ def log_prob(head, out, x, num_bins, mixtures):
 
 def sample(head, rng, out, channels, num_bins, mixtures, mixture_temperature=1.0,
            logistic_temperature=1.0, temperature=1.0):
-  """out: float [..., n_out] -> uint8 [..., C]. ``temperature`` is for softmax/bernoulli."""
+  """out: float [..., n_out] -> uint8 [..., C], one draw per pixel.
+
+  Temperatures (floats > 0; may be traced):
+
+  - ``temperature`` T, every head: softmax/bernoulli logits / T; for ``dmol`` the mixture
+    logits / T and every logistic scale times T (NVlabs/NVAE ``DiscMixLogistic.sample(t)``).
+  - ``mixture_temperature`` T_m (``dmol`` only), as ajayjain/lmconv
+    ``sample_from_discretized_mix_logistic(..., mixture_temperature)``: the network's
+    component parameters after the M mixture logits (means, log-scales and RGB coefficient
+    pre-activations) are divided by T_m before the log-scales are clamped at -7; the
+    mixture logits are left alone (the official code's choice, kept as it is).
+  - ``logistic_temperature`` T_l (``dmol`` only), as the official sampler: the chosen
+    component's logistic scale times T_l.
+
+  So a ``dmol`` draw is ``y = mu/T_m + exp(max(log_s/T_m, -7)) T_l T L`` with L standard
+  logistic and the component drawn from softmax(logits / T). All at 1 draw from the
+  model's distribution (``log_prob``). Unlike the official sampler, the RGB coupling uses
+  the rounded earlier levels (the distribution ``log_prob`` scores), and the temperatures
+  also apply to greyscale mixtures (the official 1-d sampler has none).
+  """
   if head == "dmol":
-    logits, means, log_scales, coeffs = _dmol_params(out, channels, mixtures)
+    m = mixtures
+    scaled = jnp.concatenate([out[..., :m] / temperature, out[..., m:] / mixture_temperature],
+                             axis=-1)
+    logits, means, log_scales, coeffs = _dmol_params(scaled, channels, mixtures)
     return D.discretized_logistic_mixture_sample(
-        rng, logits, means, log_scales, coeffs, num_bins=num_bins,
-        mixture_temperature=mixture_temperature, logistic_temperature=logistic_temperature)
+        rng, logits, means, log_scales, coeffs, num_bins=num_bins, mixture_temperature=1.0,
+        logistic_temperature=logistic_temperature * temperature)
   if head == "softmax":
     logits = out.reshape(out.shape[:-1] + (channels, num_bins))
     return D.categorical_sample(rng, logits, temperature)

@@ -45,6 +45,18 @@ def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def check_temperatures(**temperatures) -> None:
+  """Each named temperature must be a finite float > 0 (traced values are not checked)."""
+  for name, t in temperatures.items():
+    if not _is_concrete(t):
+      continue
+    arr = np.asarray(t)
+    if arr.shape != () or not np.issubdtype(arr.dtype, np.number) or arr.dtype == bool:
+      raise ValueError(f"{name} must be a float > 0; got {t!r}")
+    if not (np.isfinite(arr) and arr > 0):
+      raise ValueError(f"{name} must be a finite float > 0; got {t!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class LMConvModel:
   """Hyper-parameters (all validated; ValueError otherwise):
@@ -234,10 +246,17 @@ class LMConvModel:
   def sample(self, variables, rng, num, order=None, *, mixture_temperature=1.0,
              logistic_temperature=1.0, temperature=1.0, method="cached"):
     """uint8 [num,H,W,C], one compiled loop over the pixels of ``order`` (default the first
-    configured). Temperatures: ``mixture_``/``logistic_`` for the dmol head,
-    ``temperature`` for softmax/bernoulli. ``method``: "cached" or "naive"."""
-    if not isinstance(num, (int, np.integer)) or num < 1:
+    configured). ``method``: "cached" or "naive".
+
+    Temperatures (finite floats > 0; ``heads.sample`` has the formulas): ``temperature``
+    for every head (logits / T; for dmol also the logistic scales x T); for the dmol head
+    the official ajayjain/lmconv sampler's ``mixture_temperature`` (divides the component
+    means, log-scales and coefficient pre-activations) and ``logistic_temperature``
+    (multiplies the scales)."""
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
       raise ValueError(f"num must be a positive int; got {num!r}")
+    check_temperatures(mixture_temperature=mixture_temperature,
+                       logistic_temperature=logistic_temperature, temperature=temperature)
     h, w, c = self.image_shape
     canvas = jnp.zeros((num, h, w, c), jnp.uint8)
     fixed = jnp.zeros((h * w,), bool)
@@ -276,6 +295,8 @@ class LMConvModel:
     """
     images.check_images(x, self.image_shape, self.num_bins)
     obs = self._check_observed(observed_mask, x.shape[0])
+    check_temperatures(mixture_temperature=mixture_temperature,
+                       logistic_temperature=logistic_temperature, temperature=temperature)
     kw = dict(method=method, mixture_temperature=mixture_temperature,
               logistic_temperature=logistic_temperature, temperature=temperature)
     params = variables["params"]

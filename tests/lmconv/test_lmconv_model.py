@@ -148,9 +148,38 @@ def test_sample_protocol_and_temperatures(grey8):
   s = jax.jit(lambda rng: model.sample(variables, rng, 2))(jax.random.PRNGKey(0))
   assert s.shape == (2, 8, 8, 1) and s.dtype == jnp.uint8 and int(s.max()) < 17
   cold = jax.jit(lambda rng: model.sample(variables, rng, 2, order="hilbert",
-                                          mixture_temperature=0.0,
-                                          logistic_temperature=0.0))
+                                          temperature=1e-6))
   np.testing.assert_array_equal(cold(jax.random.PRNGKey(1)), cold(jax.random.PRNGKey(2)))
+  for bad in (0.0, -1.0, float("nan"), float("inf")):
+    for key in ("temperature", "mixture_temperature", "logistic_temperature"):
+      with pytest.raises(ValueError, match=key):
+        model.sample(variables, jax.random.PRNGKey(0), 2, **{key: bad})
+  with pytest.raises(ValueError, match="positive int"):
+    model.sample(variables, jax.random.PRNGKey(0), 0)
+
+
+def test_dmol_temperatures_change_samples_as_the_official_sampler():
+  """``temperature`` changes DMOL samples; ``mixture_temperature`` divides the component
+  parameters after the mixture logits (ajayjain/lmconv), ``logistic_temperature`` the scale."""
+  from dgmjax.lmconv import heads
+  m, c, k = 3, 3, 256
+  rng = np.random.default_rng(0)
+  out = jnp.asarray(rng.normal(size=(4000, 10 * m)), jnp.float32)
+  out = out.at[:, m:].multiply(0.3)
+  draw = jax.jit(lambda key, out, tm, tl, t: heads.sample("dmol", key, out, c, k, m, tm, tl, t))
+  key = jax.random.PRNGKey(3)
+  base = np.asarray(draw(key, out, 1.0, 1.0, 1.0))
+  assert not np.array_equal(base, np.asarray(draw(key, out, 1.0, 1.0, 0.7)))
+  # one pixel distribution drawn 4000 times: a lower temperature concentrates the draws
+  same = jnp.broadcast_to(out[:1], out.shape)
+  spread = lambda t: float(np.asarray(draw(key, same, 1.0, 1.0, t), np.float64).std(0).mean())
+  assert spread(0.3) < spread(1.0) < spread(1.5)
+  # mixture_temperature T_m: the same draw as T_m = 1 on parameters divided by T_m
+  scaled = jnp.concatenate([out[:, :m], out[:, m:] / 0.5], axis=-1)
+  np.testing.assert_array_equal(draw(key, out, 0.5, 1.0, 1.0), draw(key, scaled, 1.0, 1.0, 1.0))
+  # logistic_temperature and temperature multiply the scale alike (logits untouched by T_l)
+  np.testing.assert_array_equal(draw(key, out, 1.0, 0.5, 1.0),
+                                draw(key, out.at[:, :m].multiply(0.5), 1.0, 1.0, 0.5))
 
 
 @pytest.mark.parametrize("per_example", [False, pytest.param(True, marks=pytest.mark.slow)])
