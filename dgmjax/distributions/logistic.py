@@ -22,6 +22,14 @@ With ``C == 3`` and ``coeffs`` the channel means are coupled autoregressively (R
 where ``x_r, x_g`` are the centred values ``c_k`` of the observed levels. ``coeffs`` are
 the network's RAW outputs: ``tanh`` is applied here, as in both official codes.
 
+Edge bins (``edge``): ``"exact"`` (default) makes exactly level 0 and level K-1 the open
+edge bins, so the masses sum to one. ``"official"`` reproduces NVlabs/NVAE
+``DiscMixLogistic.log_prob``, which picks the edges by thresholds on the centred value,
+``c < -0.999`` (bottom) and ``c > 0.99`` (top): at 8 bits level 254 (c = 0.992) also gets
+the whole upper tail ``1 - F(min_in)``, so its mass and level 255's overlap and the
+likelihood is not normalised (it overstates log p wherever level 254 occurs); with
+fewer than ~200 levels the two rules agree.
+
 Numerics follow PixelCNN++: ``log_s`` is clamped below at ``min_log_scale``; the edge bins
 use ``log F`` and ``log(1 - F)`` through softplus; an interior bin whose mass is below
 1e-5 is approximated by the density at its centre times its width,
@@ -120,8 +128,17 @@ def _coupled_means(xc, means, coeffs):
                     means[..., 2, :] + a[..., 1, :] * r + a[..., 2, :] * g], axis=-2)
 
 
+EDGES = ("exact", "official")
+
+
+def _check_edge(edge, who):
+  if edge not in EDGES:
+    raise ValueError(f"{who}: edge must be one of {EDGES}; got {edge!r}")
+  return edge
+
+
 def _component_log_probs(x, means, log_scales, coeffs, num_bins, min_log_scale,
-                         midpoint_fallback):
+                         midpoint_fallback, edge="exact"):
   """log P_{m,c}(x_c): [..., C, M] for x int [..., C]."""
   dtype = _compute_dtype(means, log_scales, *(() if coeffs is None else (coeffs,)))
   means = means.astype(dtype)
@@ -143,13 +160,18 @@ def _component_log_probs(x, means, log_scales, coeffs, num_bins, min_log_scale,
     log_pdf_mid = mid_in - log_scales - 2.0 * jax.nn.softplus(mid_in)
     interior = jnp.where(interior > _FALLBACK_LOG_MASS, interior,
                          log_pdf_mid - math.log((num_bins - 1) / 2.0))
+  if edge == "official":   # NVlabs/NVAE thresholds on the centred value
+    c = xc[..., None]
+    return jnp.where(c < -0.999, log_cdf_plus,
+                     jnp.where(c > 0.99, log_one_minus_cdf_min, interior))
   k = x[..., None]
   return jnp.where(k == 0, log_cdf_plus,
                    jnp.where(k == num_bins - 1, log_one_minus_cdf_min, interior))
 
 
 def discretized_logistic_mixture_log_prob(x, logit_probs, means, log_scales, coeffs=None, *,
-                                          num_bins, min_log_scale=-7.0, midpoint_fallback=True):
+                                          num_bins, min_log_scale=-7.0, midpoint_fallback=True,
+                                          edge="exact"):
   """Per-pixel log p(x) of a discretised logistic mixture, summed over channels.
 
   Args:
@@ -165,23 +187,26 @@ def discretized_logistic_mixture_log_prob(x, logit_probs, means, log_scales, coe
       mass below 1e-5 by the midpoint density times the bin width; False keeps the exact
       mass everywhere (it sums to one for any parameters; the midpoint rule can be off by a
       factor sinh(h/s)/(h/s) when the scale s is small against the half-width h).
+    edge: "exact" (default; only levels 0 and K-1 are edge bins) or "official" (NVAE's
+      thresholds c < -0.999 and c > 0.99 on the centred value; see the module docstring).
 
   Returns:
     float32 [B,H,W]: log sum_m pi_m prod_c P_{m,c}(x_c), nats (float64 for float64 inputs).
   """
   who = "discretized_logistic_mixture_log_prob"
   num_bins = _check_num_bins(num_bins)
+  _check_edge(edge, who)
   _check_levels(x, num_bins, who)
   _check_params(x.shape[:-1], x.shape[-1], logit_probs, means, log_scales, coeffs, who)
   lp = _component_log_probs(x, means, log_scales, coeffs, num_bins, min_log_scale,
-                            midpoint_fallback)
+                            midpoint_fallback, edge)
   log_pi = jax.nn.log_softmax(logit_probs.astype(lp.dtype), axis=-1)
   return jax.nn.logsumexp(log_pi + jnp.sum(lp, axis=-2), axis=-1)
 
 
 def discretized_logistic_mixture_channel_log_prob(x, logit_probs, means, log_scales, coeffs=None,
                                                   *, num_bins, min_log_scale=-7.0,
-                                                  midpoint_fallback=True):
+                                                  midpoint_fallback=True, edge="exact"):
   """Per-channel conditionals log p(x_c | x_<c) of the same pixel distribution.
 
   Same arguments as ``discretized_logistic_mixture_log_prob``. Channel ``c`` gets
@@ -192,10 +217,11 @@ def discretized_logistic_mixture_channel_log_prob(x, logit_probs, means, log_sca
   """
   who = "discretized_logistic_mixture_channel_log_prob"
   num_bins = _check_num_bins(num_bins)
+  _check_edge(edge, who)
   _check_levels(x, num_bins, who)
   _check_params(x.shape[:-1], x.shape[-1], logit_probs, means, log_scales, coeffs, who)
   lp = _component_log_probs(x, means, log_scales, coeffs, num_bins, min_log_scale,
-                            midpoint_fallback)
+                            midpoint_fallback, edge)
   log_pi = jax.nn.log_softmax(logit_probs.astype(lp.dtype), axis=-1)
   joint = jax.nn.logsumexp(log_pi[..., None, :] + jnp.cumsum(lp, axis=-2), axis=-1)  # [..., C]
   previous = jnp.concatenate([jnp.zeros_like(joint[..., :1]), joint[..., :-1]], axis=-1)

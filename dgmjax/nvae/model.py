@@ -23,20 +23,36 @@ Decoder heads (``image_conditional`` output channels):
   components. Channel layout as the official ``DiscMixLogistic``: [logits M | for each
   image channel c: means M, log_scales M, coeffs M (coeffs only when C == 3)], i.e. 10M
   channels for RGB, 3M for grey. The data x in {0..K-1} sit at 2x/(K-1) - 1 and the bin
-  half-width is 1/(K-1) (official: num_bits, max_val = 2^bits - 1). Difference: the
-  official code treats centred values > 0.99 as the top bin, which for 8 bits also gives
-  level 254 the whole upper tail (an unnormalised likelihood); here only level K-1 is the
-  edge bin, via ``dgmjax.distributions.discretized_logistic_mixture_log_prob``.
+  half-width is 1/(K-1) (official: num_bits, max_val = 2^bits - 1). Edge bins
+  (``dmol_edge``): "exact" (default) makes only level K-1 the top (and level 0 the bottom)
+  edge bin, a normalised likelihood; "official" reproduces NVlabs/NVAE
+  ``DiscMixLogistic.log_prob``, which treats centred values > 0.99 as the top bin (and
+  < -0.999 as the bottom one), so at 8 bits level 254 (0.992) also gets the whole upper
+  tail: the official likelihood counts that mass twice. Use "official" to report an
+  imported official checkpoint's figures as the paper did.
 - ``"bernoulli"`` (num_bins == 2; the default then): one logit per channel.
 ``crop_to=(h, w)``: the likelihood covers only the centred h x w crop (binarised MNIST:
 28x28 inside the 32x32 padded input, official ``crop_output``); bits/dim and nats then
 refer to the crop, and samples are zero outside it.
 
-Evaluation (BN in inference mode): ``log_prob(..., num_samples=1)`` is the ELBO
-(analytic KL, or its one-sample estimate with flows); ``num_samples=K`` the
-importance-weighted bound logsumexp_k(log p(x|z_k) + log p(z_k) - log q(z_k|x)) - log K,
-computed in chunks of ``chunk_size`` samples by ``lax.scan`` (memory ~ B * chunk_size
-forward passes, one compiled body).
+Evaluation (BN in inference mode): ``log_prob(..., iw_samples=1)`` is the ELBO
+(analytic KL, or its one-sample estimate with flows); ``iw_samples=K`` the
+importance-weighted bound (Burda et al. 2016, "Importance Weighted Autoencoders")
+
+    L_K(x) = logsumexp_k(log p(x|z_k) + log p(z_k) - log q(z_k|x)) - log K,  z_k ~ q(z|x),
+
+with E[L_1] = ELBO <= E[L_K] <= E[L_{K+1}] <= log p(x) (the paper's NLL uses K = 1000).
+It is computed in chunks of ``chunk_size`` samples by ``lax.scan`` with a running
+``logaddexp`` (no Python loop over K; memory ~ B * chunk_size forward passes, one
+compiled body).
+
+BN re-adjustment (official ``evaluate.py --readjust_bn``, NVlabs/NVAE): the decoder's BN
+running statistics are re-estimated from prior samples at the sampling temperature.
+``readjust_bn`` returns them as their own collection ``{"readjusted_batch_stats": ...}``
+(merge it into ``variables`` and save it with the checkpoint; official NVAE recomputes
+them on every call and keeps nothing), and ``sample(..., readjusted_bn=True)`` uses them.
+A non-finite re-estimated statistic is a ValueError naming it (NVlabs/NVAE#36: NaN
+statistics otherwise give silent NaN images).
 
 Latent access (BN in inference mode; G = sum(groups) groups, decoder order j = 0..G-1,
 coarsest first, shapes ``latent_shapes()``): ``encode`` gives z_j drawn group by group
@@ -68,6 +84,25 @@ from dgmjax.nvae.cells import SPECTRAL_COLLECTION
 from dgmjax.nvae.hierarchy import NVAENet, groups_per_scale
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+EDGES = ("exact", "official")
+READJUSTED = "readjusted_batch_stats"
+
+
+def _check_temperature(t, name="temperature"):
+  """A concrete temperature must be a finite float > 0 (traced values pass)."""
+  if isinstance(t, jax.core.Tracer):
+    return
+  arr = np.asarray(t)
+  if arr.shape != () or arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+    raise ValueError(f"{name} must be a float > 0; got {t!r}")
+  if not (np.isfinite(arr) and arr > 0):
+    raise ValueError(f"{name} must be a finite float > 0; got {t!r}")
+
+
+def _check_positive_int(v, name):
+  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+    raise ValueError(f"{name} must be a positive int; got {v!r}")
+  return int(v)
 
 
 def _dtype(d):
@@ -96,7 +131,8 @@ class NVAEModel:
   [kl_anneal_portion * total steps], kl_const_steps [kl_const_portion * total],
   kl_const_coeff, kl_balance, weight_decay_norm, weight_decay_norm_init,
   weight_decay_norm_anneal. The residual normal posterior [--res_dist] and the
-  ``res_mbconv`` cells are always used.
+  ``res_mbconv`` cells are always used. ``dmol_edge``: "exact" | "official" top/bottom
+  bins of the mixture likelihood (module docstring).
   """
   image_shape: tuple
   num_bins: int = 256
@@ -127,6 +163,7 @@ class NVAEModel:
   remat: bool = False
   dtype: Any = "float32"
   depthwise_impl: str = "shift"
+  dmol_edge: str = "exact"
   name: str = dataclasses.field(default="nvae", init=False)
 
   def __post_init__(self):
@@ -172,6 +209,16 @@ class NVAEModel:
         raise ValueError(f"crop_to must be (h, w) positive, at most {(h, w)} and centred "
                          f"(even margins); got {self.crop_to!r}")
       set_("crop_to", tuple(int(d) for d in crop))
+    for k in ("kl_const_coeff", "weight_decay_norm", "weight_decay_norm_init"):
+      v = getattr(self, k)
+      if (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
+          or not math.isfinite(v)):
+        raise ValueError(f"{k} must be a finite float; got {v!r}")
+    if self.kl_const_coeff < 0:
+      raise ValueError(f"kl_const_coeff must be >= 0 (the KL coefficient's floor); "
+                       f"got {self.kl_const_coeff!r}")
+    if self.dmol_edge not in EDGES:
+      raise ValueError(f"dmol_edge must be one of {EDGES}; got {self.dmol_edge!r}")
     if self.depthwise_impl not in ("shift", "grouped"):
       raise ValueError(f"depthwise_impl must be 'shift' or 'grouped'; got {self.depthwise_impl!r}")
     if self.weight_decay_norm < 0 or (self.weight_decay_norm_anneal and (
@@ -236,7 +283,7 @@ class NVAEModel:
       lp = bernoulli_log_prob(x, logits)
       return jnp.sum(self._crop(lp), axis=(1, 2, 3))
     lp = discretized_logistic_mixture_log_prob(x, *self.split_logits(logits),
-                                               num_bins=self.num_bins)
+                                               num_bins=self.num_bins, edge=self.dmol_edge)
     return jnp.sum(self._crop(lp), axis=(1, 2))
 
   def _check(self, x):
@@ -318,12 +365,22 @@ class NVAEModel:
     rec = self.recon_log_prob(logits, x)
     return rec + terms["log_p"] - terms["log_q"], rec - jnp.sum(terms["kl"], axis=0)
 
-  def log_prob(self, variables, x, rng, num_samples: int = 1, chunk_size: Optional[int] = None):
-    """[B] nats: the ELBO (num_samples=1) or the importance-weighted bound with K samples."""
+  def log_prob(self, variables, x, rng, num_samples: int = 1, chunk_size: Optional[int] = None,
+               *, iw_samples: Optional[int] = None):
+    """[B] nats: the ELBO (K = 1) or the importance-weighted bound L_K with K samples.
+
+    x: uint8 [B,H,W,C]. ``iw_samples`` (or its older name ``num_samples``) is K;
+    ``chunk_size`` samples per scan step (default: about 256 images per forward pass).
+    """
     self._check(x)
-    k = int(num_samples)
-    if k < 1:
-      raise ValueError(f"num_samples must be >= 1; got {num_samples!r}")
+    if iw_samples is not None:
+      if num_samples not in (1, iw_samples):
+        raise ValueError(f"give iw_samples or num_samples, not both; got {iw_samples!r} and "
+                         f"{num_samples!r}")
+      num_samples = iw_samples
+    k = _check_positive_int(num_samples, "iw_samples")
+    if chunk_size is not None:
+      _check_positive_int(chunk_size, "chunk_size")
     if k == 1:
       return self.log_iw_terms(variables, x, rng)[1]
     b = x.shape[0]
@@ -362,11 +419,21 @@ class NVAEModel:
       x = jnp.where(keep[None], x, jnp.zeros_like(x))
     return x.astype(jnp.uint8)
 
-  def sample(self, variables, rng, num, temperature=1.0):
-    """uint8 [num,H,W,C]: latents at ``temperature`` (sigma scaled), pixels at 1, BN in
-    inference mode with ``variables["batch_stats"]`` (see ``readjust_batch_stats``)."""
+  def sample(self, variables, rng, num, temperature=1.0, *, readjusted_bn: bool = False):
+    """uint8 [num,H,W,C]: latents at ``temperature`` (a finite float > 0; the prior's sigma
+    is scaled by it), pixels at 1, BN in inference mode with ``variables["batch_stats"]``,
+    or with ``readjusted_bn=True`` the re-estimated ``variables["readjusted_batch_stats"]``
+    (``readjust_bn``; re-estimate them at the temperature you sample at)."""
+    num = _check_positive_int(num, "num")
+    _check_temperature(temperature)
     r_z, r_x = jax.random.split(rng)
-    v = {k: variables[k] for k in ("params", "batch_stats")}
+    if readjusted_bn:
+      if READJUSTED not in variables:
+        raise ValueError(f"readjusted_bn=True needs variables[{READJUSTED!r}] (from "
+                         f"model.readjust_bn); the variables hold {sorted(variables)}")
+      v = {"params": variables["params"], "batch_stats": variables[READJUSTED]}
+    else:
+      v = {k: variables[k] for k in ("params", "batch_stats")}
     logits = self.net.apply(v, num, temperature, False, method=NVAENet.sample,
                             rngs={"sample": r_z})
     return self._decode_sample(r_x, logits)
@@ -438,3 +505,28 @@ class NVAEModel:
       return new["batch_stats"]
 
     return jax.lax.fori_loop(0, int(iters), body, variables["batch_stats"])
+
+  def readjust_bn(self, variables, rng, *, num: int = 16, temperature=1.0,
+                  iters: int = 500) -> dict:
+    """BN re-adjustment as its own named state: ``{"readjusted_batch_stats": tree}``.
+
+    The tree has the structure of ``variables["batch_stats"]``, re-estimated by
+    ``readjust_batch_stats`` (``iters`` sampling passes of ``num`` images at
+    ``temperature``, BN in training mode). Merge it into the variables
+    (``{**variables, **model.readjust_bn(...)}``), save it with them, and sample with
+    ``sample(..., readjusted_bn=True)``. Runs eagerly (not under ``jit``): every statistic
+    is checked, and a non-finite one raises ValueError naming it (NVlabs/NVAE#36).
+    """
+    num = _check_positive_int(num, "num")
+    iters = _check_positive_int(iters, "iters")
+    _check_temperature(temperature)
+    stats = jax.jit(lambda v, r, t: self.readjust_batch_stats(v, r, num, t, iters))(
+        {"params": variables["params"], "batch_stats": variables["batch_stats"]}, rng,
+        jnp.asarray(temperature, jnp.float32))
+    for path, leaf in jax.tree_util.tree_flatten_with_path(stats)[0]:
+      if not bool(jnp.all(jnp.isfinite(leaf))):
+        name = "/".join(str(getattr(p, "key", p)) for p in path)
+        raise ValueError(f"BN re-adjustment gave a non-finite statistic at {name!r} "
+                         f"(temperature {temperature}); the model's samples would be NaN: "
+                         f"try a lower temperature or check the weights")
+    return {READJUSTED: stats}

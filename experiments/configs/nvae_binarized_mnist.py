@@ -46,7 +46,7 @@ def get_config(variant=None):
       cells_per_group=2, preprocess_blocks=2, preprocess_cells=3, postprocess_blocks=2,
       postprocess_cells=3, num_flows=0, use_se=True, crop_to=(28, 28),
       kl_warmup_steps=int(0.3 * STEPS), kl_const_steps=max(1, int(1e-4 * STEPS)),
-      kl_const_coeff=1e-4, weight_decay_norm=1e-2))
+      kl_const_coeff=1e-4, weight_decay_norm=1e-2, dmol_edge="exact"))
   c.train.update(dict(num_steps=STEPS, batch_size=400, eval_batch_size=500, log_every=100,
                       eval_every=5000, checkpoint_every=5000))
   c.optim.update(dict(name="adamax", lr=1e-2, eps=1e-3 / (D * math.log(2)),

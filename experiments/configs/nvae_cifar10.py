@@ -24,7 +24,7 @@ def get_config(variant=None):
       cells_per_group=2, preprocess_blocks=1, preprocess_cells=2, postprocess_blocks=1,
       postprocess_cells=2, num_flows=1, use_se=True, num_mixtures=10,
       kl_warmup_steps=int(0.3 * STEPS), kl_const_steps=max(1, int(1e-4 * STEPS)),
-      kl_const_coeff=1e-4, weight_decay_norm=1e-2, remat=True))
+      kl_const_coeff=1e-4, dmol_edge="exact", weight_decay_norm=1e-2, remat=True))
   c.train.update(dict(num_steps=STEPS, batch_size=256, eval_batch_size=256, log_every=100,
                       eval_every=5000, checkpoint_every=2000))
   c.optim.update(dict(name="adamax", lr=1e-2, eps=1e-3 / (D * math.log(2)),

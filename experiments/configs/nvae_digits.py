@@ -26,7 +26,7 @@ def get_config(variant=None):
       channels=16, scales=2, groups_per_scale=2, ada_groups=True, latents_per_group=4,
       cells_per_group=1, preprocess_blocks=1, preprocess_cells=2, postprocess_blocks=1,
       postprocess_cells=2, num_flows=0, use_se=True, kl_warmup_steps=300,
-      kl_const_steps=1, kl_const_coeff=1e-4, weight_decay_norm=1e-2))
+      kl_const_steps=1, kl_const_coeff=1e-4, dmol_edge="exact", weight_decay_norm=1e-2))
   c.train.update(dict(num_steps=1000, batch_size=64, eval_batch_size=256, log_every=100,
                       eval_every=500, checkpoint_every=500))
   c.optim.update(dict(name="adamax", lr=1e-2, eps=1e-3 / (D * math.log(2)),

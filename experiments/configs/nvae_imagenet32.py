@@ -25,7 +25,7 @@ def get_config(variant=None):
       postprocess_cells=2, num_flows=1, use_se=True, num_mixtures=10,
       kl_warmup_steps=int(0.3 * STEPS), kl_const_steps=max(1, int(1e-4 * STEPS)),
       kl_const_coeff=1e-4, weight_decay_norm=1e-2, weight_decay_norm_init=1.0,
-      weight_decay_norm_anneal=True, remat=True))
+      weight_decay_norm_anneal=True, remat=True, dmol_edge="exact"))
   c.train.update(dict(num_steps=STEPS, batch_size=576, eval_batch_size=256, log_every=100,
                       eval_every=5000, checkpoint_every=2000))
   c.optim.update(dict(name="adamax", lr=1e-2, eps=1e-3 / (D * math.log(2)),

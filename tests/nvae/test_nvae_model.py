@@ -295,3 +295,98 @@ def test_binarized_mnist_config_is_dynamic_by_default():
   assert mod.get_config("fixed_smoke").model.channels == 4
   with pytest.raises(ValueError, match="unknown variant"):
     mod.get_config("dynamic")
+
+
+def test_iw_samples_bound(tiny):
+  """iw_samples=1 is the ELBO; the chunked bound rises on average with K."""
+  model, v = tiny["model"], tiny["v"]
+  x = jnp.asarray(tiny["test"][:8])
+  rng = jax.random.PRNGKey(7)
+  lp = jax.jit(lambda v, x, r, k: model.log_prob(v, x, r, iw_samples=k), static_argnums=3)
+  np.testing.assert_allclose(lp(v, x, rng, 1), tiny["iw_terms"](v, x, rng)[1], rtol=1e-6)
+  means = [float(np.mean([np.mean(lp(v, x, jax.random.fold_in(rng, s), k)) for s in range(3)]))
+           for k in (1, 4, 32)]
+  assert means[0] < means[1] < means[2], means
+  with pytest.raises(ValueError, match="iw_samples"):
+    model.log_prob(v, x, rng, iw_samples=0)
+  with pytest.raises(ValueError, match="not both"):
+    model.log_prob(v, x, rng, num_samples=4, iw_samples=8)
+
+
+def test_readjusted_bn_is_named_state_used_by_sample(tiny):
+  model, v = tiny["model"], tiny["v"]
+  with pytest.raises(ValueError, match="readjusted_batch_stats"):
+    model.sample(v, jax.random.PRNGKey(0), 2, readjusted_bn=True)
+  state = model.readjust_bn(v, jax.random.PRNGKey(5), num=4, temperature=0.7, iters=2)
+  assert set(state) == {"readjusted_batch_stats"}
+  assert (jax.tree_util.tree_structure(state["readjusted_batch_stats"])
+          == jax.tree_util.tree_structure(v["batch_stats"]))
+  v2 = {**v, **state}
+  key = jax.random.PRNGKey(9)
+  plain = model.sample(v2, key, 4, temperature=0.7)
+  np.testing.assert_array_equal(plain, model.sample(v, key, 4, temperature=0.7))
+  readj = model.sample(v2, key, 4, temperature=0.7, readjusted_bn=True)
+  assert readj.shape == plain.shape and not np.array_equal(readj, plain)
+  # a non-finite statistic is an error naming it, never a silent NaN image (NVlabs/NVAE#36)
+  bad = jax.tree_util.tree_map(lambda a: a, v)
+  params = jax.tree_util.tree_map(lambda a: a, v["params"])
+  first = sorted(k for k in params if k.startswith("dec_tower"))[0]
+  params[first] = jax.tree_util.tree_map(lambda a: a * jnp.nan, params[first])
+  bad["params"] = params
+  with pytest.raises(ValueError, match="non-finite statistic"):
+    model.readjust_bn(bad, jax.random.PRNGKey(5), num=4, iters=1)
+
+
+def test_bad_sampling_input_and_hparams(tiny):
+  model, v = tiny["model"], tiny["v"]
+  with pytest.raises(ValueError, match="num"):
+    model.sample(v, jax.random.PRNGKey(0), 0)
+  for t in (0.0, -0.5, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="temperature"):
+      model.sample(v, jax.random.PRNGKey(0), 2, temperature=t)
+  for key in ("kl_const_coeff", "weight_decay_norm", "weight_decay_norm_init"):
+    for bad in (float("nan"), float("inf")):
+      with pytest.raises(ValueError, match=key):
+        models.create("nvae", image_shape=(8, 8, 1), num_bins=17, **{**TINY, key: bad})
+  with pytest.raises(ValueError, match="dmol_edge"):
+    models.create("nvae", image_shape=(8, 8, 1), num_bins=17, **{**TINY, "dmol_edge": "x"})
+
+
+def _official_dmol_grey(x, logits, means, log_scales, max_val):
+  """numpy float64 transcription of NVlabs/NVAE DiscMixLogistic.log_prob's rule for one
+  channel: thresholds c < -0.999 / c > 0.99, log(max(cdf_delta, 1e-10)) or the midpoint
+  density when cdf_delta <= 1e-5. x int [N]; params [N, M]."""
+  sp = lambda a: np.logaddexp(0.0, a)
+  c = (2.0 * x / max_val - 1.0)[:, None]
+  ls = np.maximum(log_scales, -7.0)
+  inv = np.exp(-ls)
+  plus, minus = inv * (c - means + 1 / max_val), inv * (c - means - 1 / max_val)
+  mid = inv * (c - means)
+  delta = 1 / (1 + np.exp(-plus)) - 1 / (1 + np.exp(-minus))
+  inner = np.where(delta > 1e-5, np.log(np.maximum(delta, 1e-10)),
+                   mid - ls - 2 * sp(mid) - np.log(max_val / 2))
+  lp = np.where(c < -0.999, plus - sp(plus), np.where(c > 0.99, -sp(minus), inner))
+  log_pi = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+  return np.logaddexp.reduce(lp + log_pi, axis=1)
+
+
+def test_dmol_edge_official_matches_nvae_thresholds():
+  """'official' reproduces NVlabs/NVAE DiscMixLogistic.log_prob: centred values > 0.99 (at
+  8 bits level 254 too) score the whole upper tail; 'exact' is normalised over the levels."""
+  rng = np.random.default_rng(0)
+  m, k = 3, 256
+  x = np.arange(k)
+  logits = rng.normal(size=(1, m)).repeat(k, 0)
+  means = rng.uniform(0.85, 1.0, size=(1, m)).repeat(k, 0)
+  log_scales = rng.uniform(-4, -2, size=(1, m)).repeat(k, 0)
+  f = lambda edge: np.asarray(discretized_logistic_mixture_log_prob(
+      jnp.asarray(x[:, None]), jnp.asarray(logits, jnp.float32),
+      jnp.asarray(means[:, None], jnp.float32), jnp.asarray(log_scales[:, None], jnp.float32),
+      num_bins=k, edge=edge), np.float64)
+  exact, official = f("exact"), f("official")
+  np.testing.assert_allclose(official, _official_dmol_grey(x, logits, means, log_scales, k - 1),
+                             atol=2e-4)
+  np.testing.assert_array_equal(exact[:254], official[:254])
+  assert official[254] > exact[254] + 0.1
+  np.testing.assert_allclose(np.logaddexp.reduce(exact), 0.0, atol=1e-4)   # normalised
+  assert np.logaddexp.reduce(official) > 0.05                              # mass counted twice
