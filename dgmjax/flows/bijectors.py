@@ -58,6 +58,12 @@ def _known_channels(module: nn.Module, collection: str, name: str) -> int | None
   return None
 
 
+def _wide(dtype):
+  """float32 for bfloat16/float16/float32 and float64 for float64 (under ``jax_enable_x64``):
+  the precision of the flow's main path and of the coupling network's output."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _broadcast_logdet(value, batch: int):
   return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))
 
@@ -89,7 +95,7 @@ class ActNorm(Bijector):
   @nn.compact
   def __call__(self, x, inverse=False):
     b, h, w, c = check_nhwc(x, "ActNorm", _known_channels(self, "params", "loc"))
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(_wide(x.dtype))
     if self.is_initializing() and not inverse:
       mean = jnp.mean(x32, axis=(0, 1, 2))
       std = jnp.sqrt(jnp.mean(jnp.square(x32 - mean), axis=(0, 1, 2)))
@@ -179,6 +185,15 @@ class InvConv1x1LU(Bijector):
     return _apply_1x1(x, w_p @ lower @ upper), log_det
 
 
+def permutation_indices(mode: str, seed: int, c: int) -> np.ndarray:
+  """int [c]: y[..., i] = x[..., perm[i]] for ``Permute(mode, seed)``."""
+  if mode == "reverse":
+    return np.arange(c)[::-1].copy()
+  if mode == "shuffle":
+    return np.random.RandomState(seed).permutation(c)
+  raise ValueError(f"Permute mode must be 'reverse' or 'shuffle'; got {mode!r}")
+
+
 class Permute(Bijector):
   """A fixed channel permutation: ``"reverse"`` (openai/glow's default ablation) or a
   ``"shuffle"`` drawn once from ``numpy.random.RandomState(seed)``. log_det = 0.
@@ -187,17 +202,18 @@ class Permute(Bijector):
   seed: int = 0
 
   def permutation(self, c: int) -> np.ndarray:
-    if self.mode == "reverse":
-      return np.arange(c)[::-1].copy()
-    if self.mode == "shuffle":
-      return np.random.RandomState(self.seed).permutation(c)
-    raise ValueError(f"Permute mode must be 'reverse' or 'shuffle'; got {self.mode!r}")
+    return permutation_indices(self.mode, self.seed, c)
 
-  def __call__(self, x, inverse=False):
+  def __call__(self, x, inverse=False, perm=None):
+    """``perm``: an optional int [C] array (may be traced, e.g. one row of a scan's
+    per-step permutations) used instead of ``permutation(C)``."""
     b, _, _, c = check_nhwc(x, "Permute")
-    perm = self.permutation(c)
-    if inverse:
-      perm = np.argsort(perm)
+    if perm is None:
+      perm = self.permutation(c)
+      if inverse:
+        perm = np.argsort(perm)
+    elif inverse:
+      perm = jnp.zeros_like(perm).at[perm].set(jnp.arange(c, dtype=perm.dtype))
     return jnp.take(x, perm, axis=-1), jnp.zeros((b,), jnp.float32)
 
 
@@ -276,7 +292,8 @@ def conv3x3(x, kernel, padding: str = "zeros"):
     edge_k = jnp.sum(kernel, axis=2)
   elif padding != "edge":
     raise ValueError(f"padding must be 'zeros', 'ones' or 'edge'; got {padding!r}")
-  border = jnp.einsum("hwij,ijo->hwo", jnp.asarray(_border_taps(h, w)), edge_k.astype(jnp.float32))
+  border = jnp.einsum("hwij,ijo->hwo", jnp.asarray(_border_taps(h, w)),
+                      edge_k.astype(_wide(y.dtype)))
   return y + border.astype(y.dtype)
 
 
@@ -299,7 +316,7 @@ class ZeroConv(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     logs = self.param("logs", nn.initializers.zeros, (self.features,))
     y = conv3x3(x.astype(self.dtype), kernel, "edge" if self.edge_bias else "ones")
-    y = y.astype(jnp.float32) + bias
+    y = y.astype(_wide(self.dtype)) + bias
     return y * jnp.exp(self.logscale_factor * logs)
 
 
@@ -372,20 +389,31 @@ class Coupling(Bijector):
     if self.has_variable("params", "net"):
       known = 2 * int(self.get_variable("params", "net")["conv1"]["kernel"].shape[2]
                       - self.edge_bias)
-    b, _, _, c = check_nhwc(x, "Coupling", known, even_channels=True)
+    _, _, _, c = check_nhwc(x, "Coupling", known, even_channels=True)
     half = c // 2
     xa, xb = x[..., :half], x[..., half:]
     h = CouplingNet(self.width, c if self.affine else half, self.net_actnorm,
                     self.edge_bias, self.dtype, name="net")(xa)
-    if not self.affine:
-      yb = xb - h if inverse else xb + h
-      return jnp.concatenate([xa, yb.astype(x.dtype)], -1), jnp.zeros((b,), jnp.float32)
-    pre, t = h[..., :half], h[..., half:]
-    s = jax.nn.sigmoid(pre + 2.0)
-    log_det = jnp.sum(jax.nn.log_sigmoid(pre + 2.0), axis=(1, 2, 3))
-    if inverse:
-      return jnp.concatenate([xa, (xb / s - t).astype(x.dtype)], -1), -log_det
-    return jnp.concatenate([xa, ((xb + t) * s).astype(x.dtype)], -1), log_det
+    yb, log_det = coupling_transform(xb, h, self.affine, inverse)
+    return jnp.concatenate([xa, yb.astype(x.dtype)], -1), log_det
+
+
+def coupling_transform(xb, h, affine: bool, inverse: bool = False):
+  """The elementwise part of ``Coupling`` given the network output h = NN(x_a).
+
+  xb: [B,H,W,C/2]; h: float32 [B,H,W,C] (affine: [log_s', t]) or [B,H,W,C/2] (additive).
+  Returns (y_b, log_det[B]) (inverse: (x_b, -log_det)); used by ``Coupling`` and by the
+  reversible backward pass (``dgmjax.flows.reversible``), so both compute the same maths.
+  """
+  if not affine:
+    return (xb - h if inverse else xb + h), jnp.zeros((xb.shape[0],), jnp.float32)
+  half = xb.shape[-1]
+  pre, t = h[..., :half], h[..., half:]
+  s = jax.nn.sigmoid(pre + 2.0)
+  log_det = jnp.sum(jax.nn.log_sigmoid(pre + 2.0), axis=(1, 2, 3))
+  if inverse:
+    return xb / s - t, -log_det
+  return (xb + t) * s, log_det
 
 
 class Chain(Bijector):

@@ -22,10 +22,12 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dgmjax.flows import bijectors as bj
 from dgmjax.flows.bijectors import CONSTANTS
 from dgmjax.flows.priors import ClassHead, SplitPrior, TopPrior, gaussian_log_prob, gaussian_sample
+from dgmjax.flows.reversible import StepSpec, rebuild_input, reversible_steps
 
 PERMUTATIONS = ("lu", "conv", "reverse", "shuffle")
 COUPLINGS = ("affine", "additive")
@@ -43,17 +45,20 @@ class FlowStep(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, inverse=False):
+  def __call__(self, x, inverse=False, perm=None):
+    """``perm``: optional int [C] overriding a fixed permutation's indices (a scan feeds
+    each step its own row, so that every step keeps the permutation of seed + k)."""
     actnorm = bj.ActNorm(self.logscale_factor, name="actnorm")
     if self.permutation == "lu":
-      perm = bj.InvConv1x1LU(name="invconv")
+      permute = bj.InvConv1x1LU(name="invconv")
     elif self.permutation == "conv":
-      perm = bj.InvConv1x1(name="invconv")
+      permute = bj.InvConv1x1(name="invconv")
     else:
-      perm = bj.Permute(self.permutation, self.seed, name="invconv")
+      fixed = bj.Permute(self.permutation, self.seed, name="invconv")
+      permute = lambda u, inv: fixed(u, inv, perm)
     coupling = bj.Coupling(self.width, self.coupling == "affine", self.net_actnorm,
                            self.edge_bias, self.dtype, name="coupling")
-    return _chain((actnorm, perm, coupling), x, inverse)
+    return _chain((actnorm, permute, coupling), x, inverse)
 
   def forward_and_log_det(self, x):
     return self(x, False)
@@ -63,34 +68,74 @@ class FlowStep(nn.Module):
 
 
 class _ScanBody(nn.Module):
-  """One FlowStep as an nn.scan body: carry (h, log_det) -> carry."""
+  """One FlowStep as an nn.scan body: carry (h, log_det), x = this step's permutation
+  indices (int [C], or None) -> carry."""
   config: tuple = ()       # FlowStep fields as (name, value) pairs
   inverse: bool = False
   remat: bool = False
 
   @nn.compact
-  def __call__(self, carry, _):
+  def __call__(self, carry, perm):
     h, log_det = carry
     step_cls = nn.remat(FlowStep, static_argnums=(2,)) if self.remat else FlowStep
-    h, ld = step_cls(**dict(self.config), name="step")(h, self.inverse)
-    return (h, log_det + ld), None
+    h, ld = step_cls(**dict(self.config), name="step")(h, self.inverse, perm)
+    return (h, log_det + ld.astype(log_det.dtype)), None
 
 
 class ScannedSteps(nn.Module):
   """K FlowSteps run by ``nn.scan``: parameters stacked over a leading [K] axis, one
   compiled body instead of K (compile time independent of K). ``__call__(h, inverse)``;
-  the inverse runs the steps from last to first."""
+  the inverse runs the steps from last to first. Fixed permutations (reverse, shuffle)
+  are fed to the body as scanned int [K,C] indices, so step k uses seed + k exactly as
+  the unrolled steps do.
+
+  ``reversible=True``: after init, the forward direction runs
+  ``dgmjax.flows.reversible.reversible_steps`` on the same stacked variables (a
+  ``custom_vjp`` whose backward pass rebuilds each step's input instead of storing it);
+  init (ActNorm's data-dependent initialisation) and the inverse direction use the
+  ordinary scan.
+  """
   config: tuple = ()
   steps: int = 1
   remat: bool = False
+  reversible: bool = False
+
+  def spec(self) -> StepSpec:
+    cfg = dict(self.config)
+    cfg.pop("seed", None)
+    return StepSpec(**cfg)
+
+  def permutations(self, c: int) -> np.ndarray | None:
+    """int [K,C] indices of the fixed permutations, or None for the 1x1 convolutions."""
+    cfg = dict(self.config)
+    if cfg.get("permutation", "lu") not in ("reverse", "shuffle"):
+      return None
+    return np.stack([bj.permutation_indices(cfg["permutation"], cfg.get("seed", 0) + k, c)
+                     for k in range(self.steps)]).astype(np.int32)
+
+  def _stacked(self):
+    params = self.variables["params"]["scan"]["step"]
+    consts = self.variables.get(CONSTANTS, {}).get("scan", {}).get("step", {})
+    return params, consts
 
   @nn.compact
   def __call__(self, h, inverse=False):
+    perms = self.permutations(h.shape[-1])
+    if self.reversible and not inverse and not self.is_initializing():
+      params, consts = self._stacked()
+      return reversible_steps(self.spec(), params, consts, perms, h)
     scan = nn.scan(_ScanBody, variable_axes={"params": 0, CONSTANTS: 0},
                    split_rngs={"params": True}, length=self.steps, reverse=inverse)
-    log_det = jnp.zeros((h.shape[0],), jnp.float32)
-    (h, log_det), _ = scan(self.config, inverse, self.remat, name="scan")((h, log_det), None)
+    log_det = jnp.zeros((h.shape[0],), jnp.promote_types(h.dtype, jnp.float32))
+    (h, log_det), _ = scan(self.config, inverse, self.remat and not self.reversible,
+                           name="scan")((h, log_det), perms)
     return h, log_det
+
+  def rebuild(self, y):
+    """The first step's input rebuilt from the last step's output y [B,H,W,C] with the
+    reversible backward pass's inverses (``reversible.rebuild_input``)."""
+    params, consts = self._stacked()
+    return rebuild_input(self.spec(), params, consts, self.permutations(y.shape[-1]), y)
 
 
 def _chain(layers, x, inverse):
@@ -115,24 +160,30 @@ class GlowLevel(nn.Module):
   remat: bool = False
   scan: bool = False
   dtype: jnp.dtype = jnp.float32
+  reversible: bool = False
+
+  @property
+  def scanned(self) -> bool:
+    """Whether the steps use the stacked (scan) layout: ``scan`` or ``reversible``."""
+    return self.scan or self.reversible
 
   def setup(self):
     step_cls = nn.remat(FlowStep, static_argnums=(2,)) if self.remat else FlowStep
     make = lambda k: step_cls(self.width, self.coupling, self.permutation, self.net_actnorm,
                               self.logscale_factor, self.edge_bias, self.seed + k, self.dtype)
-    if self.scan:
+    if self.scanned:
       config = (("width", self.width), ("coupling", self.coupling),
                 ("permutation", self.permutation), ("net_actnorm", self.net_actnorm),
                 ("logscale_factor", self.logscale_factor), ("edge_bias", self.edge_bias),
                 ("seed", self.seed), ("dtype", self.dtype))
-      self.flows = ScannedSteps(config, self.steps, self.remat)
+      self.flows = ScannedSteps(config, self.steps, self.remat, self.reversible)
     else:
       self.flows = [make(k) for k in range(self.steps)]
     if self.split:
       self.prior = SplitPrior(self.edge_bias)
 
   def _run_steps(self, h, inverse):
-    if self.scan:
+    if self.scanned:
       return self.flows(h, inverse)
     log_det = jnp.zeros((h.shape[0],), jnp.float32)
     for flow in (reversed(self.flows) if inverse else self.flows):
@@ -140,12 +191,26 @@ class GlowLevel(nn.Module):
       log_det = log_det + ld
     return h, log_det
 
-  def encode(self, x):
-    h, log_det = self._run_steps(bj.squeeze2d(x), False)
+  def encode(self, x, check: int = 0):
+    """x [B,H,W,C] -> (h_next | None, z, log_det [B], log_p [B], err).
+
+    ``check`` > 0 (reversible levels only): ``err`` = [abs, rel] float32 [2], the error of
+    the level's first-step input rebuilt from its output as the reversible backward pass
+    does, on the first ``check`` examples: abs = max|x_rebuilt - x|, rel = abs / max|x|
+    (no gradient flows through it). Otherwise ``err`` is None.
+    """
+    h_in = bj.squeeze2d(x)
+    h, log_det = self._run_steps(h_in, False)
+    err = None
+    if check and self.reversible and not self.is_initializing():
+      real = jax.lax.stop_gradient(h_in[:check])
+      rebuilt = self.flows.rebuild(jax.lax.stop_gradient(h[:check]))
+      abs_err = jnp.max(jnp.abs(rebuilt - real))
+      err = jnp.stack([abs_err, abs_err / jnp.maximum(jnp.max(jnp.abs(real)), 1e-30)])
     if not self.split:
-      return None, h, log_det, jnp.zeros_like(log_det)
+      return None, h, log_det, jnp.zeros_like(log_det), err
     h, z, log_p = self.prior.split(h)
-    return h, z, log_det, log_p
+    return h, z, log_det, log_p, err
 
   def decode(self, h, z):
     """Inverse of ``encode`` given h_next (None for the top level) and z."""
@@ -174,6 +239,7 @@ class Glow(nn.Module):
   remat: bool = False
   scan: bool = False
   dtype: jnp.dtype = jnp.float32
+  reversible: bool = False
 
   def setup(self):
     self.blocks = [GlowLevel(self.steps, self.width, split=i < self.levels - 1,
@@ -181,7 +247,7 @@ class Glow(nn.Module):
                              net_actnorm=self.net_actnorm,
                              logscale_factor=self.logscale_factor, edge_bias=self.edge_bias,
                              seed=self.shuffle_seed + 1000 * i, remat=self.remat,
-                             scan=self.scan, dtype=self.dtype)
+                             scan=self.scan, dtype=self.dtype, reversible=self.reversible)
                    for i in range(self.levels)]
     self.top_prior = TopPrior(self.learn_top, self.num_classes, self.edge_bias)
     if self.num_classes:
@@ -205,20 +271,31 @@ class Glow(nn.Module):
     if shape is None or len(shape) != 4 or tuple(shape[1:]) != (h, w, c):
       raise ValueError(f"Glow expects x of shape [B,{h},{w},{c}]; got shape {shape}")
 
-  def _encode(self, x):
+  def _encode(self, x, check: int = 0):
     self._check(x)
     zs, log_det, log_p = [], jnp.zeros((x.shape[0],), jnp.float32), 0.0
-    h = x.astype(jnp.float32)
+    errs = []
+    h = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # float64 stays (x64 tests)
     for block in self.blocks:
-      h, z, ld, lp = block.encode(h)
+      h, z, ld, lp, err = block.encode(h, check)
       zs.append(z)
+      errs.append(err)
       log_det, log_p = log_det + ld, log_p + lp
-    return zs, log_det, log_p
+    return zs, log_det, log_p, errs
 
   def forward_and_log_det(self, x):
     """x float32 [B,H,W,C] -> (zs, log_det [B])."""
-    zs, log_det, _ = self._encode(x)
+    zs, log_det, _, _ = self._encode(x)
     return zs, log_det
+
+  def reconstruction_errors(self, x, check: int | None = None):
+    """float32 [L,2]: per level, [max|x_rebuilt - x|, that / max|x|] of the level's
+    first-step input rebuilt from its output by the reversible backward pass's inverses,
+    on the first ``check`` examples of x (all when None). Needs ``reversible=True``."""
+    if not self.reversible:
+      raise ValueError("reconstruction_errors needs a reversible Glow (reversible=True)")
+    _, _, _, errs = self._encode(x, x.shape[0] if check is None else check)
+    return jnp.stack(errs)
 
   def inverse_and_log_det(self, zs):
     """zs (as returned by ``forward_and_log_det``) -> (x [B,H,W,C], log_det [B])."""
@@ -236,14 +313,18 @@ class Glow(nn.Module):
       log_det = log_det + ld
     return h, log_det
 
-  def log_density(self, x, labels=None):
-    """log q(x) [B] in nats and extras {"log_det", "log_pz", "class_logits"?}."""
-    zs, log_det, log_p = self._encode(x)
+  def log_density(self, x, labels=None, check: int = 0):
+    """log q(x) [B] in nats and extras {"log_det", "log_pz", "class_logits"?,
+    "rev_recon_err"?}; ``check`` > 0 on a reversible Glow adds "rev_recon_err", the
+    largest relative error over levels of ``reconstruction_errors`` on ``check`` examples."""
+    zs, log_det, log_p, errs = self._encode(x, check)
     mean, logsd = self.top_prior(zs[-1].shape[1:], x.shape[0], labels)
     log_p = log_p + gaussian_log_prob(zs[-1], mean, logsd)
     extras = {"log_det": log_det, "log_pz": log_p}
     if self.num_classes:
       extras["class_logits"] = self.class_head(zs[-1])
+    if errs and errs[0] is not None:
+      extras["rev_recon_err"] = jnp.max(jnp.stack(errs)[:, 1])
     return log_p + log_det, extras
 
   def sample(self, rng, num: int, temperature=1.0, labels=None):

@@ -23,6 +23,18 @@ a 2-core CPU it cuts compilation 2-5x but makes the training step 7-13x slower, 
 XLA CPU differentiates the scanned loop poorly, so it is off by default). The defaults express
 rosinality/glow-pytorch exactly (``dgmjax.convert.glow.load_glow``), with the
 difference that its last level always uses the LU 1x1 convolution.
+
+``reversible=True`` (``dgmjax.flows.reversible``): the training gradient rebuilds each
+step's input from its output with the step's inverse instead of storing the K steps'
+activations, so the gradient's activation memory does not grow with K. It uses the
+scanned parameter layout (it sets ``scan=True``: on XLA:CPU the memory is only freed
+when the steps are scanned), makes ``remat`` redundant (ignored), and keeps the flow's
+main path float32 under ``dtype=bfloat16``. ``loss`` then reports the metric
+``rev_recon_err``: the largest relative error, over levels, of the first step's input
+rebuilt from the level's output, on the first ``reversible_check`` examples of the batch
+(0: off; it costs one inverse pass over those examples). Do not trust the reversible
+gradient when it exceeds about 1e-3 (see ``dgmjax.flows.reversible``).
+``reconstruction_errors(variables, x)`` gives the per-level figures for a whole batch.
 """
 
 from __future__ import annotations
@@ -74,6 +86,8 @@ class GlowModel:
   remat: bool = False
   scan: bool = False
   dtype: Any = jnp.float32
+  reversible: bool = False
+  reversible_check: int = 1
   name: str = dataclasses.field(default="glow", init=False)
 
   def __post_init__(self):
@@ -98,9 +112,14 @@ class GlowModel:
       raise ValueError(f"glow: num_classes must be None or an int >= 2; got {self.num_classes!r}")
     if self.class_loss_weight and not self.num_classes:
       raise ValueError("glow: class_loss_weight needs num_classes")
-    if self.scan and self.permutation == "shuffle":
-      raise ValueError("glow: scan=True shares one module body across the steps of a level, "
-                       "so permutation='shuffle' would repeat one permutation; use scan=False")
+    if not isinstance(self.reversible, (bool, np.bool_)):
+      raise ValueError(f"glow: reversible must be True or False; got {self.reversible!r}")
+    if (not isinstance(self.reversible_check, (int, np.integer))
+        or isinstance(self.reversible_check, bool) or self.reversible_check < 0):
+      raise ValueError(f"glow: reversible_check must be an int >= 0 (examples checked per "
+                       f"loss); got {self.reversible_check!r}")
+    if self.reversible:
+      object.__setattr__(self, "scan", True)  # the reversible gradient needs the scan
     if self.logscale_factor is not None and not self.logscale_factor > 0:
       raise ValueError(f"glow: logscale_factor must be None or > 0; got {self.logscale_factor!r}")
     try:
@@ -114,7 +133,7 @@ class GlowModel:
         shape, self.levels, self.steps, self.width, self.coupling, self.permutation,
         bool(self.learn_top), self.num_classes, bool(self.net_actnorm),
         self.logscale_factor, bool(self.edge_bias), int(self.shuffle_seed),
-        bool(self.remat), bool(self.scan), dtype))
+        bool(self.remat), bool(self.scan), dtype, bool(self.reversible)))
 
   # ------------------------------------------------------------------ helpers
   @property
@@ -141,6 +160,18 @@ class GlowModel:
         return (x.astype(jnp.float32) + 0.5) / self.num_bins - 0.5
       return images.dequantize(rng, x, self.num_bins)
     self.module._check(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise ValueError(f"glow expects uint8 images or float images in the dequantised space "
+                       f"[-1/2, 1/2]; got dtype {x.dtype}")
+    if images._is_concrete(x) and x.size:
+      xn = np.asarray(x, np.float64)
+      if not np.isfinite(xn).all():
+        raise ValueError("glow expects finite float images in the dequantised space "
+                         "[-1/2, 1/2]; got NaN or inf")
+      lo, hi = float(xn.min()), float(xn.max())
+      if lo < -0.5 or hi > 0.5:
+        raise ValueError(f"glow expects float images in the dequantised space [-1/2, 1/2] "
+                         f"((x + u) / num_bins - 1/2); got values in [{lo:.4g}, {hi:.4g}]")
     return x.astype(jnp.float32)
 
   @staticmethod
@@ -159,9 +190,9 @@ class GlowModel:
                                  method=Glow.log_density)
     return dict(variables)
 
-  def _log_q(self, variables, x, rng, y):
+  def _log_q(self, variables, x, rng, y, check=0):
     xc = self._continuous(x, rng)
-    log_q, extras = self.module.apply(variables, xc, self._labels(y, x.shape[0]),
+    log_q, extras = self.module.apply(variables, xc, self._labels(y, x.shape[0]), check,
                                       method=Glow.log_density)
     return log_q, extras
 
@@ -175,7 +206,8 @@ class GlowModel:
     """Mean bits/dim (+ class_loss_weight * class cross-entropy in bits)."""
     del train, step
     images.check_images(x, self.image_shape, self.num_bins)
-    log_q, extras = self._log_q(variables, x, rng, y)
+    check = min(self.reversible_check, x.shape[0]) if self.reversible else 0
+    log_q, extras = self._log_q(variables, x, rng, y, check)
     log_p = log_q - self.num_dims * math.log(self.num_bins)
     bpd = jnp.mean(images.bits_per_dim(log_p, self.image_shape))
     scale = 1.0 / (self.num_dims * math.log(2.0))
@@ -190,6 +222,8 @@ class GlowModel:
       metrics["class_bits"] = ce / math.log(2.0)
       metrics["class_acc"] = jnp.mean(jnp.argmax(logits, -1) == y)
       total = bpd + self.class_loss_weight * ce / math.log(2.0)
+    if "rev_recon_err" in extras:
+      metrics["rev_recon_err"] = extras["rev_recon_err"]
     metrics["loss"] = total
     return total, {"metrics": metrics, "state": self._state(variables)}
 
@@ -199,17 +233,39 @@ class GlowModel:
     return images.quantize(xc, self.num_bins)
 
   # ------------------------------------------------------------------ extras
+  @staticmethod
+  def _check_sample_args(num, temperature):
+    if not isinstance(num, (int, np.integer)) or isinstance(num, bool) or num < 1:
+      raise ValueError(f"glow: sample needs num, the number of images, an int >= 1; "
+                       f"got {num!r}")
+    if images._is_concrete(temperature):
+      t = np.asarray(temperature, np.float64)
+      if t.shape != () or not np.isfinite(t) or t <= 0:
+        raise ValueError(f"glow: temperature must be a finite scalar > 0 (it scales every "
+                         f"prior's standard deviation); got {temperature!r}")
+
   def sample_continuous(self, variables, rng, num, temperature=1.0, y=None):
-    """float32 [num,H,W,C] in the dequantised space (about [-1/2, 1/2))."""
+    """float32 [num,H,W,C] in the dequantised space (about [-1/2, 1/2)). ValueError for
+    num < 1 or a temperature that is not finite and > 0 (checked when it is concrete)."""
+    self._check_sample_args(num, temperature)
     return self.module.apply(variables, rng, num, temperature, self._labels(y, num),
                              method=Glow.sample)
 
   def encode(self, variables, x, rng=None):
     """x -> (zs, log_det [B]). x: uint8 (dequantised with rng, at bin centres when rng is
-    None) or float32 [B,H,W,C] in the dequantised space. zs: per-level latents,
+    None) or float32 [B,H,W,C] in the dequantised space [-1/2, 1/2] (ValueError for NaN,
+    inf or values outside it, checked when x is concrete). zs: per-level latents,
     shapes ``latent_shapes()``."""
     return self.module.apply(variables, self._continuous(x, rng),
                              method=Glow.forward_and_log_det)
+
+  def reconstruction_errors(self, variables, x, rng=None):
+    """float32 [L,2]: per level, [max abs, relative] error of the first step's input as
+    the reversible backward pass rebuilds it from the level's output, on the batch x
+    (uint8, dequantised with rng or at bin centres; or float as for ``encode``).
+    Needs ``reversible=True``."""
+    return self.module.apply(variables, self._continuous(x, rng),
+                             method=Glow.reconstruction_errors)
 
   def decode(self, variables, zs):
     """zs -> float32 x [B,H,W,C] (exact inverse of ``encode``); ``images.quantize`` it for uint8."""

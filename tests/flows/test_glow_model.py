@@ -178,7 +178,8 @@ def test_remat_and_bfloat16_match_float32():
 
 def test_scan_equals_unrolled_steps():
   """scan=True (one nn.scan body per level) computes the same flow as the unrolled
-  steps once their parameters are stacked, and its data-dependent init is per step."""
+  steps once their parameters are stacked (the shuffle permutation included), and its
+  data-dependent init is per step."""
   from dgmjax.flows.glow import stack_steps
   kw = dict(levels=1, steps=2, width=8)
   plain = dgmjax.models.create("glow", (4, 4, 2), 16, **kw)
@@ -203,8 +204,13 @@ def test_scan_equals_unrolled_steps():
   for a, b in zip(za, zs):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(back, scanned._continuous(x, None), atol=1e-5)
-  with pytest.raises(ValueError, match="shuffle"):
-    dgmjax.models.create("glow", (4, 4, 2), 16, scan=True, permutation="shuffle", **kw)
+  # fixed permutations are fed to the scan per step: step k keeps seed + k's shuffle
+  plain = dgmjax.models.create("glow", (4, 4, 2), 16, permutation="shuffle", **kw)
+  scanned = dgmjax.models.create("glow", (4, 4, 2), 16, scan=True, permutation="shuffle", **kw)
+  v = _perturb(jax.jit(plain.init)(jax.random.PRNGKey(0), x), jax.random.PRNGKey(1))
+  lp = jax.jit(lambda v, vs: (plain.log_prob(v, x, jax.random.PRNGKey(2)),
+                              scanned.log_prob(vs, x, jax.random.PRNGKey(2))))(v, stack_steps(v))
+  np.testing.assert_allclose(lp[1], lp[0], rtol=1e-5)
 
 
 def test_bad_input_is_a_value_error():
