@@ -1,6 +1,6 @@
 """``dgmjax train|eval|sample|demo|bench|compare`` (also ``python -m dgmjax``).
 
-    dgmjax train  --config experiments/configs/glow_digits.py[:smoke] --workdir runs/x \
+    dgmjax train  --config experiments/configs/glow_digits.py[:smoke] --workdir runs/x \\
                   [--config.optim.lr=1e-3 ...]
     dgmjax eval   --config ... --workdir runs/x [--which best|last]
     dgmjax sample --config ... --workdir runs/x [--num 64] [--temperature 0.7] [--out DIR]
@@ -8,129 +8,177 @@
     dgmjax bench MODEL [args...]    # delegates to experiments/bench/MODEL.py (a checkout)
     dgmjax compare [args...]        # delegates to experiments/compare.py (a checkout)
 
+    dgmjax CMD --help               # the flags of one command
+    --debug                         # show the traceback of an error
+
+Multi-host runs (TPU pods, SLURM/Open MPI GPU clusters, or several processes on one
+machine): add ``--distributed`` to train/eval/sample, with ``--coordinator_address
+HOST:PORT --num_processes N --process_id I`` where the cluster is not auto-detected.
+
 Configs are ml_collections ConfigDicts loaded from a Python file (``get_config``),
-locked, so an override of a key that does not exist is an error.
+locked, so an override of a key that does not exist is an error. A config file is
+Python and runs as code: load only configs you trust.
+
+A user error (a bad flag, a missing file or checkpoint, an invalid setting, a workdir
+in use) prints one line ``dgmjax: error: ...`` and exits with status 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
 import os
 import sys
+from typing import Callable
 
-COMMANDS = ("train", "eval", "sample", "demo", "bench", "compare")
-
-
-def _usage() -> str:
-  return __doc__
+EXIT_USAGE = 2
+EXIT_FAILED = 1
 
 
-def _parse_flags(argv, extra):
-  """Parses absl flags for one sub-command; returns the FLAGS object."""
+class UsageError(ValueError):
+  """A mistake in the command line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+  """A sub-command with absl flags: ``define(flag_values)`` then ``run(flags) -> int``."""
+  help: str
+  define: Callable
+  run: Callable
+  required: tuple = ("config", "workdir")
+
+
+def _common_flags(fl) -> None:
   from absl import flags
   from ml_collections import config_flags
 
-  fl = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "path/to/config.py[:variant]",
-                                  flag_values=fl, lock_config=True)
+  config_flags.DEFINE_config_file(
+      "config", None, "path/to/config.py[:variant] (Python, run as code: trusted files only)",
+      flag_values=fl, lock_config=True)
   flags.DEFINE_string("workdir", None, "working directory (checkpoints, metrics, samples)",
                       flag_values=fl)
-  flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host "
-                    "runs: TPU pods, SLURM/Open MPI GPU clusters)", flag_values=fl)
-  for define in extra:
-    define(fl)
+  flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first "
+                    "(multi-host runs)", flag_values=fl)
+  flags.DEFINE_string("coordinator_address", None, "with --distributed: HOST:PORT of "
+                      "process 0 (default: auto-detected from the cluster)", flag_values=fl)
+  flags.DEFINE_integer("num_processes", None, "with --distributed: number of processes",
+                       flag_values=fl)
+  flags.DEFINE_integer("process_id", None, "with --distributed: this process's index",
+                       flag_values=fl)
+
+
+def _parse(name: str, cmd: Command, argv: list[str]):
+  """absl flags of one command; ``None`` after printing help for ``-h/--help``."""
+  from absl import flags
+
+  fl = flags.FlagValues()
+  _common_flags(fl)
+  cmd.define(fl)
+  if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
+    print(f"usage: dgmjax {name} [--flag=value ...]\n\n{cmd.help}\n")
+    print(fl.get_help())
+    return None
   try:
     fl(["dgmjax"] + list(argv))
-  except flags.Error as e:
-    raise SystemExit(f"dgmjax: {e}")
-  if fl.distributed:
-    import jax
-    jax.distributed.initialize()
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    raise UsageError(_flag_error(e)) from None
+  missing = [n for n in cmd.required if getattr(fl, n) is None]
+  if missing:
+    raise UsageError(f"missing required flag(s): {', '.join('--' + n for n in missing)} "
+                     f"(see dgmjax {name} --help)")
+  if not fl.distributed and any(getattr(fl, n) is not None for n in
+                                ("coordinator_address", "num_processes", "process_id")):
+    raise UsageError("--coordinator_address/--num_processes/--process_id need --distributed")
   return fl
 
 
-def _require(fl, *names):
-  missing = [n for n in names if getattr(fl, n) is None]
-  if missing:
-    raise SystemExit(f"dgmjax: missing required flag(s): {', '.join('--' + n for n in missing)}")
+def _flag_error(e: Exception) -> str:
+  """One line from a flag-parsing error; ml_collections embeds the config file's whole
+  traceback in its message, of which the last line says what went wrong."""
+  inner = e
+  while inner.args and isinstance(inner.args[0], Exception):
+    inner = inner.args[0]
+  msg = str(inner.args[0]) if isinstance(inner, KeyError) and inner.args else str(inner)
+  if "Traceback (most recent call last)" in msg:
+    head = msg.split(":", 1)[0]
+    last = [line for line in msg.splitlines() if line.strip()][-1].strip()
+    return f"{head}: {last}"
+  if isinstance(e, (AttributeError, KeyError)):
+    return f"unknown config key: {msg}"
+  return msg
 
 
-def _checkout_root() -> str | None:
-  """The repository root when running from a checkout (experiments/ beside dgmjax/)."""
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  for root in (os.getcwd(), here):
-    if os.path.isdir(os.path.join(root, "experiments")):
-      return root
-  return None
+def _initialize_distributed(fl) -> None:
+  import jax
+  # CPU processes exchange collectives over gloo (GPU/TPU use their own transports).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=fl.coordinator_address,
+                             num_processes=fl.num_processes, process_id=fl.process_id)
 
 
-def _delegate(module: str, argv) -> int:
-  root = _checkout_root()
-  if root is None:
-    raise SystemExit("dgmjax: this command runs the drivers in experiments/, which ship with "
-                     "the source checkout, not the installed package; run it from a clone of "
-                     "the repository")
-  if root not in sys.path:
-    sys.path.insert(0, root)
-  try:
-    mod = importlib.import_module(module)
-  except ModuleNotFoundError as e:
-    raise SystemExit(f"dgmjax: {module} is not available in this checkout ({e})")
-  return int(mod.main(list(argv)) or 0)
+def _require_checkpoint(workdir: str) -> None:
+  from dgmjax.train import checkpoint as ckpt_lib
+  if not os.path.isdir(workdir):
+    raise UsageError(f"workdir {workdir} does not exist")
+  if not ckpt_lib.has_checkpoint(workdir):
+    raise UsageError(f"no checkpoint in {workdir} (expected {workdir}/checkpoints/<step> or "
+                     f"{workdir}/best/<step>; run `dgmjax train` first)")
 
 
-def main(argv=None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  if not argv or argv[0] in ("-h", "--help", "help"):
-    print(_usage())
-    return 0 if argv else 2
-  cmd, rest = argv[0], argv[1:]
-  if cmd not in COMMANDS:
-    print(f"dgmjax: unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}",
-          file=sys.stderr)
-    return 2
-  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-  logging.getLogger("dgmjax").setLevel(logging.INFO)
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  if cmd == "bench":
-    if not rest:
-      raise SystemExit("dgmjax bench: name a model: glow, lmconv or nvae")
-    return _delegate(f"experiments.bench.{rest[0]}", rest[1:])
-  if cmd == "compare":
-    return _delegate("experiments.compare", rest)
-  if cmd == "demo":
-    return _delegate("experiments.demo", rest)
+def _print(obj) -> None:
+  import jax
+  if jax.process_index() == 0:
+    print(json.dumps(obj))
 
+
+# ---------------------------------------------------------------------------- train
+
+def _train(fl) -> int:
+  from dgmjax.train import config as config_lib
+  config_lib.validate(fl.config)
+  from dgmjax.train import loop
+  _print(loop.train(fl.config, fl.workdir))
+  return 0
+
+
+# ----------------------------------------------------------------------------- eval
+
+def _define_eval(fl) -> None:
   from absl import flags
-  if cmd == "train":
-    fl = _parse_flags(rest, [])
-    _require(fl, "config", "workdir")
-    from dgmjax.train import loop
-    summary = loop.train(fl.config, fl.workdir)
-    print(json.dumps(summary))
-    return 0
+  flags.DEFINE_enum("which", "best", ["best", "last"], "checkpoint to evaluate", flag_values=fl)
 
-  if cmd == "eval":
-    fl = _parse_flags(rest, [lambda f: flags.DEFINE_enum(
-        "which", "best", ["best", "last"], "checkpoint to evaluate", flag_values=f)])
-    _require(fl, "config", "workdir")
-    from dgmjax.train import loop
-    exp, state = loop.restore_for_eval(fl.config, fl.workdir, fl.which)
-    bpd = loop.evaluate(exp, state.variables(ema=True))
-    print(json.dumps({"step": int(state.step), "test_bpd": bpd, "checkpoint": fl.which}))
-    return 0
 
-  # sample
-  fl = _parse_flags(rest, [
-      lambda f: flags.DEFINE_integer("num", 64, "number of samples", flag_values=f),
-      lambda f: flags.DEFINE_float("temperature", None, "sampling temperature (models "
-                                   "that take one)", flag_values=f),
-      lambda f: flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=f),
-      lambda f: flags.DEFINE_string("out", None, "output directory (default WORKDIR/samples)",
-                                    flag_values=f)])
-  _require(fl, "config", "workdir")
+def _eval(fl) -> int:
+  _require_checkpoint(fl.workdir)
+  from dgmjax.train import loop
+  exp, state = loop.restore_for_eval(fl.config, fl.workdir, fl.which)
+  bpd = loop.evaluate(exp, state.variables(ema=True))
+  _print({"step": int(state.step), "test_bpd": bpd, "checkpoint": fl.which})
+  return 0
+
+
+# --------------------------------------------------------------------------- sample
+
+def _define_sample(fl) -> None:
+  from absl import flags
+  flags.DEFINE_integer("num", 64, "number of samples (>= 1)", flag_values=fl)
+  flags.DEFINE_float("temperature", None, "sampling temperature, > 0 (models that take one)",
+                     flag_values=fl)
+  flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fl)
+  flags.DEFINE_string("out", None, "output directory (default WORKDIR/samples)",
+                      flag_values=fl)
+
+
+def _sample(fl) -> int:
+  import math
+  if fl.num < 1:
+    raise UsageError(f"--num must be >= 1; got {fl.num}")
+  if fl.temperature is not None and not (math.isfinite(fl.temperature) and
+                                         fl.temperature > 0):
+    raise UsageError(f"--temperature must be a finite number > 0; got {fl.temperature}")
+  _require_checkpoint(fl.workdir)
   import jax
   from dgmjax import imageio
   from dgmjax.train import loop
@@ -138,11 +186,101 @@ def main(argv=None) -> int:
   kwargs = {} if fl.temperature is None else {"temperature": fl.temperature}
   x = loop.draw_samples(exp, state.variables(ema=True), fl.num, jax.random.key(fl.seed),
                         **kwargs)
-  out = fl.out or os.path.join(fl.workdir, "samples")
-  png = imageio.save_grid(os.path.join(out, "samples.png"), x, exp.num_bins)
-  npz = imageio.save_npz(os.path.join(out, "samples.npz"), x, exp.num_bins)
-  print(json.dumps({"png": png, "npz": npz, "num": int(x.shape[0])}))
+  if jax.process_index() == 0:
+    out = fl.out or os.path.join(fl.workdir, "samples")
+    png = imageio.save_grid(os.path.join(out, "samples.png"), x, exp.num_bins)
+    npz = imageio.save_npz(os.path.join(out, "samples.npz"), x, exp.num_bins)
+    print(json.dumps({"png": png, "npz": npz, "num": int(x.shape[0])}))
   return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("Trains a config in a workdir, resuming from its newest good "
+                     "checkpoint.", lambda fl: None, _train),
+    "eval": Command("Test bits/dim of a workdir's best (or last) checkpoint.", _define_eval,
+                    _eval),
+    "sample": Command("Draws samples from a workdir's best checkpoint (PNG grid + npz).",
+                      _define_sample, _sample),
+}
+DELEGATED = {"demo": "experiments.demo", "compare": "experiments.compare",
+             "bench": "experiments.bench.{}"}
+
+
+# ------------------------------------------------------------ delegated to experiments/
+
+def _checkout_root() -> str | None:
+  """The checkout that holds THIS dgmjax (experiments/ beside dgmjax/), by absolute path.
+
+  Never the current directory: a planted ``./experiments`` must not run.
+  """
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return here if os.path.isfile(os.path.join(here, "experiments", "__init__.py")) else None
+
+
+def _delegate(module: str, argv) -> int:
+  root = _checkout_root()
+  if root is None:
+    raise UsageError("this command runs the drivers in experiments/, which ship with the "
+                     "source checkout, not the installed package; install dgmjax from a "
+                     "clone of the repository (pip install -e .)")
+  cwd = os.path.abspath(os.getcwd())
+  sys.path[:] = [root] + [p for p in sys.path
+                          if os.path.abspath(p or ".") not in (root, cwd)]
+  try:
+    mod = importlib.import_module(module)
+  except ModuleNotFoundError as e:
+    raise UsageError(f"{module} is not available in {root} ({e})") from None
+  if not os.path.abspath(mod.__file__).startswith(root + os.sep):
+    raise UsageError(f"{module} resolved to {mod.__file__}, outside the checkout {root}")
+  return int(mod.main(list(argv)) or 0)
+
+
+def _run(cmd: str, rest: list[str]) -> int:
+  if cmd == "bench":
+    if not rest or rest[0].startswith("-"):
+      raise UsageError("bench: name a model first: glow, lmconv, nvae or all")
+    return _delegate(DELEGATED["bench"].format(rest[0]), rest[1:])
+  if cmd in DELEGATED:
+    return _delegate(DELEGATED[cmd], rest)
+  command = COMMANDS[cmd]
+  fl = _parse(cmd, command, rest)
+  if fl is None:
+    return 0
+  if fl.distributed:
+    _initialize_distributed(fl)
+  return command.run(fl)
+
+
+def _user_errors() -> tuple:
+  from dgmjax.train.lock import WorkdirLocked
+  return (ValueError, OSError, WorkdirLocked)
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  debug = "--debug" in argv
+  argv = [a for a in argv if a != "--debug"]
+  names = sorted(COMMANDS) + sorted(DELEGATED)
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(__doc__)
+    return 0 if argv else EXIT_USAGE
+  cmd, rest = argv[0], argv[1:]
+  if cmd not in names:
+    print(f"dgmjax: error: unknown command {cmd!r}; expected one of {', '.join(names)}",
+          file=sys.stderr)
+    return EXIT_USAGE
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+  logging.getLogger("dgmjax").setLevel(logging.INFO)
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  try:
+    return _run(cmd, rest)
+  except Exception as e:  # pylint: disable=broad-except
+    from dgmjax.train.loop import TrainingDiverged
+    if debug or not isinstance(e, _user_errors() + (TrainingDiverged,)):
+      raise
+    msg = " ".join(str(e).split()) or type(e).__name__
+    print(f"dgmjax: error: {msg}", file=sys.stderr)
+    return EXIT_FAILED if isinstance(e, TrainingDiverged) else EXIT_USAGE
 
 
 if __name__ == "__main__":

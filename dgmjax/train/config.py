@@ -8,6 +8,8 @@ file or in a ``--config.a.b=...`` override is an error rather than a silent no-o
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 
@@ -75,3 +77,45 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(variant or None)
+
+
+# key -> (lowest allowed, whether the bound itself is allowed); ints unless a float bound.
+_TRAIN_INTS = dict(num_steps=1, batch_size=1, eval_batch_size=1, log_every=1, eval_every=1,
+                   checkpoint_every=1, keep_checkpoints=1, max_nonfinite=1, grad_accum=1,
+                   num_samples=0, init_batch_size=1, seed=0)
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first out-of-range training/optimiser setting.
+
+  Checked before anything is built, so a bad value costs no compile and no data load:
+  a NaN or non-positive learning rate, ``checkpoint_every=0`` and the like.
+  """
+  for key, low in _TRAIN_INTS.items():
+    if key not in c.train:
+      continue
+    v = c.train[key]
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+      raise ValueError(f"config.train.{key} must be an int >= {low}; got {v!r}")
+  o = c.optim
+
+  def real(key, low, high=math.inf, low_ok=True, high_ok=False):
+    v = o[key]
+    ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+          and (v >= low if low_ok else v > low) and (v <= high if high_ok else v < high))
+    if not ok:
+      lo = "[" if low_ok else "("
+      hi = "]" if high_ok else ")"
+      raise ValueError(f"config.optim.{key} must be a finite number in {lo}{low}, {high}{hi}; "
+                       f"got {v!r}")
+
+  real("lr", 0.0, low_ok=False)
+  for key in ("b1", "b2", "ema_decay"):
+    real(key, 0.0, 1.0)
+  real("eps", 0.0, low_ok=False)
+  for key in ("weight_decay", "clip_norm", "end_lr_factor"):
+    real(key, 0.0)
+  real("decay_rate", 0.0, low_ok=False)
+  for key in ("warmup_steps", "decay_steps"):
+    if not isinstance(o[key], int) or o[key] < 0:
+      raise ValueError(f"config.optim.{key} must be an int >= 0; got {o[key]!r}")

@@ -2,9 +2,15 @@
 
 It uses only the model protocol (``init``, ``loss``, ``log_prob``, ``sample``) and
 knows nothing of any particular model. Running ``train`` on a workdir that already
-holds a checkpoint resumes from it: parameters, optimiser and EMA state, batch
-statistics, the step counter and the data position, so the resumed run sees the
-same batches and the same noise (``fold_in(seed, step)``) as an uninterrupted one.
+holds a checkpoint resumes from the newest one that restores cleanly: parameters,
+optimiser and EMA state, batch statistics, the step counter and the data position, so
+the resumed run sees the same batches and the same noise (``fold_in(seed, step)``) as
+an uninterrupted one, and ``metrics.jsonl`` holds each step once.
+
+Multi-host: every process runs this same loop on its rows of each global batch
+(``data.Batches`` and ``data.eval_batches`` shard by ``jax.process_index()``); the
+jitted steps see global arrays, only process 0 writes metrics, samples and the lock.
+A workdir holds one trainer at a time (``dgmjax.train.lock``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import numpy as np
 from dgmjax import data as data_lib
 from dgmjax import imageio, images, models
 from dgmjax.train import checkpoint as ckpt_lib
+from dgmjax.train import config as config_lib
+from dgmjax.train import lock as lock_lib
 from dgmjax.train import metrics as metrics_lib
 from dgmjax.train import optim as optim_lib
 from dgmjax.train import state as state_lib
@@ -44,6 +52,24 @@ class Experiment:
   num_bins: int
   mesh: Any
   preprocess: Any
+  _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def eval_fn(self):
+    """The jitted eval step, built once per experiment."""
+    if "eval" not in self._compiled:
+      self._compiled["eval"] = state_lib.make_eval_step(self.model, mesh=self.mesh,
+                                                        preprocess=self.preprocess)
+    return self._compiled["eval"]
+
+  def sampler(self, num: int, **static):
+    """``fn(variables, rng, **arrays) -> uint8 [num,H,W,C]``, jitted once per
+    ``(num, static kwargs)``; array kwargs (labels ``y``) are traced arguments."""
+    key = ("sample", num, tuple(sorted(static.items())))
+    if key not in self._compiled:
+      model = self.model
+      self._compiled[key] = jax.jit(
+          lambda v, r, arrays: model.sample(v, r, num, **static, **arrays))
+    return self._compiled[key]
 
 
 def model_hparams(config) -> dict:
@@ -80,21 +106,13 @@ def _check_batch_size(global_batch: int, mesh) -> None:
                      f"devices ({mesh.devices.size})")
 
 
-def _local_slice(batch):
-  """This host's rows of a global batch (``x`` or ``(x, y)``) every host holds in full."""
-  def rows(x):
-    n = x.shape[0] // jax.process_count()
-    i = jax.process_index()
-    return x[i * n:(i + 1) * n]
-  return jax.tree.map(rows, batch)
-
-
 def is_conditional(model) -> bool:
   """Class-conditional models declare ``num_classes`` and take labels as ``y=``."""
   return getattr(model, "num_classes", None) is not None
 
 
-def init_state(exp: Experiment, tx):
+def _init_inputs(exp: Experiment):
+  """The batch (and labels) data-dependent initialisation sees: the first examples."""
   cfg = exp.config
   rng = jax.random.key(cfg.train.seed)
   n = min(cfg.train.init_batch_size, len(exp.train_data))
@@ -104,22 +122,43 @@ def init_state(exp: Experiment, tx):
   labels = {}
   if is_conditional(exp.model):
     labels = {"y": jnp.asarray(exp.train_data.labels(np.arange(n)), jnp.int32)}
-  variables = exp.model.init(jax.random.fold_in(rng, 1), x, **labels)
+  return jax.random.fold_in(rng, 1), x, labels
+
+
+def init_state(exp: Experiment, tx):
+  """A fresh, replicated ``TrainState`` (runs the model's data-dependent init)."""
+  rng, x, labels = _init_inputs(exp)
+  variables = exp.model.init(rng, x, **labels)
   return state_lib.replicate(state_lib.create_state(variables, tx), exp.mesh)
 
 
+def abstract_state(exp: Experiment, tx):
+  """``jax.ShapeDtypeStruct`` tree of the ``TrainState`` with replicated shardings:
+  the restore target, obtained with ``jax.eval_shape`` (no init is computed)."""
+  rng, x, labels = _init_inputs(exp)
+  shapes = jax.eval_shape(lambda r, x, l: state_lib.create_state(exp.model.init(r, x, **l), tx),
+                          rng, x, labels)
+  sharding = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec())
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes)
+
+
 def evaluate(exp: Experiment, variables, eval_fn=None, rng=None) -> float:
-  """Bits/dim over the WHOLE test split (padded last batch masked out)."""
+  """Bits/dim over the WHOLE test split (padded last batch masked out).
+
+  Each host feeds its rows of every global batch; the eval step returns the global
+  batch's log-likelihoods replicated on every host, so every host computes the same
+  figure over each test example exactly once.
+  """
   cfg = exp.config
-  eval_fn = eval_fn or state_lib.make_eval_step(exp.model, mesh=exp.mesh,
-                                                preprocess=exp.preprocess)
+  eval_fn = eval_fn or exp.eval_fn()
   rng = jax.random.key(cfg.train.seed + 7919) if rng is None else rng
   bs = cfg.train.eval_batch_size
-  bs -= bs % exp.mesh.devices.size
+  bs = max(bs - bs % exp.mesh.devices.size, exp.mesh.devices.size)
   total, count = 0.0, 0
   batches = data_lib.eval_batches(exp.test_data, bs, labels=is_conditional(exp.model))
   for i, (batch, n_valid) in enumerate(batches):
-    logp = eval_fn(variables, state_lib.shard_batches(_local_slice(batch), exp.mesh),
+    logp = eval_fn(variables, state_lib.shard_batches(batch, exp.mesh),
                    jax.random.fold_in(rng, i))
     total += float(np.sum(np.asarray(logp, np.float64)[:n_valid]))
     count += n_valid
@@ -128,37 +167,74 @@ def evaluate(exp: Experiment, variables, eval_fn=None, rng=None) -> float:
 
 
 def draw_samples(exp: Experiment, variables, num: int, rng, **kwargs) -> np.ndarray:
-  """uint8 [num,H,W,C]; a class-conditional model cycles through its classes."""
+  """uint8 [num,H,W,C]; a class-conditional model cycles through its classes.
+
+  Every process must call it on a multi-host run (the sampler is one global program);
+  each gets the same images. Compiled once per ``(num, kwargs)`` for the experiment.
+  """
+  if not isinstance(num, (int, np.integer)) or isinstance(num, bool) or num < 1:
+    raise ValueError(f"number of samples must be an int >= 1; got {num!r}")
   if is_conditional(exp.model) and "y" not in kwargs:
     kwargs["y"] = jnp.arange(num) % exp.model.num_classes
-  fn = jax.jit(lambda v, r: exp.model.sample(v, r, num, **kwargs))
-  return np.asarray(fn(variables, rng))
+  arrays = {k: v for k, v in kwargs.items() if isinstance(v, (jax.Array, np.ndarray))}
+  static = {k: v for k, v in kwargs.items() if k not in arrays}
+  return np.asarray(exp.sampler(int(num), **static)(variables, rng, arrays))
 
 
 def train(config, workdir: str, *, progress: bool = True) -> dict:
-  """Trains (or resumes) the experiment ``config`` in ``workdir``; returns final metrics."""
-  cfg = config
+  """Trains (or resumes) the experiment ``config`` in ``workdir``; returns final metrics.
+
+  Raises ValueError for an invalid config, ``WorkdirLocked`` when another trainer holds
+  ``workdir``, ``TrainingDiverged`` after ``train.max_nonfinite`` skipped steps in a row.
+  """
+  config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
+  lock = lock_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0)
+  error = None
+  try:
+    lock.acquire()
+  except lock_lib.WorkdirLocked as e:
+    error = e
+  if _any_process(error is not None):
+    raise error or lock_lib.WorkdirLocked(f"workdir {workdir} is in use by another trainer "
+                                          "(refused on process 0)")
+  try:
+    return _train_locked(config, workdir, progress)
+  finally:
+    lock.release()
+
+
+def _any_process(flag: bool) -> bool:
+  """True on every process when ``flag`` is true on process 0 (or on this process)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
+def _train_locked(cfg, workdir: str, progress: bool) -> dict:
   exp = build(cfg)
   tcfg = cfg.train
-  tx = optim_lib.make_optimizer(cfg.optim, tcfg.num_steps, tcfg.grad_accum)
-  state = init_state(exp, tx)
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
   _check_batch_size(tcfg.batch_size, exp.mesh)
+  tx = optim_lib.make_optimizer(cfg.optim, tcfg.num_steps, tcfg.grad_accum)
+  checkpointer = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
   batches = data_lib.Batches(exp.train_data, tcfg.batch_size, seed=tcfg.seed,
                              labels=is_conditional(exp.model))
   best = math.inf
-  if checkpointer.latest_step() is not None:
-    state, meta = checkpointer.restore(state)
-    state = state_lib.replicate(state, exp.mesh)
-    batches.restore(meta["data"])
-    best = meta.get("best_test_bpd") or math.inf
-    log.info("resumed from step %d in %s", int(state.step), workdir)
+  restored = checkpointer.restore_newest(abstract_state(exp, tx), quarantine=True)
+  if restored is not None:
+    state = restored.state
+    batches.restore(restored.meta["data"])
+    best = restored.meta.get("best_test_bpd") or math.inf
+    log.info("resumed from step %d (%s checkpoint) in %s", restored.step, restored.kind,
+             workdir)
+  else:
+    state = init_state(exp, tx)
 
-  writer = metrics_lib.MetricWriter(workdir)
+  start = int(state.step)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start if restored else None)
   train_step = state_lib.make_train_step(exp.model, tx, ema_decay=cfg.optim.ema_decay,
                                          mesh=exp.mesh, preprocess=exp.preprocess)
-  eval_fn = state_lib.make_eval_step(exp.model, mesh=exp.mesh, preprocess=exp.preprocess)
   rng = jax.random.key(tcfg.seed)
   sample_rng = jax.random.fold_in(rng, 3)
 
@@ -166,7 +242,6 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     return {"data": batches.state(), "best_test_bpd": best if math.isfinite(best) else None,
             "config": cfg.to_json()}
 
-  start = int(state.step)
   summary: dict[str, Any] = {}
   bar = None
   if progress and jax.process_index() == 0:
@@ -181,10 +256,12 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
       # collectives (XLA's CPU runtime can deadlock otherwise) and costs little.
       last_loss = float(m["loss"])
       if int(state.nonfinite) >= tcfg.max_nonfinite:
+        checkpointer.wait()
         raise TrainingDiverged(
-            f"{int(state.nonfinite)} consecutive non-finite losses/gradients at step {step} "
-            f"(train.max_nonfinite={tcfg.max_nonfinite}); stopping. The last good checkpoint "
-            f"in {workdir} is intact (step {checkpointer.latest_step()}).")
+            f"{int(state.nonfinite)} consecutive non-finite steps (loss, gradients or "
+            f"updated parameters) ending at step {step} (train.max_nonfinite="
+            f"{tcfg.max_nonfinite}); stopping. The newest checkpoint in {workdir} holds the "
+            f"finite state of step {checkpointer.latest_step()}.")
       if bar is not None:
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
@@ -194,17 +271,18 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
                            steps_per_s=(step - start) / max(time.time() - t0, 1e-9))
         summary.update(row)
       if step % tcfg.eval_every == 0 or step == tcfg.num_steps:
-        test_bpd = evaluate(exp, state.variables(ema=True), eval_fn)
+        test_bpd = evaluate(exp, state.variables(ema=True))
         writer.write(step, test_bpd=test_bpd)
         summary["test_bpd"] = test_bpd
         if test_bpd < best:
           best = test_bpd
           checkpointer.save_best(step, state, meta(), test_bpd)
-        if tcfg.num_samples > 0 and jax.process_index() == 0:
+        if tcfg.num_samples > 0:
           s = draw_samples(exp, state.variables(ema=True), tcfg.num_samples,
                            jax.random.fold_in(sample_rng, step))
-          imageio.save_grid(os.path.join(workdir, "samples", f"step_{step:07d}.png"), s,
-                            exp.num_bins)
+          if jax.process_index() == 0:
+            imageio.save_grid(os.path.join(workdir, "samples", f"step_{step:07d}.png"), s,
+                              exp.num_bins)
       if step % tcfg.checkpoint_every == 0 or step == tcfg.num_steps:
         checkpointer.save(step, state, meta())
   finally:
@@ -219,15 +297,31 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
 
 
 def restore_for_eval(config, workdir: str, which: str = "best"):
-  """Builds the experiment and restores the ``best`` (or ``last``) checkpoint state."""
+  """Builds the experiment and restores the ``best`` (or ``last``) checkpoint state.
+
+  ``which="best"`` falls back to the newest regular checkpoint when no best one
+  restores; a checkpoint that fails to restore is skipped with a warning, never
+  modified (evaluation does not hold the workdir lock). ValueError when none restores.
+  """
+  if which not in ckpt_lib.KINDS:
+    raise ValueError(f"which must be one of {ckpt_lib.KINDS}; got {which!r}")
+  if not ckpt_lib.has_checkpoint(workdir):
+    raise ValueError(f"no checkpoint in {workdir} (expected {workdir}/checkpoints/<step> or "
+                     f"{workdir}/best/<step>; train first, or import one)")
   exp = build(config)
   tx = optim_lib.make_optimizer(config.optim, config.train.num_steps, config.train.grad_accum)
-  state = init_state(exp, tx)
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                       create=False)
   try:
-    if which == "best" and checkpointer.best.latest_step() is None:
-      which = "last"
-    state, _ = checkpointer.restore(state, which=which)
+    target = abstract_state(exp, tx)
+    kinds = ("best", "last") if which == "best" else ("last",)
+    restored = None
+    for kind in kinds:
+      restored = checkpointer.restore_newest(target, kinds=(kind,))
+      if restored is not None:
+        break
   finally:
     checkpointer.close()
-  return exp, state_lib.replicate(state, exp.mesh)
+  if restored is None:
+    raise ValueError(f"no checkpoint in {workdir} restores cleanly (see the warnings above)")
+  return exp, restored.state

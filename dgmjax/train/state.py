@@ -98,8 +98,10 @@ def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float
   to the model as ``y=`` (class-conditional models, which have ``num_classes``).
 
   ``rng`` is the run's base key; the step's key is ``fold_in(rng, state.step)`` so a
-  resumed run draws the same noise. A non-finite loss or gradient leaves params,
-  optimiser state and model state unchanged and counts the step as skipped.
+  resumed run draws the same noise. A step whose loss, gradients, new parameters, new
+  optimiser state or new model state hold a NaN/inf (e.g. a NaN learning rate, or an
+  update that overflows) leaves params, optimiser state and model state unchanged and
+  counts the step as skipped: the state is finite after every step.
   ``preprocess(rng, x) -> x`` (e.g. dynamic binarisation) runs inside the step.
   """
   replicated = NamedSharding(mesh, P())
@@ -117,10 +119,11 @@ def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float
       return loss, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    finite = jnp.isfinite(loss) & _all_finite(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_model_state = {**state.model_state, **aux.get("state", {})}
+    finite = (jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
+              & _all_finite(opt_state) & _all_finite(new_model_state))
 
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     params = keep(params, state.params)

@@ -1,7 +1,7 @@
 """The PyTorch LMConv baseline (official layout) and its import into dgmjax.
 
 PyTorch side: state_dict keys/shapes equal the official ones recorded in
-shared/reference/state_dicts; the locally masked conv equals ``F.conv2d`` under an
+tests/testdata/state_dicts; the locally masked conv equals ``F.conv2d`` under an
 all-ones mask and its hand-written backward equals autograd's; the masks follow the
 order; the likelihood sums to one over tiny image spaces and is autoregressive in the order.
 Import: the same weights, input and order give the same per-pixel and total
@@ -27,10 +27,10 @@ import dgmjax
 from dgmjax.convert.lmconv import load_lmconv
 from experiments.pytorch import lmconv as tl
 
-REF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__)))), "..", "shared", "reference", "state_dicts")
+REF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata",
+                       "state_dicts")
 
-# (reference file, constructor kwargs) as in shared/reference/state_dicts/README.md
+# (reference file, constructor kwargs) as in tests/testdata/state_dicts/README.md
 REFERENCE_CONFIGS = {
     "lmconv_mnist_tiny": dict(nr_resnet=1, nr_filters=16, input_channels=1, binarize=True,
                               num_bins=2),

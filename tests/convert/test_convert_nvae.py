@@ -22,9 +22,9 @@ from dgmjax.nvae import regularizers as reg
 from dgmjax.nvae.cells import SPECTRAL_COLLECTION
 from experiments.pytorch import nvae as tnvae
 
-# The reference layouts live beside the checkout: ../shared/reference/state_dicts.
-REF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
-                   "reference", "state_dicts")
+# The official parameter layouts (tests/testdata/state_dicts/README.md says where from).
+REF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata",
+                   "state_dicts")
 ARGS = {"mnist_tiny": lambda: tnvae.tiny_args("mnist"),
         "cifar_tiny": lambda: tnvae.tiny_args("cifar10"),
         "mnist_faithful": lambda: tnvae.faithful_args("mnist"),
