@@ -4,12 +4,19 @@ PyTorch files are opened with ``torch.load(path, weights_only=True,
 map_location="cpu")``: no arbitrary object is ever unpickled. Only the extra types a
 real official checkpoint needs are allow-listed (NVAE stores its
 ``argparse.Namespace`` of arguments). torch is imported only when a path is given.
+
+Integrity: a zip-based file (PyTorch >= 1.6) has every member's CRC-32 checked first
+(``zipfile.ZipFile.testzip``), since ``torch.load`` reads a corrupted member without
+complaint; every floating-point tensor taken from a state_dict must be finite. Both are
+ValueErrors naming the member or key. ``check_model(model, name, who)`` refuses a model
+of the wrong kind (e.g. an LMConv model given to ``load_glow``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import zipfile
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -45,6 +52,7 @@ def load_checkpoint(path_or_dict, *, state_dict_key: str | None = None) -> dict[
   path = os.fspath(path_or_dict)
   if not os.path.exists(path):
     raise ValueError(f"checkpoint file not found: {path}")
+  check_zip_integrity(path)
   try:
     import torch
   except ImportError as e:  # pragma: no cover - depends on the environment
@@ -60,6 +68,29 @@ def load_checkpoint(path_or_dict, *, state_dict_key: str | None = None) -> dict[
     raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict (a state_dict)")
   del state_dict_key
   return dict(obj)
+
+
+def check_zip_integrity(path) -> None:
+  """Raises ValueError if ``path`` is a zip archive (PyTorch's default format) with a
+  member whose CRC-32 does not match, or that cannot be read; other files pass."""
+  path = os.fspath(path)
+  if not zipfile.is_zipfile(path):
+    return
+  try:
+    with zipfile.ZipFile(path) as zf:
+      bad = zf.testzip()
+  except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+    raise ValueError(f"{path} is a corrupted zip-based checkpoint: {e}") from None
+  if bad is not None:
+    raise ValueError(f"{path} is corrupted: member {bad!r} fails its CRC-32 check")
+
+
+def check_model(model, name: str, who: str) -> None:
+  """Raises ValueError unless ``model`` is a dgmjax model whose ``name`` is ``name``."""
+  got = getattr(model, "name", None)
+  if got != name:
+    raise ValueError(f"{who} needs a dgmjax {name!r} model (models.create({name!r}, ...)); "
+                     f"got {type(model).__name__}" + (f" ({got!r})" if got else ""))
 
 
 class StateDict:
@@ -86,6 +117,9 @@ class StateDict:
     arr = self._arrays[key]
     if shape is not None and tuple(arr.shape) != tuple(shape):
       raise ValueError(f"key {key!r} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+      raise ValueError(f"key {key!r} holds non-finite values (NaN or inf): "
+                       f"{int(np.sum(~np.isfinite(arr)))} of {arr.size}")
     self._used.add(key)
     return arr
 

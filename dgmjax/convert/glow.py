@@ -32,11 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax.convert.common import StateDict, load_checkpoint, torch_conv_to_flax
+from dgmjax.convert.common import StateDict, check_model, load_checkpoint, torch_conv_to_flax
 from dgmjax.flows.glow import stack_steps
 
 
 def _check_model(model) -> None:
+  check_model(model, "glow", "load_glow")
   need = dict(permutation="lu", net_actnorm=False, logscale_factor=None, edge_bias=False,
               learn_top=True, num_classes=None)
   bad = {k: getattr(model, k) for k, v in need.items() if getattr(model, k) != v}

@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax.convert.common import StateDict, load_checkpoint, torch_conv_to_flax
+from dgmjax.convert.common import (StateDict, check_model, load_checkpoint,
+                                   torch_conv_to_flax)
 
 _INDEXED = ("up_layers", "down_layers", "u_stream", "downsize_u_stream", "upsize_u_stream")
 _PLAIN = ("u_init", "conv_input", "conv_out")
@@ -137,6 +138,7 @@ def load_lmconv(path_or_state_dict, model, *, use_ema: bool = False) -> dict:
     ValueError: a missing, unexpected or mis-shaped key (named), or a checkpoint holding
       objects outside the allow-list.
   """
+  check_model(model, "lmconv", "load_lmconv")
   raw = _unwrap(load_checkpoint(path_or_state_dict), use_ema)
   sd = StateDict(raw)
   x = np.zeros((1,) + tuple(model.image_shape), np.uint8)

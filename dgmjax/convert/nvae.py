@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from dgmjax.convert.common import StateDict, load_checkpoint, to_numpy, torch_conv_to_flax
+from dgmjax.convert.common import (StateDict, check_model, load_checkpoint, to_numpy,
+                                   torch_conv_to_flax)
 
 _BINARY = ("mnist", "omniglot")
 _SIZES = {"mnist": 32, "omniglot": 32, "cifar10": 32, "ffhq": 256}
@@ -331,6 +332,8 @@ def load_nvae(path_or_checkpoint, model=None, *, seed: int = 0, **overrides):
     ValueError: unsafe or unreadable file, unsupported ``args``, or a missing,
     unexpected or mis-shaped key (named).
   """
+  if model is not None:
+    check_model(model, "nvae", "load_nvae")
   ckpt = load_checkpoint(path_or_checkpoint, state_dict_key="state_dict")
   if "state_dict" in ckpt and hasattr(ckpt["state_dict"], "items"):
     state_dict = ckpt["state_dict"]
