@@ -147,3 +147,76 @@ def load_lmconv(path_or_state_dict, model, *, use_ema: bool = False) -> dict:
   sd.finish()
   params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
   return {"params": params}
+
+
+# ---- official arguments -> create("lmconv") kwargs ----------------------------------
+
+_ORDER_NAMES = {"raster_scan": "raster", "s_curve": "s_curve", "hilbert": "hilbert",
+                "gilbert2d": "gilbert"}
+
+
+def hparams_from_args(args) -> dict[str, Any]:
+  """ajayjain/lmconv ``main.py`` arguments (the ``args`` dict its checkpoints store,
+  ``vars(args)``; a Namespace works too) -> kwargs of ``dgmjax.models.create("lmconv",
+  **kwargs)``, image_shape and num_bins included.
+
+  dataset "mnist" -> (28, 28, 1) (``--binarize``: 2 levels, the 2-way softmax head),
+  "cifar" -> (32, 32, 3), "celebahq" -> (celeba_size, celeba_size, 3), with
+  ``2 ** n_bits`` levels; nr_filters, nr_resnet, nr_logistic_mix, kernel_size,
+  max_dilation, normalization (pono | weight_norm | none), dropout_prob,
+  learn_weight_for_masks, no_bias; ``--order NAME...`` with ``--randomize_order`` ->
+  ("NAME:all", ...) (the 8 variants of each, ``augment_orders``), else ("NAME", ...).
+
+  Raises ValueError for what dgmjax does not build: the PixelCNN++ baseline (no
+  ``--ours``), ``order_rescale``, ``s_curve_center_quarter_last``, the base-order
+  reflection flags, an unknown dataset.
+  """
+  if not isinstance(args, Mapping):
+    args = vars(args)
+  a = dict(args)
+
+  def need(key):
+    if key not in a:
+      raise ValueError(f"LMConv checkpoint args lack {key!r}")
+    return a[key]
+
+  if "ours" in a and not a["ours"]:
+    raise ValueError("the checkpoint is the PixelCNN++ baseline (no --ours); dgmjax imports "
+                     "LMConv (OurPixelCNN) checkpoints only")
+  dataset = str(need("dataset"))
+  bits = int(a.get("n_bits", 8))
+  binarize = bool(a.get("binarize", False))
+  if "mnist" in dataset:
+    shape, num_bins = (28, 28, 1), (2 if binarize else 2 ** bits)
+  elif "cifar" in dataset:
+    shape, num_bins = (32, 32, 3), 2 ** bits
+  elif "celebahq" in dataset:
+    s = int(a.get("celeba_size", 256))
+    shape, num_bins = (s, s, 3), 2 ** bits
+  else:
+    raise ValueError(f"unsupported LMConv dataset {dataset!r}; expected mnist, cifar or celebahq")
+  norm = a.get("normalization", "weight_norm")
+  if norm not in ("pono", "weight_norm", "none"):
+    raise ValueError(f"dgmjax LMConv builds normalization pono, weight_norm or none; the "
+                     f"checkpoint has {norm!r}")
+  for flag in ("base_order_reflect_rows", "base_order_reflect_cols", "base_order_transpose"):
+    if a.get(flag):
+      raise ValueError(f"the official flag --{flag} is not supported; pass the orders as "
+                       f"permutations instead")
+  names = need("order")
+  names = [names] if isinstance(names, str) else list(names or [])
+  if not names:
+    raise ValueError("LMConv checkpoint args have no 'order'")
+  specs = []
+  for n in names:
+    if n not in _ORDER_NAMES:
+      raise ValueError(f"unsupported official order {n!r}; expected one of "
+                       f"{sorted(_ORDER_NAMES)}")
+    specs.append(f"{_ORDER_NAMES[n]}:all" if a.get("randomize_order") else _ORDER_NAMES[n])
+  return dict(
+      image_shape=shape, num_bins=num_bins, filters=int(a.get("nr_filters", 160)),
+      resnets=int(a.get("nr_resnet", 5)), mixtures=int(a.get("nr_logistic_mix", 10)),
+      kernel_size=int(a.get("kernel_size", 5)), max_dilation=int(a.get("max_dilation", 2)),
+      orders=tuple(specs), normalization=norm, dropout=float(a.get("dropout_prob", 0.5)),
+      head="auto", mask_weight=bool(a.get("learn_weight_for_masks", False)),
+      conv_bias=not bool(a.get("no_bias", False)))

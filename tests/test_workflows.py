@@ -1,0 +1,212 @@
+"""dgmjax.workflows: official checkpoint files written by the project's PyTorch baselines
+in each official format read back with the baseline's log-likelihood; hyper-parameter
+conflicts; observed masks, completion orders, completion and the order ensemble."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import dgmjax
+from dgmjax import images, workflows
+from dgmjax.lmconv import orders as orders_lib
+from experiments.pytorch import glow as tglow
+from experiments.pytorch import lmconv as tl
+from experiments.pytorch import nvae as tnvae
+
+
+def _lmconv_args(**kw):
+  """The argument dict ajayjain/lmconv main.py stores as ``args`` (a subset)."""
+  a = dict(dataset="mnist", binarize=True, n_bits=8, ours=True, nr_resnet=1, nr_filters=8,
+           nr_logistic_mix=10, kernel_size=3, max_dilation=2, dropout_prob=0.0,
+           normalization="pono", order=["s_curve"], randomize_order=True, ema=0.999,
+           learn_weight_for_masks=False, no_bias=False, base_order_reflect_rows=False,
+           base_order_reflect_cols=False, base_order_transpose=False)
+  a.update(kw)
+  return a
+
+
+@pytest.fixture(scope="module")
+def lmconv_file(tmp_path_factory):
+  torch.manual_seed(0)
+  tm = tl.OurPixelCNN(nr_resnet=1, nr_filters=8, nr_logistic_mix=10, input_channels=1,
+                      kernel_size=3, max_dilation=2, dropout_prob=0.0, num_bins=2,
+                      binarize=True, normalization="pono").eval()
+  with torch.no_grad():
+    for p in tm.parameters():
+      p.add_(0.1 * torch.randn_like(p))
+  ema = {k: v + 0.01 for k, v in tm.state_dict().items()}
+  opt = torch.optim.Adam(tm.parameters(), lr=2e-4)
+  path = tmp_path_factory.mktemp("lmconv") / "0_ep3.pth"
+  torch.save({"epoch": 3, "global_step": 30, "args": _lmconv_args(),
+              "model_state_dict": tm.state_dict(), "optimizer_state_dict": opt.state_dict(),
+              "ema_state_dict": ema}, path)
+  return tm, str(path)
+
+
+def test_lmconv_official_file_gives_the_baseline_likelihood(lmconv_file):
+  tm, path = lmconv_file
+  name, hp, variables = workflows.read_official_checkpoint(path, weights="model")
+  assert name == "lmconv" and hp["image_shape"] == (28, 28, 1) and hp["num_bins"] == 2
+  assert hp["orders"] == ("s_curve:all",) and hp["filters"] == 8
+  model = dgmjax.models.create(name, **hp)
+  x = np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)).astype(np.uint8)
+  order = orders_lib.named("s_curve", 28, 28, 3)
+  got = np.asarray(model.log_prob(variables, jnp.asarray(x), order=order), np.float64)
+  with torch.no_grad():
+    want = -tm.nll(torch.from_numpy(x), order).double().numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+  # the EMA weights are taken by default when the file has them
+  _, _, ema = workflows.read_official_checkpoint(path)
+  np.testing.assert_allclose(ema["params"]["u_init"]["bias"],
+                             variables["params"]["u_init"]["bias"] + 0.01, rtol=1e-6)
+  # the paper's ensemble over the 8 s-curves, beside the single orders
+  ens, per = workflows.ensemble_log_prob(model, variables, x, "s_curve:all")
+  assert per.shape == (8, 2)
+  np.testing.assert_allclose(per[3], got, rtol=1e-4)
+  with torch.no_grad():
+    want_ens = tm.log_prob_ensemble(torch.from_numpy(x),
+                                    orders_lib.parse("s_curve:all", 28, 28)).double().numpy()
+  np.testing.assert_allclose(ens, want_ens, rtol=1e-4)
+  assert np.all(np.asarray(ens) >= np.asarray(per).min(0))
+
+
+def test_nvae_official_file_reads_with_optimiser_states(tmp_path):
+  torch.manual_seed(1)
+  args = tnvae.tiny_args("mnist")
+  tm = tnvae.AutoEncoder(args)
+  opt = torch.optim.Adamax(tm.parameters(), 1e-2, weight_decay=3e-4, eps=1e-3)
+  sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10, eta_min=1e-4)
+  ckpt = {"epoch": 1, "state_dict": tm.state_dict(), "optimizer": opt.state_dict(),
+          "global_step": 10, "args": args, "arch_instance": {"normal_enc": ["res_bnswish"]},
+          "scheduler": sched.state_dict(), "grad_scalar": {"scale": 65536.0, "_growth_tracker": 0}}
+  path = tmp_path / "checkpoint.pt"
+  torch.save(ckpt, path)
+  name, hp, variables = workflows.read_official_checkpoint(str(path))
+  assert name == "nvae"
+  from dgmjax.convert import nvae as cn
+  assert hp == cn.hparams_from_args(args)
+  model, want = cn.load_nvae({"state_dict": tm.state_dict(), "args": args})
+  for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_array_equal(a, b)
+  # (tests/convert/test_convert_nvae.py holds these converted weights to the baseline's
+  # ELBO terms with shared noise); here the bound is finite on binary digits
+  x = np.zeros((2,) + model.image_shape, np.uint8)
+  x[:, 8:24, 12:20] = 1
+  lp = model.log_prob(variables, jnp.asarray(x), jax.random.PRNGKey(0), iw_samples=2)
+  assert lp.shape == (2,) and bool(jnp.all(jnp.isfinite(lp)))
+  with pytest.raises(ValueError, match="expected 'lmconv'"):
+    workflows.read_official_checkpoint(str(path), model_name="lmconv")
+
+
+def test_glow_bare_state_dict_needs_a_config_and_gives_the_baseline_likelihood(tmp_path):
+  image, num_bins = (8, 8, 2), 32
+  torch.manual_seed(2)
+  tm = tglow.Glow(image[2], n_flow=2, n_block=2, affine=True, conv_lu=True, filter_size=16)
+  with torch.no_grad():
+    tm(torch.rand(16, image[2], image[0], image[1]) - 0.5)
+    for p in tm.parameters():
+      p.add_(0.05 * torch.randn_like(p))
+  tm.eval()
+  path = tmp_path / "model_000100.pt"
+  torch.save(tm.state_dict(), path)
+  with pytest.raises(ValueError, match="config"):
+    workflows.read_official_checkpoint(str(path))
+  hp = dict(image_shape=image, num_bins=num_bins, levels=2, steps=2, width=16,
+            coupling="affine", permutation="lu")
+  name, hp2, variables = workflows.read_official_checkpoint(str(path), hparams=hp)
+  assert name == "glow" and hp2 == hp
+  model = dgmjax.models.create(name, **hp)
+  x = jnp.asarray(np.random.RandomState(0).randint(0, num_bins, (3,) + image), jnp.uint8)
+  rng = jax.random.PRNGKey(7)
+  got = np.asarray(model.log_prob(variables, x, rng))
+  y = images.dequantize(rng, x, num_bins)
+  with torch.no_grad():
+    log_p, log_det, _ = tm(torch.from_numpy(np.ascontiguousarray(
+        np.transpose(np.asarray(y), (0, 3, 1, 2)))))
+  want = (log_p + log_det).numpy() - math.prod(image) * math.log(num_bins)
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_lmconv_args_mapping_and_conflicts():
+  from dgmjax.convert.lmconv import hparams_from_args
+  hp = hparams_from_args(_lmconv_args(dataset="cifar", binarize=False, order="hilbert",
+                                      randomize_order=False, normalization="weight_norm"))
+  assert hp["image_shape"] == (32, 32, 3) and hp["num_bins"] == 256
+  assert hp["orders"] == ("hilbert",) and hp["normalization"] == "weight_norm"
+  for change, word in ((dict(ours=False), "PixelCNN"), (dict(normalization="order_rescale"),
+                                                        "normalization"),
+                       (dict(order=["s_curve_center_quarter_last"]), "order"),
+                       (dict(base_order_transpose=True), "base_order_transpose"),
+                       (dict(dataset="svhn"), "dataset")):
+    with pytest.raises(ValueError, match=word):
+      hparams_from_args(_lmconv_args(**change))
+  file_hp = hparams_from_args(_lmconv_args())
+  cfg = dict(file_hp, filters=160, orders=["s_curve:all"], dropout=0.0, remat=True)
+  assert workflows.hparams_conflicts(file_hp, cfg) == ["filters"]
+  assert workflows.hparams_conflicts(file_hp, dict(file_hp)) == []
+
+
+def test_unrecognised_or_bad_arguments():
+  with pytest.raises(ValueError, match="unrecognised checkpoint"):
+    workflows.read_official_checkpoint({"foo.weight": np.zeros(3)})
+  with pytest.raises(ValueError, match="weights"):
+    workflows.read_official_checkpoint({"u_init.weight": np.zeros(3)}, weights="best")
+
+
+def test_observed_masks(tmp_path):
+  h, w = 6, 8
+  top = workflows.observed_mask("top", h, w)
+  assert top[:3].all() and not top[3:].any()
+  assert workflows.observed_mask("bottom", h, w)[3:].all()
+  assert workflows.observed_mask("left", h, w)[:, :4].all()
+  right = workflows.observed_mask("right", h, w)
+  assert right[:, 4:].all() and not right[:, :4].any()
+  center = workflows.observed_mask("center", h, w)
+  assert not center[1:5, 2:6].any() and center.sum() == h * w - 16
+  r = workflows.observed_mask("random:0.3", 40, 40, rng=1)
+  assert abs(r.mean() - 0.3) < 0.05
+  np.testing.assert_array_equal(r, workflows.observed_mask("random:0.3", 40, 40, rng=1))
+  from PIL import Image
+  img = np.zeros((h, w), np.uint8)
+  img[:, :2] = 255
+  Image.fromarray(img).save(tmp_path / "m.png")
+  np.testing.assert_array_equal(workflows.observed_mask(str(tmp_path / "m.png"), h, w),
+                                img > 127)
+  for bad, word in (("middle", "unknown observed"), ("random:1.5", r"P in \[0, 1\]"),
+                    (str(tmp_path / "none.png"), "not found")):
+    with pytest.raises(ValueError, match=word):
+      workflows.observed_mask(bad, h, w)
+  with pytest.raises(ValueError, match="must be 4x8"):
+    workflows.observed_mask(str(tmp_path / "m.png"), 4, 8)
+
+
+def test_completion_order_and_complete():
+  model = dgmjax.models.create("lmconv", image_shape=(6, 6, 1), num_bins=4, filters=8,
+                               resnets=1, mixtures=2, dropout=0.0)
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 4, (2, 6, 6, 1)), jnp.uint8)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  mask = workflows.observed_mask("top", 6, 6)
+  base = orders_lib.named("s_curve", 6, 6, 1)       # starts at the bottom row
+  comp = workflows.completion_order(mask, base)
+  rank = orders_lib.ranks(comp).reshape(6, 6)
+  assert rank[mask].max() < rank[~mask].min()
+  done, bpd = workflows.complete(model, variables, x, mask, "s_curve:1", jax.random.PRNGKey(1),
+                                 num=3)
+  assert done.shape == (2, 3, 6, 6, 1) and done.dtype == jnp.uint8
+  obs = np.broadcast_to(mask[None, None, :, :, None], done.shape)
+  np.testing.assert_array_equal(np.asarray(done)[obs],
+                                np.broadcast_to(np.asarray(x)[:, None], done.shape)[obs])
+  want = -model.hidden_log_prob(variables, x, mask, "s_curve:1") / (18 * math.log(2))
+  np.testing.assert_allclose(bpd, want, rtol=1e-5)
+  assert bool(jnp.all(bpd > 0))
+  with pytest.raises(ValueError, match="nothing to complete"):
+    workflows.complete(model, variables, x, np.ones((6, 6), bool), None, jax.random.PRNGKey(1))
+  with pytest.raises(ValueError, match="bool"):
+    workflows.completion_order(np.ones((5, 6), bool), base)
