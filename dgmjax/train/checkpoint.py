@@ -42,6 +42,10 @@ KINDS = ("last", "best")
 _DIRS = {"last": "checkpoints", "best": "best"}
 
 
+class IncompatibleCheckpoint(ValueError):
+  """A readable checkpoint whose arrays differ from what this config builds."""
+
+
 class Restored(NamedTuple):
   state: Any
   meta: dict
@@ -128,16 +132,26 @@ class Checkpointer:
     """The newest checkpoint of ``kinds`` that restores cleanly, or None if none does.
 
     A checkpoint is skipped (warning naming it and why) when orbax or the JSON reader
-    fails on it, or when it restores non-finite parameters.
+    fails on it, or when it restores non-finite parameters. A checkpoint that reads
+    fine but holds other arrays than ``abstract_state`` (written with another model or
+    optimiser config) is not damage: ``IncompatibleCheckpoint`` is raised, and nothing
+    is moved.
     """
     for step, kind in self.candidates(kinds):
+      where = os.path.join(str(self.manager(kind).directory), str(step))
+      try:
+        stored = _array_shapes(ocp.StandardCheckpointer().metadata(
+            os.path.join(where, "state")).item_metadata)
+      except Exception:  # pylint: disable=broad-except  (unreadable: damaged, see below)
+        stored = None
+      if stored is not None:
+        _check_compatible(where, stored, _array_shapes(abstract_state))
       try:
         state, meta = self.restore(abstract_state, step, kind)
         _check_finite(state)
         return Restored(state, meta, step, kind)
       except Exception as e:  # pylint: disable=broad-except  (any failure = skip it)
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-        where = os.path.join(str(self.manager(kind).directory), str(step))
         log.warning("skipping checkpoint %s: %s", where, reason)
         if quarantine:
           self._quarantine(kind, step)
@@ -171,6 +185,33 @@ def _check_finite(state) -> None:
     arr = np.asarray(leaf)
     if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
       raise ValueError(f"non-finite parameter {jax.tree_util.keystr(path)}")
+
+
+def _key_name(k) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _array_shapes(tree) -> dict[str, tuple]:
+  """{"a/b/0": shape} of every array leaf, the same for a live ``TrainState`` and for
+  orbax's stored metadata (dict keys, attributes and tuple indices all become names)."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+  return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves
+          if hasattr(leaf, "shape")}
+
+
+def _check_compatible(where: str, stored: dict, wanted: dict) -> None:
+  if stored == wanted:
+    return
+  diff = sorted(set(stored.items()) ^ set(wanted.items()))
+  shown = ", ".join(f"{p} {'stored' if (p, s) in stored.items() else 'expected'} {list(s)}"
+                    for p, s in diff[:4])
+  raise IncompatibleCheckpoint(
+      f"checkpoint {where} was written by another model or optimiser configuration "
+      f"({shown}{', ...' if len(diff) > 4 else ''}); resume with the config it was trained "
+      f"with, or use a new --workdir")
 
 
 def _sync(name: str) -> None:
