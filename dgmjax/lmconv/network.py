@@ -30,7 +30,7 @@ normalised instead. ``nin`` layers (1x1, i.e. per-pixel dense) are always weight
 normalised, as officially. Dropout is ``Dropout2d`` (whole channels per example).
 
 Parameter tree (``variables["params"]``) and the official state_dict names
-(``../shared/reference/state_dicts/lmconv_*``; PyTorch kernels are [out, in, kh, kw]):
+(``tests/testdata/state_dicts/lmconv_*``; PyTorch kernels are [out, in, kh, kw]):
 
     u_init/kernel                  [k,k,C+1,F]   u_init.weight            (transpose 2,3,1,0)
     u_init/bias                    [F]           u_init.bias

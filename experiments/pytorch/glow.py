@@ -1,7 +1,7 @@
 """The project's PyTorch Glow baseline, with rosinality/glow-pytorch's parameter names.
 
 Same architecture and ``state_dict`` layout as rosinality/glow-pytorch ``model.py``
-(see ../shared/reference/state_dicts/glow_*), written for parity tests and
+(see tests/testdata/state_dicts/glow_*), written for parity tests and
 benchmarks: images are NCHW float tensors in the dequantised space [-1/2, 1/2).
 
     Glow(in_channel, n_flow, n_block, affine, conv_lu, filter_size)

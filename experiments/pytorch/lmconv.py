@@ -594,5 +594,5 @@ def binarized_log_probs(x_int, head):
 
 
 def official_state_dict_shapes(model: nn.Module) -> dict[str, list[int]]:
-  """{key: shape} of a model's state_dict, the layout of ``shared/reference/state_dicts``."""
+  """{key: shape} of a model's state_dict, the layout of ``tests/testdata/state_dicts``."""
   return {k: list(v.shape) for k, v in model.state_dict().items()}
