@@ -4,9 +4,9 @@
     ds = data.load("digits", "train")                 # ImageData: len, get, labels
     ds.num_bins, ds.image_shape                       # 17, (8, 8, 1)
     it = data.Batches(ds, batch_size=64, seed=0)      # infinite, deterministic, resumable
-    x = next(it)                                      # uint8 [64, 8, 8, 1]
+    x = next(it)["image"]                             # uint8 [64, 8, 8, 1]
     it.state() / it.restore(state)                    # the data position in checkpoints
-    for x, n_valid in data.eval_batches(test, 256):   # the whole split, fixed shapes
+    for batch, n_valid in data.eval_batches(test, 256):  # whole split, fixed shapes
       ...
 
 Pre-processing: ``reduce_bits`` (num_bins = 2**n_bits), ``pad`` (28 -> 32),

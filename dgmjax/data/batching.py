@@ -11,6 +11,9 @@ batch_size // shard_count``: together the hosts cover each global batch exactly 
 
 Evaluation (``eval_batches``): the whole split in order, the last batch padded by
 repeating its valid rows so that every batch has the same shape (one compilation).
+
+A batch is a dict ``{"image": uint8 [b,H,W,C]}``, plus ``"label": int32 [b]`` when labels
+are asked for; the same dict flows through the loop into the jitted steps.
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ class Batches:
       ``jax.process_index()`` and ``jax.process_count()``.
     prefetch: batches read ahead in a background thread (0 = read synchronously).
       Reading ahead never changes which batches come out.
-    labels: yield ``(x, y)`` with y: int32 [local_batch_size] class labels (for
+    labels: add ``"label"``: int32 [local_batch_size] class labels to each batch (for
       class-conditional models); ValueError if the dataset has none.
+
+  Yields ``{"image": uint8 [local_batch_size,H,W,C]}`` (and ``"label"``).
   """
 
   def __init__(self, ds, batch_size: int, seed: int, shuffle: bool = True,
@@ -101,22 +106,18 @@ class Batches:
     start = index * self.batch_size + self.shard_index * self.local_batch_size
     return self.order(epoch)[start:start + self.local_batch_size]
 
-  def batch(self, epoch: int, index: int):
-    """uint8 [local_batch_size,H,W,C]: batch ``index`` of ``epoch`` (a pure function);
-    ``(x, y)`` with ``labels=True``."""
-    idx = self.indices(epoch, index)
-    if self.labels:
-      return self.ds.get(idx), np.asarray(self.ds.labels(idx), np.int32)
-    return self.ds.get(idx)
+  def batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
+    """Batch ``index`` of ``epoch`` (a pure function of them): ``{"image", ["label"]}``."""
+    return _read(self.ds, self.indices(epoch, index), self.labels)
 
   def _advance(self, epoch: int, index: int) -> tuple[int, int]:
     index += 1
     return (epoch + 1, 0) if index == self.steps_per_epoch else (epoch, index)
 
-  def __iter__(self) -> Iterator[np.ndarray]:
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
-  def __next__(self) -> np.ndarray:
+  def __next__(self) -> dict[str, np.ndarray]:
     position = (self._epoch, self._index)
     if self._prefetch == 0:
       x = self.batch(*position)
@@ -169,6 +170,13 @@ class Batches:
     self._prefetch = 0
 
 
+def _read(ds, idx: np.ndarray, labels: bool) -> dict[str, np.ndarray]:
+  batch = {"image": ds.get(idx)}
+  if labels:
+    batch["label"] = np.asarray(ds.labels(idx), np.int32)
+  return batch
+
+
 def _as_int(value):
   """Accepts ints and integer-valued 0-d arrays (a restored checkpoint may hold either)."""
   arr = np.asarray(value)
@@ -179,14 +187,14 @@ def _as_int(value):
 
 def eval_batches(ds, batch_size: int, shard_index: int | None = None,
                  shard_count: int | None = None, labels: bool = False) -> Iterator[tuple]:
-  """The whole split, in order: yields ``(x, n_valid)`` (``((x, y), n_valid)`` with
-  ``labels=True``, y: int32 labels of the same rows).
+  """The whole split, in order: yields ``(batch, n_valid)``.
 
-  x: uint8 [batch_size // shard_count, H, W, C], this host's rows of a global batch of
+  batch: ``{"image": uint8 [batch_size // shard_count, H, W, C]}`` (with ``labels=True``
+  also ``"label"``: int32 of the same rows), this host's rows of a global batch of
   ``batch_size`` consecutive examples. ``n_valid`` (int) counts the valid rows of the
   GLOBAL batch: global rows ``>= n_valid`` (only in the last batch) repeat valid rows
   to keep shapes fixed for ``jit`` and must be masked out, e.g. with
-  ``global_row < n_valid``. With one host (the default) x is [batch_size, H, W, C] and
+  ``global_row < n_valid``. With one host (the default) the image is [batch_size, H, W, C];
   its first n_valid rows count. Every example appears exactly once among valid rows.
   """
   batch_size = _check_int(batch_size, "batch_size", 1)
@@ -197,12 +205,10 @@ def eval_batches(ds, batch_size: int, shard_index: int | None = None,
   n = len(ds)
   lo = shard_index * local
 
-  def read(start: int) -> tuple[np.ndarray, int]:
+  def read(start: int) -> tuple[dict[str, np.ndarray], int]:
     n_valid = min(batch_size, n - start)
     idx = (start + np.arange(batch_size) % n_valid)[lo:lo + local]
-    if labels:
-      return (ds.get(idx), np.asarray(ds.labels(idx), np.int32)), n_valid
-    return ds.get(idx), n_valid
+    return _read(ds, idx, labels), n_valid
 
   with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dgmjax-eval") as pool:
     pending: collections.deque = collections.deque()

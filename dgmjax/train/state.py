@@ -67,17 +67,21 @@ def shard_batch(x_local: np.ndarray, mesh: Mesh) -> jax.Array:
   return jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), x_local)
 
 
-def shard_batches(batch, mesh: Mesh):
-  """``shard_batch`` on every array of ``x`` or ``(x, y)``."""
+def shard_batches(batch: dict, mesh: Mesh) -> dict:
+  """``shard_batch`` on every array of a batch dict ``{"image", ["label"]}``."""
   return jax.tree.map(lambda a: shard_batch(a, mesh), batch)
 
 
-def split_batch(batch):
-  """``x`` -> ``(x, {})``; ``(x, y)`` -> ``(x, {"y": y})`` (class-conditional models)."""
-  if isinstance(batch, (tuple, list)):
-    x, y = batch
-    return x, {"y": y}
-  return batch, {}
+def split_batch(batch: dict):
+  """``{"image": x[, "label": y]}`` -> ``(x, {} or {"y": y})``: the model's arguments
+  (class-conditional models take labels as ``y=``)."""
+  if not isinstance(batch, dict) or "image" not in batch:
+    raise ValueError("a batch must be a dict {'image': uint8 [B,H,W,C], optional 'label': "
+                     f"int [B]}}; got {type(batch).__name__}")
+  unknown = set(batch) - {"image", "label"}
+  if unknown:
+    raise ValueError(f"unknown batch keys {sorted(unknown)}; expected 'image' and 'label'")
+  return batch["image"], ({"y": batch["label"]} if "label" in batch else {})
 
 
 def replicate(tree, mesh: Mesh):
@@ -94,8 +98,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float
                     mesh: Mesh, preprocess: Callable | None = None):
   """Returns ``step(state, batch, rng) -> (state, metrics)``, jitted once, state donated.
 
-  ``batch`` is ``x`` (uint8 [B,H,W,C]) or ``(x, y)`` with class labels y: int [B], passed
-  to the model as ``y=`` (class-conditional models, which have ``num_classes``).
+  ``batch`` is ``{"image": uint8 [B,H,W,C]}`` plus ``"label"``: int [B] for
+  class-conditional models (which have ``num_classes``), passed to the model as ``y=``.
 
   ``rng`` is the run's base key; the step's key is ``fold_in(rng, state.step)`` so a
   resumed run draws the same noise. A step whose loss, gradients, new parameters, new
@@ -147,7 +151,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float
 
 def make_eval_step(model, *, mesh: Mesh, preprocess: Callable | None = None):
   """Returns ``eval(variables, batch, rng) -> [B] log p(x) in nats`` (jitted); ``batch``
-  is ``x`` or ``(x, y)`` as for the train step."""
+  is a dict as for the train step."""
 
   def eval_step(variables, batch, rng):
     x, labels = split_batch(batch)

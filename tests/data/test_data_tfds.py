@@ -66,7 +66,7 @@ def test_mock_tfds_loads_through_the_real_path(tmp_path, name, shape):
   assert labels.dtype == np.int64 and labels.shape == (6,) and np.all((0 <= labels) & (labels < 10))
   # The iterators work on tfds sources too.
   b = next(data.Batches(ds, 4, seed=0, prefetch=1))
-  assert b.shape == (4,) + shape
+  assert b["image"].shape == (4,) + shape
   assert sum(n for _, n in data.eval_batches(test, 4)) == 6
 
 

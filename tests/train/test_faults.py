@@ -188,7 +188,7 @@ def test_nonfinite_new_parameters_are_skipped_like_nonfinite_gradients():
     before = np.asarray(state.params["logits"])
     step = state_lib.make_train_step(exp.model, tx, ema_decay=0.0, mesh=exp.mesh)
     batches = data.Batches(exp.train_data, cfg.train.batch_size, seed=0)
-    state, m = step(state, state_lib.shard_batch(next(batches), exp.mesh), jax.random.key(0))
+    state, m = step(state, state_lib.shard_batches(next(batches), exp.mesh), jax.random.key(0))
     assert math.isfinite(float(m["loss"])) and int(m["skipped"]) == 1
     assert int(state.skipped) == 1 and int(state.nonfinite) == 1
     np.testing.assert_array_equal(np.asarray(state.params["logits"]), before)

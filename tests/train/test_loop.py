@@ -62,7 +62,7 @@ def test_train_step_compiles_once():
   batches = data.Batches(exp.train_data, 32, seed=0)
   rng = jax.random.key(0)
   for _ in range(4):
-    state, m = step(state, state_lib.shard_batch(next(batches), exp.mesh), rng)
+    state, m = step(state, state_lib.shard_batches(next(batches), exp.mesh), rng)
     float(m["loss"])
   assert len(traces) == 1
   assert int(state.step) == 4
@@ -96,7 +96,7 @@ def test_nonfinite_updates_are_skipped_then_training_stops(tmp_path, monkeypatch
   rng = jax.random.key(0)
   params = []
   for _ in range(6):
-    state, m = step(state, state_lib.shard_batch(next(batches), exp.mesh), rng)
+    state, m = step(state, state_lib.shard_batches(next(batches), exp.mesh), rng)
     params.append(np.asarray(state.params["logits"]))
   assert int(state.skipped) == 2 and int(state.nonfinite) == 0
   np.testing.assert_array_equal(params[3], params[2])
@@ -210,8 +210,7 @@ def test_class_conditional_glow_trains_with_labels(tmp_path):
   wrong = exp.model.log_prob(v, x, rng, y=jnp.asarray((y + 1) % 10))
   assert not np.allclose(np.asarray(right), np.asarray(wrong))
   eval_fn = state_lib.make_eval_step(exp.model, mesh=exp.mesh)
-  batch = (state_lib.shard_batch(x, exp.mesh), state_lib.shard_batch(y.astype(np.int32),
-                                                                    exp.mesh))
+  batch = state_lib.shard_batches({"image": x, "label": y.astype(np.int32)}, exp.mesh)
   np.testing.assert_allclose(np.asarray(eval_fn(v, batch, rng)), np.asarray(right),
                              rtol=1e-5)
 
@@ -220,10 +219,11 @@ def test_label_batches_follow_the_images():
   ds = data.load("digits", "train")
   b = data.Batches(ds, 16, seed=3, labels=True)
   for _ in range(3):
-    x, y = next(b)
+    batch = next(b)
+  x, y = batch["image"], batch["label"]
   b2 = data.Batches(ds, 16, seed=3)
   for _ in range(3):
-    x2 = next(b2)
+    x2 = next(b2)["image"]
   np.testing.assert_array_equal(x, x2)
   np.testing.assert_array_equal(y, ds.labels(b.indices(0, 2)))
   with pytest.raises(ValueError, match="labels"):
