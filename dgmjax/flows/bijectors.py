@@ -11,7 +11,8 @@ so it can be used as a pure function:
     variables = layer.init(rng, x, method=layer.forward_and_log_det)   # data-dependent init
     y, ld = layer.apply(variables, x, method=layer.forward_and_log_det)
 
-``log_det`` is log|det dy/dx| summed over the whole image, float32. Modules that hold
+``log_det`` is log|det dy/dx| summed over the whole image, float32 (float64 for float64
+inputs under ``jax_enable_x64``). Modules that hold
 data-dependent initialisation (ActNorm) initialise from the batch passed to ``init``
 through the forward direction; called in the inverse direction at init they start as
 the identity. Fixed (non-trained) arrays, such as the permutation of the LU 1x1
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax.lmconv.conv import locally_masked_conv
+from dgmjax.nn.shift_conv import locally_masked_conv
 
 CONSTANTS = "constants"
 
@@ -64,8 +65,9 @@ def _wide(dtype):
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _broadcast_logdet(value, batch: int):
-  return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))
+def _broadcast_logdet(value, batch: int, dtype=jnp.float32):
+  """[batch] log-dets in ``_wide(dtype)``: float32, or float64 for float64 inputs."""
+  return jnp.broadcast_to(jnp.asarray(value, _wide(dtype)), (batch,))
 
 
 class Bijector(nn.Module):
@@ -110,7 +112,7 @@ class ActNorm(Bijector):
       logs = self.param("logs", lambda _: jnp.log(inv_std) / self.logscale_factor)
       log_abs = logs * self.logscale_factor
       scale = jnp.exp(log_abs)
-    log_det = _broadcast_logdet(h * w * jnp.sum(log_abs), b)
+    log_det = _broadcast_logdet(h * w * jnp.sum(log_abs), b, x.dtype)
     if inverse:
       return (x32 / scale - loc).astype(x.dtype), -log_det
     return ((x32 + loc) * scale).astype(x.dtype), log_det
@@ -142,8 +144,8 @@ class InvConv1x1(Bijector):
     b, h, w, c = check_nhwc(x, "InvConv1x1", _known_channels(self, "params", "weight"))
     weight = self.param("weight", lambda rng: random_rotation(rng, c))
     wide = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    logabsdet = jnp.linalg.slogdet(weight.astype(wide))[1].astype(jnp.float32)
-    log_det = _broadcast_logdet(h * w * logabsdet, b)
+    logabsdet = jnp.linalg.slogdet(weight.astype(wide))[1].astype(_wide(x.dtype))
+    log_det = _broadcast_logdet(h * w * logabsdet, b, x.dtype)
     if inverse:
       return _apply_1x1(x, jnp.linalg.inv(weight)), -log_det
     return _apply_1x1(x, weight), log_det
@@ -175,7 +177,7 @@ class InvConv1x1LU(Bijector):
     w_s = self.param("w_s", lambda _: jnp.log(jnp.abs(diag)))
     lower = jnp.tril(w_l, -1) + jnp.eye(c, dtype=w_l.dtype)
     upper = jnp.triu(w_u, 1) + jnp.diag(s_sign * jnp.exp(w_s))
-    log_det = _broadcast_logdet(h * w * jnp.sum(w_s), b)
+    log_det = _broadcast_logdet(h * w * jnp.sum(w_s), b, x.dtype)
     if inverse:
       # W^-1 = U^-1 L^-1 P^T with triangular solves (no general inverse).
       eye = jnp.eye(c, dtype=jnp.float32)

@@ -4,7 +4,8 @@ autoregressive image models.
 - ``orders``: generation orders (raster, s-curve, Hilbert, generalised Hilbert, their 8
   variants, user permutations, observed-first orders for completion).
 - ``masks``: the per-location kernel masks an order induces.
-- ``conv``: ``locally_masked_conv``, the pure masked-convolution function.
+- ``locally_masked_conv`` (re-exported from ``dgmjax.nn.shift_conv``): the pure
+  masked-convolution function.
 - ``network``: the official ``OurPixelCNN`` backbone in Flax (parameter tree documented).
 - ``heads``: discretised logistic mixture, softmax and Bernoulli pixel distributions.
 - ``sampling``: compiled sampling/completion (cached one-location-per-step, or naive).
@@ -14,7 +15,7 @@ autoregressive image models.
 
 from __future__ import annotations
 
-from dgmjax.lmconv.conv import locally_masked_conv
+from dgmjax.nn.shift_conv import locally_masked_conv
 from dgmjax.lmconv.masks import kernel_masks, network_masks
 
 __all__ = ["locally_masked_conv", "kernel_masks", "network_masks"]

@@ -69,15 +69,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dgmjax.lmconv.conv import locally_masked_conv, locally_masked_conv_at
+from dgmjax.nn.init import torch_uniform
+from dgmjax.nn.shift_conv import locally_masked_conv, locally_masked_conv_at
+from dgmjax.nn.weight_norm import norm as wn_norm, weight_norm
 
 FIRST, LATER, DILATED = 0, 1, 2   # which of the three masks a convolution uses
-
-
-def _uniform(bound):
-  def init(rng, shape, dtype=jnp.float32):
-    return jax.random.uniform(rng, shape, dtype, -bound, bound)
-  return init
 
 
 def concat_elu(x):
@@ -153,13 +149,12 @@ class MaskedConv(nn.Module):
   def __call__(self, x, engine):
     k, cin, cout = self.kernel_size, x.shape[-1], self.features
     bound = 1.0 / math.sqrt(cin * k * k)
-    kernel = self.param("kernel", _uniform(bound), (k, k, cin, cout))
+    kernel = self.param("kernel", torch_uniform(bound), (k, k, cin, cout))
     if self.weight_norm:
-      norm = lambda v: jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1, 2)))
-      scale = self.param("scale", lambda rng: norm(kernel))
-      kernel = kernel * (scale / norm(kernel))
-    bias = self.param("bias", _uniform(bound), (cout,)) if self.use_bias else None
-    mw = (self.param("mask_weight", _uniform(1.0 / k), (k, k, cout))
+      scale = self.param("scale", lambda rng: wn_norm(kernel, (0, 1, 2)))
+      kernel = weight_norm(kernel, scale, (0, 1, 2))
+    bias = self.param("bias", torch_uniform(bound), (cout,)) if self.use_bias else None
+    mw = (self.param("mask_weight", torch_uniform(1.0 / k), (k, k, cout))
           if self.mask_weight else None)
     cast = lambda v: None if v is None else v.astype(self.dtype)
     return engine.conv(x.astype(self.dtype), cast(kernel), cast(bias), cast(mw), self.kind,
@@ -175,11 +170,10 @@ class NIN(nn.Module):
   def __call__(self, x):
     cin = x.shape[-1]
     bound = 1.0 / math.sqrt(cin)
-    v = self.param("kernel", _uniform(bound), (cin, self.features))
-    norm = lambda v: jnp.sqrt(jnp.sum(jnp.square(v), axis=0))
-    g = self.param("scale", lambda rng: norm(v))
-    b = self.param("bias", _uniform(bound), (self.features,))
-    w = v * (g / norm(v))
+    v = self.param("kernel", torch_uniform(bound), (cin, self.features))
+    g = self.param("scale", lambda rng: wn_norm(v, (0,)))
+    b = self.param("bias", torch_uniform(bound), (self.features,))
+    w = weight_norm(v, g, (0,))
     return x.astype(self.dtype) @ w.astype(self.dtype) + b.astype(self.dtype)
 
 

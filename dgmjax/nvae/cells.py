@@ -22,23 +22,12 @@ Layouts (the PyTorch importer maps these one to one):
   ``"spectral_weights"`` when that collection is mutable: the spectral regulariser
   (``dgmjax.nvae.regularizers``) needs exactly the weights used by the forward pass.
 
-Depthwise 5x5 convolution: XLA's grouped convolution (``feature_group_count``) is slow
-on CPU; ``depthwise_conv`` offers the 25 shifted multiply-adds (``impl="shift"``,
-default) and the grouped convolution (``impl="grouped"``), which agree to float
-rounding, values and gradients (tests/nvae/test_nvae_cells.py). The shifted form has its
-own VJP: autodiff of it materialised all 25 shifted copies of x for the kernel gradient
-and ran 25 separate column reductions over them (forward 0.5 ms, forward+backward 15 ms
-at B8 16x16 192 channels on a quiet 2-core CPU; grouped 12 / 37 ms), which was 460 of
-1600 ms of op time in the paper's MNIST train step. The rule in ``_depthwise_shift_bwd``
-(input gradient as a flipped shifted sum, kernel gradient as one variadic reduction)
-brings that step's gradient from 1117 to 826 ms and its temporary memory from 2.2 to
-0.9 GB. Tried and not kept: per-tap, channel-major, stacked or batched-dot kernel
-gradients, a row-separable shift, remat of the slices, XLA's YNN/XNN/oneDNN options.
+The 5x5 depthwise convolutions run as 25 shifted multiply-adds with a hand-written VJP
+(``dgmjax.nn.depthwise``); ``depthwise_impl="grouped"`` selects XLA's grouped convolution.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -46,17 +35,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dgmjax.nn.depthwise import depthwise_conv
+from dgmjax.nn.init import torch_uniform
+from dgmjax.nn.weight_norm import weight_norm
+
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.05        # PyTorch convention: weight of the new batch statistic
 SPECTRAL_COLLECTION = "spectral_weights"
 Dtype = Any
-
-
-def _torch_uniform(bound):
-  """PyTorch's default conv/linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  def init(rng, shape, dtype=jnp.float32):
-    return jax.random.uniform(rng, shape, dtype, -bound, bound)
-  return init
 
 
 def swish(x):
@@ -70,87 +56,7 @@ def kernel_matrix(kernel):
 
 def weight_normalize(kernel, log_weight_norm):
   """exp(lwn) * w / (||w|| + 1e-5), the norm per output channel over (kh, kw, I)."""
-  norm = jnp.sqrt(jnp.sum(kernel * kernel, axis=(0, 1, 2)))
-  return jnp.exp(log_weight_norm) * kernel / (norm + 1e-5)
-
-
-def depthwise_conv(x, kernel, padding: int, dilation: int = 1, impl: str = "shift",
-                   taps=None):
-  """Stride-1 depthwise convolution (cross-correlation, like PyTorch/XLA).
-
-  x: [B,H,W,C]; kernel: [k,k,1,C] -> [B,H,W,C] for ``padding = dilation*(k-1)/2``.
-  ``impl="shift"``: y = sum over taps (i, j) of shift_ij(pad(x)) * kernel[i,j,0], with
-  the hand-written gradient of ``_depthwise_shift``; ``"grouped"``: XLA's
-  ``feature_group_count=C`` convolution. ``taps`` (shift only): the (i, j) taps to sum,
-  default all k*k; a masked kernel whose other taps are zero for every channel (NVAE's
-  autoregressive 5x5: 13 of 25) skips them.
-  """
-  c = x.shape[-1]
-  if impl == "grouped":
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), [(padding, padding)] * 2, rhs_dilation=(dilation, dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
-  if impl != "shift":
-    raise ValueError(f"depthwise impl must be 'shift' or 'grouped'; got {impl!r}")
-  k = kernel.shape[0]
-  if 2 * padding != dilation * (k - 1):
-    raise ValueError(f"shift depthwise conv keeps the size: padding must be dilation*(k-1)/2 "
-                     f"= {dilation * (k - 1) / 2}; got {padding}")
-  taps = (tuple((i, j) for i in range(k) for j in range(k)) if taps is None
-          else tuple((int(i), int(j)) for i, j in taps))
-  return _depthwise_shift(x, kernel, padding, dilation, taps)
-
-
-def _shifted(xp, i, j, h, w, dilation):
-  """Tap (i, j)'s view of the padded input: xp[:, d*i : d*i+h, d*j : d*j+w, :]."""
-  return xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :]
-
-
-def _shift_sum(xp, kernel, h, w, dilation, taps):
-  """sum_{(i,j) in taps} shifted(xp, i, j) * kernel[i, j, 0]."""
-  out = None
-  for i, j in taps:
-    tap = _shifted(xp, i, j, h, w, dilation) * kernel[i, j, 0]
-    out = tap if out is None else out + tap
-  return out
-
-
-def _pad_hw(x, padding):
-  return jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _depthwise_shift(x, kernel, padding, dilation, taps):
-  return _shift_sum(_pad_hw(x, padding), kernel, x.shape[1], x.shape[2], dilation, taps)
-
-
-def _depthwise_shift_fwd(x, kernel, padding, dilation, taps):
-  return _depthwise_shift(x, kernel, padding, dilation, taps), (x, kernel)
-
-
-def _depthwise_shift_bwd(padding, dilation, taps, res, g):
-  """Input gradient: the same shifted sum over pad(g) with the kernel flipped (one fused
-  pass, like the forward). Kernel gradient: dk[i,j,c] = sum_{b,h,w}
-  shift_ij(pad(x))[b,h,w,c] g[b,h,w,c] for all taps as ONE variadic reduction, so x and g
-  are read once. Autodiff of the forward instead materialises every shifted copy of x
-  and runs k*k separate reductions: measured on a 2-core CPU, the paper's MNIST
-  NVAE gradient 1117 -> 826 ms and its temporary memory 2241 -> 935 MB with this rule."""
-  x, kernel = res
-  h, w = x.shape[1], x.shape[2]
-  k = kernel.shape[0]
-  flipped = tuple((k - 1 - i, k - 1 - j) for i, j in taps)
-  dx = _shift_sum(_pad_hw(g, padding), kernel[::-1, ::-1], h, w, dilation, flipped)
-  xp = _pad_hw(x, padding)
-  prods = tuple((_shifted(xp, i, j, h, w, dilation) * g).astype(jnp.float32) for i, j in taps)
-  sums = jax.lax.reduce(prods, (jnp.float32(0),) * len(taps),
-                        lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
-  dk = jnp.zeros(kernel.shape, jnp.float32)
-  rows, cols = np.asarray(taps).T
-  dk = dk.at[rows, cols, 0].set(jnp.stack(sums))
-  return dx.astype(x.dtype), dk.astype(kernel.dtype)
-
-
-_depthwise_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
+  return weight_norm(kernel, jnp.exp(log_weight_norm), (0, 1, 2), eps=1e-5)
 
 
 class WNConv(nn.Module):
@@ -185,7 +91,7 @@ class WNConv(nn.Module):
       raise ValueError(f"input channels {cin} not divisible by groups {self.groups}")
     fan_in = (cin // self.groups) * k * k
     bound = 1.0 / np.sqrt(fan_in)
-    kernel = self.param("kernel", _torch_uniform(bound), (k, k, cin // self.groups, self.features))
+    kernel = self.param("kernel", torch_uniform(bound), (k, k, cin // self.groups, self.features))
     mask = None if self.mask is None else jnp.asarray(self.mask, jnp.float32)
     if mask is not None:
       kernel = kernel * mask
@@ -210,7 +116,7 @@ class WNConv(nn.Module):
           rhs_dilation=(self.dilation, self.dilation),
           dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
     if self.use_bias:
-      bias = self.param("bias", _torch_uniform(bound), (self.features,))
+      bias = self.param("bias", torch_uniform(bound), (self.features,))
       y = y + bias.astype(self.dtype)
     return y
 
@@ -255,11 +161,11 @@ class SE(nn.Module):
     c = x.shape[-1]
     hidden = max(c // 16, 4)
     s = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    s = nn.Dense(hidden, name="se_0", kernel_init=_torch_uniform(1 / np.sqrt(c)),
-                 bias_init=_torch_uniform(1 / np.sqrt(c)))(s)
+    s = nn.Dense(hidden, name="se_0", kernel_init=torch_uniform(1 / np.sqrt(c)),
+                 bias_init=torch_uniform(1 / np.sqrt(c)))(s)
     s = nn.relu(s)
-    s = nn.Dense(c, name="se_2", kernel_init=_torch_uniform(1 / np.sqrt(hidden)),
-                 bias_init=_torch_uniform(1 / np.sqrt(hidden)))(s)
+    s = nn.Dense(c, name="se_2", kernel_init=torch_uniform(1 / np.sqrt(hidden)),
+                 bias_init=torch_uniform(1 / np.sqrt(hidden)))(s)
     s = jax.nn.sigmoid(s)
     return x * s[:, None, None, :].astype(x.dtype)
 

@@ -171,7 +171,7 @@ def depthwise(repeats: int = 5) -> dict:
   import jax.numpy as jnp
   import numpy as np
   import torch
-  from dgmjax.nvae.cells import depthwise_conv
+  from dgmjax.nn.depthwise import depthwise_conv
 
   x = np.random.RandomState(0).randn(16, 16, 16, 192).astype(np.float32)
   k = np.random.RandomState(1).randn(5, 5, 1, 192).astype(np.float32)

@@ -1,4 +1,4 @@
-"""NVAE cells: depthwise implementations agree, weight norm, BN state, up-sampling, masks."""
+"""NVAE cells: masked depthwise taps, weight norm, BN state, up-sampling, masks."""
 
 from __future__ import annotations
 
@@ -8,28 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from dgmjax.nn import depthwise
 from dgmjax.nvae import cells
-
-
-@pytest.mark.parametrize("dilation", [1, 2])
-def test_depthwise_shift_equals_grouped(dilation):
-  # Values and both gradients (the shift form has a hand-written VJP) against XLA's
-  # grouped convolution and its autodiff.
-  rx, rk = jax.random.split(jax.random.PRNGKey(0))
-  x = jax.random.normal(rx, (2, 6, 5, 7))
-  k = jax.random.normal(rk, (5, 5, 1, 7))
-  pad = 2 * dilation
-  conv = lambda impl: lambda x, k: cells.depthwise_conv(x, k, pad, dilation, impl=impl)
-  np.testing.assert_allclose(conv("shift")(x, k), conv("grouped")(x, k), rtol=1e-5, atol=1e-5)
-  loss = lambda impl: lambda x, k: jnp.sum(jnp.sin(conv(impl)(x, k)))
-  ga = jax.jit(jax.grad(loss("shift"), argnums=(0, 1)))(x, k)
-  gb = jax.grad(loss("grouped"), argnums=(0, 1))(x, k)
-  for a, b in zip(ga, gb):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-  with pytest.raises(ValueError, match="depthwise impl"):
-    cells.depthwise_conv(x, k, 2, impl="fft")
-  with pytest.raises(ValueError, match="padding must be"):
-    cells.depthwise_conv(x, k, 1)
 
 
 def test_masked_depthwise_skips_only_zero_taps(monkeypatch):
@@ -42,20 +22,21 @@ def test_masked_depthwise_skips_only_zero_taps(monkeypatch):
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 7, 6, 6))
   v = conv.init(jax.random.PRNGKey(4), x)
   summed = []
-  shift_sum = cells._shift_sum  # pylint: disable=protected-access
-  monkeypatch.setattr(cells, "_shift_sum", lambda *a: summed.append(a[-1]) or shift_sum(*a))
+  shift_sum = depthwise._shift_sum  # pylint: disable=protected-access
+  monkeypatch.setattr(depthwise, "_shift_sum",
+                      lambda *a: summed.append(a[-1]) or shift_sum(*a))
   conv.apply(v, x)
   assert summed == [tuple(map(tuple, taps))]      # only the nonzero taps are computed
   monkeypatch.undo()
   kernel = cells.weight_normalize(v["params"]["kernel"] * mask, v["params"]["log_weight_norm"])
-  want = cells.depthwise_conv(x, kernel, 2, impl="grouped")
+  want = depthwise.depthwise_conv(x, kernel, 2, impl="grouped")
   np.testing.assert_allclose(conv.apply(v, x), want, rtol=1e-5, atol=1e-5)
   gx, gp = jax.grad(lambda x, p: jnp.sum(jnp.sin(conv.apply({"params": p}, x))),
                     argnums=(0, 1))(x, v["params"])
 
   def grouped(x, p):
     kern = cells.weight_normalize(p["kernel"] * mask, p["log_weight_norm"])
-    return jnp.sum(jnp.sin(cells.depthwise_conv(x, kern, 2, impl="grouped")))
+    return jnp.sum(jnp.sin(depthwise.depthwise_conv(x, kern, 2, impl="grouped")))
 
   wx, wp = jax.grad(grouped, argnums=(0, 1))(x, v["params"])
   np.testing.assert_allclose(gx, wx, rtol=1e-4, atol=1e-4)

@@ -1,4 +1,6 @@
-"""The locally masked convolution (Jain, Abbeel & Pathak 2020), as a pure function.
+"""The matmul + masked shift-and-add convolution core: the locally masked convolution
+(Jain, Abbeel & Pathak 2020) as a pure function, and with ``mask=None`` a plain 'same'
+convolution (Glow's 3x3 convolutions use it so).
 
 A k x k convolution with dilation d and 'same' zero padding whose kernel is masked
 differently at every output location:
@@ -19,7 +21,7 @@ the output is the masked sum of the k*k shifted output slices,
 the shift-and-add is linear with the (constant) mask as coefficient, so what is kept for
 the backward pass is only x and the mask, never a k*k-times larger tensor. The FLOPs are
 those of a plain convolution (measured faster than the official unfold + mask + matmul on
-CPU: dgmjax/DESIGN.md section 4).
+CPU: experiments/results/HISTORY.md).
 
 Shapes: x [B,H,W,Cin]; kernel [k,k,Cin,Cout] (HWIO, as flax/lax); bias [Cout] or None;
 mask [H,W,k,k] shared by the batch, [B,H,W,k,k] per example, or None (all ones: a plain

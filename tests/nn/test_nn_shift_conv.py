@@ -13,7 +13,7 @@ import pytest
 from jax import lax
 from jax.ad_checkpoint import print_saved_residuals
 
-from dgmjax.lmconv.conv import locally_masked_conv, locally_masked_conv_at
+from dgmjax.nn.shift_conv import locally_masked_conv, locally_masked_conv_at
 
 B, H, W, CIN, COUT, K = 2, 7, 6, 3, 5, 3
 
