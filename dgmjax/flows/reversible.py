@@ -149,14 +149,14 @@ def step_backward(spec: StepSpec, params, consts, perm, y, gy, gld):
   h, net_vjp = jax.vjp(lambda q, u: _net(spec, q, u), params["coupling"]["net"], ya)
   pb, _ = bj.coupling_transform(yb, h, spec.affine, inverse=True)
   pb = pb.astype(y.dtype)
-  _, c_vjp = jax.vjp(lambda b, hh: bj.coupling_transform(b, hh, spec.affine), pb, h)
-  gpb, gh = c_vjp((gyb, gld))
+  (_, ld_c), c_vjp = jax.vjp(lambda b, hh: bj.coupling_transform(b, hh, spec.affine), pb, h)
+  gpb, gh = c_vjp((gyb, gld.astype(ld_c.dtype)))
   g_net, gpa = net_vjp(gh)
   gp = jnp.concatenate([gya + gpa, gpb], -1)
   pre = _pre_params(params)
   x, _ = _pre(spec, pre, consts, perm, jnp.concatenate([ya, pb], -1), inverse=True)
-  _, pre_vjp = jax.vjp(lambda q, u: _pre(spec, q, consts, perm, u), pre, x)
-  g_pre, gx = pre_vjp((gp, gld))
+  (_, ld_pre), pre_vjp = jax.vjp(lambda q, u: _pre(spec, q, consts, perm, u), pre, x)
+  g_pre, gx = pre_vjp((gp, gld.astype(ld_pre.dtype)))
   return x, gx, {**g_pre, "coupling": {"net": g_net}}
 
 

@@ -3,6 +3,8 @@
     python -m experiments.bench.glow --sizes tiny --repeats 10 --out glow_bench.json
     python -m experiments.bench.glow --sizes tiny,mnist,cifar10 --recon-steps 300
     python -m experiments.bench.glow --sizes tiny --threads 1   # steadier on a busy machine
+    python -m experiments.bench.glow --sizes mnist,cifar10 --reversible --memory-vs-k cifar10
+    python -m experiments.bench.glow --sizes tiny --drift-steps 100   # reversible drift
 
 For each size both implementations build the same architecture (rosinality/glow-pytorch
 layout: ActNorm, LU 1x1 conv, affine coupling with a biased conv3x3-conv1x1-ZeroConv
@@ -17,6 +19,16 @@ Sizes: ``tiny`` (32x32x3, L=3, K=2, width 32, batch 16), ``mnist`` (28x28x1, L=2
 width 512, batch 16), ``cifar10`` (32x32x3, L=3, K=32, width 512, batch 16: the paper's
 network at a CPU batch). ``--recon-steps N`` also trains a small Glow on digits for N
 steps and reports max |decode(encode(x)) - x| in float32 on held-out images.
+``--reversible`` adds a third worker per size, dgmjax with ``reversible=True``
+(``dgmjax.flows.reversible``), and a second table: its train step and peak RSS against
+the standard dgmjax step and PyTorch, and XLA's temp bytes of both train steps
+(``compiled.memory_analysis()``: the activation memory the gradient needs).
+``--memory-vs-k SIZE`` compiles (does not run) the train step at SIZE for K = 8, 16, 32,
+64 steps per level, standard (``scan=True``: same layout, ordinary autodiff of the scan)
+and reversible, and tabulates the temp bytes. ``--drift-steps N`` measures the
+reversible reconstruction drift at K=32, L=3, width 512 on ``digits`` (initialised, then
+after N Adam steps): per level, max |x_rebuilt - x| of the first step's input, and the
+relative difference between the reversible and the standard gradient.
 Prints a markdown table with dgmjax/PyTorch ratios (< 1: dgmjax faster/smaller) and the
 platform line; saves JSON.
 """
@@ -45,7 +57,14 @@ def _data(cfg, seed=0):
   return rs.randint(0, NUM_BINS, (cfg["batch"],) + cfg["image"]).astype(np.uint8)
 
 
-def worker_jax(size: str, repeats: int, scan: bool = False) -> dict:
+def _temp_mb(compiled) -> float | None:
+  try:
+    return compiled.memory_analysis().temp_size_in_bytes / 2**20
+  except Exception:  # noqa: BLE001 (not every backend reports it)
+    return None
+
+
+def worker_jax(size: str, repeats: int, scan: bool = False, reversible: bool = False) -> dict:
   import jax
   import jax.numpy as jnp
   import optax
@@ -54,7 +73,7 @@ def worker_jax(size: str, repeats: int, scan: bool = False) -> dict:
   cfg = SIZES[size]
   model = dgmjax.models.create("glow", cfg["image"], NUM_BINS, levels=cfg["levels"],
                                steps=cfg["steps"], width=cfg["width"], coupling="affine",
-                               permutation="lu", scan=scan)
+                               permutation="lu", scan=scan, reversible=reversible)
   x = jnp.asarray(_data(cfg))
   t0 = time.perf_counter()
   init = jax.jit(model.init).lower(jax.random.PRNGKey(0), x).compile()
@@ -94,6 +113,7 @@ def worker_jax(size: str, repeats: int, scan: bool = False) -> dict:
   return dict(train_step_s=train_s, train_step_min_s=train_min,
               sample_s=sample_s, sample_min_s=sample_min,
               compile_s=compile_s + sample_compile_s, init_s=init_s, peak_rss_mb=common.peak_rss_mb(),
+              temp_mb=_temp_mb(step_c),
               final_loss=float(state["loss"]), device=str(jax.devices()[0]),
               jax=jax.__version__)
 
@@ -184,8 +204,94 @@ def digits_reconstruction(steps: int) -> dict:
               num_test=int(len(test)))
 
 
-def _run_worker(kind: str, size: str, repeats: int, scan: bool = False) -> dict:
-  extra = f", scan={scan}" if kind == "jax" else ""
+def memory_vs_k(size: str, ks=(8, 16, 32, 64)) -> list[dict]:
+  """XLA temp MB of the train step's gradient at ``size`` for each K, standard (scan=True)
+  and reversible; compile only."""
+  import jax
+  import jax.numpy as jnp
+  import dgmjax
+
+  cfg = SIZES[size]
+  x = jnp.asarray(_data(cfg))
+  rows = []
+  for k in ks:
+    row = {"K": k}
+    for name, kw in (("standard", dict(scan=True)), ("reversible", dict(reversible=True))):
+      model = dgmjax.models.create("glow", cfg["image"], NUM_BINS, levels=cfg["levels"],
+                                   steps=k, width=cfg["width"], **kw)
+      v = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+      rest = {n: a for n, a in v.items() if n != "params"}
+      grad = jax.jit(jax.grad(lambda p, r, m=model: m.loss({"params": p, **r}, x,
+                                                          jax.random.PRNGKey(1))[0]))
+      row[name + "_temp_mb"] = _temp_mb(grad.lower(v["params"], rest).compile())
+    rows.append(row)
+  return rows
+
+
+def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
+                 width: int = 512) -> dict:
+  """Reversible reconstruction drift on digits at K=32, L=3, width 512: for the
+  initialised model and after ``steps`` Adam steps (lr 1e-3, reversible gradient), per
+  level [max abs, relative] error of the first step's rebuilt input on 64 held-out images
+  (``GlowModel.reconstruction_errors``), and the relative difference
+  max|g_rev - g_std| / max|g_std| over parameter arrays between the reversible and the
+  standard (scan=True) gradient on one batch."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from sklearn.datasets import load_digits
+  import dgmjax
+
+  d = load_digits()
+  xs = d.images.astype(np.uint8).reshape(-1, 8, 8, 1)
+  idx = np.random.RandomState(0).permutation(len(xs))
+  train, test = xs[idx[:1500]], xs[idx[1500:]]
+  kw = dict(levels=levels, steps=k, width=width)
+  rev = dgmjax.models.create("glow", (8, 8, 1), 17, reversible=True, **kw)
+  std = dgmjax.models.create("glow", (8, 8, 1), 17, scan=True, **kw)
+  v = jax.jit(rev.init)(jax.random.PRNGKey(0), jnp.asarray(train[:256]))
+  rest = {n: a for n, a in v.items() if n != "params"}
+  opt = optax.adam(1e-3)
+  errs = jax.jit(lambda v, x: rev.reconstruction_errors(v, x, jax.random.PRNGKey(7)))
+  grad = lambda m: jax.jit(jax.grad(lambda p, x: m.loss({"params": p, **rest}, x,
+                                                        jax.random.PRNGKey(5))[0]))
+  g_rev, g_std = grad(rev), grad(std)
+
+  def measure(params):
+    x = jnp.asarray(test[:64])
+    e = np.asarray(errs({"params": params, **rest}, x))
+    a, b = g_rev(params, x), g_std(params, x)
+    rel = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+        lambda u, w: float(jnp.max(jnp.abs(u - w)) / jnp.maximum(jnp.max(jnp.abs(w)), 1e-30)),
+        a, b))
+    return dict(level_abs_err=e[:, 0].tolist(), level_rel_err=e[:, 1].tolist(),
+                grad_rel_diff_max=max(rel), grad_rel_diff_median=float(np.median(rel)))
+
+  @jax.jit
+  def step(params, state, x, rng):
+    (loss, aux), g = jax.value_and_grad(
+        lambda p: rev.loss({"params": p, **rest}, x, rng), has_aux=True)(params)
+    updates, state = opt.update(g, state, params)
+    return optax.apply_updates(params, updates), state, loss, aux["metrics"]["rev_recon_err"]
+
+  params = v["params"]
+  out = {"config": dict(kw, batch=batch, steps_trained=steps), "init": measure(params)}
+  state, rs, metric = opt.init(params), np.random.RandomState(0), []
+  t0 = time.perf_counter()
+  for i in range(steps):
+    params, state, loss, m = step(params, state, jnp.asarray(train[rs.randint(0, 1500, batch)]),
+                                  jax.random.PRNGKey(i))
+    metric.append(float(m))
+  out["train_s"] = time.perf_counter() - t0
+  out["trained"] = dict(measure(params), train_loss=float(loss),
+                        rev_recon_err_max_during_training=max(metric) if metric else None)
+  return out
+
+
+def _run_worker(kind: str, size: str, repeats: int, scan: bool = False,
+                reversible: bool = False) -> dict:
+  extra = f", scan={scan}, reversible={reversible}" if kind == "jax" else ""
   return common.run_worker("experiments.bench.glow", f"worker_{kind}({size!r}, {repeats}{extra})")
 
 
@@ -197,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
   common.add_threads_argument(p)
   p.add_argument("--scan", action="store_true",
                  help="dgmjax runs each level's steps with nn.scan (faster compilation)")
+  p.add_argument("--reversible", action="store_true",
+                 help="also measure dgmjax with reversible=True (O(1)-memory gradient)")
+  p.add_argument("--memory-vs-k", default="",
+                 help="a size: tabulate the train step's XLA temp memory for K=8..64, "
+                      "standard vs reversible (compile only)")
+  p.add_argument("--drift-steps", type=int, default=-1,
+                 help="measure reversible drift at K=32, L=3, width 512 on digits, initialised "
+                      "and after this many training steps (-1: skip)")
   p.add_argument("--recon-steps", type=int, default=0,
                  help="also train on digits this many steps and report the reconstruction error")
   args = p.parse_args(argv)
@@ -208,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     torch_r = _run_worker("torch", size, args.repeats)
     jax_r = _run_worker("jax", size, args.repeats, args.scan)
     results["sizes"][size] = {"config": SIZES[size], "pytorch": torch_r, "dgmjax": jax_r}
+    if args.reversible:
+      results["sizes"][size]["dgmjax_reversible"] = _run_worker("jax", size, args.repeats,
+                                                                args.scan, True)
   first = next(iter(results["sizes"].values())) if sizes else None
   results["device"] = (f"dgmjax on {first['dgmjax']['device']}, PyTorch on "
                        f"{first['pytorch']['device']}" if first else "")
@@ -222,6 +339,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {size} | {cell('train_step')} | {cell('sample')} | {j['peak_rss_mb']:.0f} | "
           f"{t['peak_rss_mb']:.0f} | {j['peak_rss_mb'] / t['peak_rss_mb']:.2f} | "
           f"{j['compile_s']:.1f} | {j['init_s']:.1f} |")
+  if args.reversible and sizes:
+    print("\nreversible=True: train step and memory against the standard dgmjax step "
+          "(ratio rev/std) and PyTorch (ratio rev/PyTorch); temp = XLA temp MB of the step")
+    print("| size | train step rev (s) | std (s) | PyTorch (s) | rev/std | rev/PyTorch "
+          "| peak RSS rev (MB) | std (MB) | PyTorch (MB) | temp rev (MB) | temp std (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, r in results["sizes"].items():
+      j, t, rv = r["dgmjax"], r["pytorch"], r["dgmjax_reversible"]
+      fmt = lambda a: "n/a" if a is None else f"{a:.0f}"
+      print(f"| {size} | {rv['train_step_s']:.4f} | {j['train_step_s']:.4f} | "
+            f"{t['train_step_s']:.4f} | {rv['train_step_s'] / j['train_step_s']:.2f} | "
+            f"{rv['train_step_s'] / t['train_step_s']:.2f} | {rv['peak_rss_mb']:.0f} | "
+            f"{j['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} | {fmt(rv.get('temp_mb'))} | "
+            f"{fmt(j.get('temp_mb'))} |")
+  if args.memory_vs_k:
+    size = common.choices_argument(p, args.memory_vs_k, SIZES, "memory-vs-k size")[0]
+    rows = memory_vs_k(size)
+    results["memory_vs_k"] = {"size": size, "rows": rows}
+    print(f"\ntrain-step XLA temp memory (MB) vs K at {size} (compile only)")
+    print("| K | standard (scan) | reversible |")
+    print("|---|---|---|")
+    for row in rows:
+      print(f"| {row['K']} | {row['standard_temp_mb']:.1f} | {row['reversible_temp_mb']:.1f} |")
+  if args.drift_steps >= 0:
+    drift = digits_drift(args.drift_steps)
+    results["reversible_drift"] = drift
+    print(f"\nreversible drift on digits ({drift['config']})")
+    for when in ("init", "trained"):
+      r = drift[when]
+      print(f"{when}: per-level max abs error {['%.2e' % e for e in r['level_abs_err']]}, "
+            f"relative {['%.2e' % e for e in r['level_rel_err']]}; gradient rel. diff "
+            f"max {r['grad_rel_diff_max']:.2e} median {r['grad_rel_diff_median']:.2e}")
   if args.recon_steps:
     rec = digits_reconstruction(args.recon_steps)
     results["digits_reconstruction"] = rec

@@ -15,8 +15,10 @@ from dgmjax.train.config import base_config, finalize
 
 def get_config(variant=None):
   c = base_config("glow", "digits")
+  # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
+  # rev_recon_err metric (trust the gradient while it stays below ~1e-3).
   c.model.update(dict(levels=2, steps=4, width=32, coupling="affine", permutation="lu",
-                      learn_top=True))
+                      learn_top=True, reversible=False))
   c.train.update(dict(num_steps=3000, batch_size=64, eval_every=500, checkpoint_every=500,
                       log_every=100, init_batch_size=256))
   c.optim.update(dict(name="adam", lr=3e-3, warmup_steps=100, clip_norm=50.0))
