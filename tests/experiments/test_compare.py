@@ -21,8 +21,9 @@ import pytest
 from PIL import Image
 
 import dgmjax
-from experiments import compare, compare_plot
+from experiments import compare
 from experiments.bench import all as bench_all
+from experiments.compare import plot as compare_plot
 
 
 def test_line_plot_and_labelled_rows(tmp_path):
