@@ -1,9 +1,17 @@
-"""``dgmjax train|eval|sample|demo|bench|compare`` (also ``python -m dgmjax``).
+"""The dgmjax command line (also ``python -m dgmjax``): train, eval, sample, import,
+complete, interpolate, demo, bench, compare.
 
     dgmjax train  --config experiments/configs/glow_digits.py[:smoke] --workdir runs/x \\
                   [--config.optim.lr=1e-3 ...]
-    dgmjax eval   --config ... --workdir runs/x [--which best|last]
-    dgmjax sample --config ... --workdir runs/x [--num 64] [--temperature 0.7] [--out DIR]
+    dgmjax eval   [--config ...] --workdir runs/x [--which best|last] [--iw_samples K]
+                  [--orders s_curve:all]
+    dgmjax sample [--config ...] --workdir runs/x [--num 64] [--temperature 0.7] [--out DIR]
+                  [--order NAME] [--mixture_temperature T] [--logistic_temperature T]
+                  [--readjust_bn [--readjust_steps N]]
+    dgmjax import --checkpoint FILE --workdir runs/y [--config ...] [--weights ema|model]
+    dgmjax complete [--config ...] --workdir runs/x --observed top|bottom|left|right|center|
+                  random:P|MASK.png [--order NAME] [--num N]                  (LMConv)
+    dgmjax interpolate [--config ...] --workdir runs/x [--num N]         (Glow, NVAE)
     dgmjax demo   [--workdir runs/demo] [--models independent,glow,lmconv,nvae]
     dgmjax bench MODEL [args...]    # delegates to experiments/bench/MODEL.py (a checkout)
     dgmjax compare [args...]        # delegates to experiments/compare.py (a checkout)
@@ -15,6 +23,7 @@ Multi-host runs (TPU pods, SLURM/Open MPI GPU clusters, or several processes on 
 machine): add ``--distributed`` to train/eval/sample, with ``--coordinator_address
 HOST:PORT --num_processes N --process_id I`` where the cluster is not auto-detected.
 
+``--config`` is optional after ``train`` or ``import``: the workdir stores its config.
 Configs are ml_collections ConfigDicts loaded from a Python file (``get_config``),
 locked, so an override of a key that does not exist is an error. A config file is
 Python and runs as code: load only configs you trust.
@@ -150,15 +159,6 @@ def _define_eval(fl) -> None:
   flags.DEFINE_enum("which", "best", ["best", "last"], "checkpoint to evaluate", flag_values=fl)
 
 
-def _eval(fl) -> int:
-  _require_checkpoint(fl.workdir)
-  from dgmjax.train import loop
-  exp, state = loop.restore_for_eval(fl.config, fl.workdir, fl.which)
-  bpd = loop.evaluate(exp, state.variables(ema=True))
-  _print({"step": int(state.step), "test_bpd": bpd, "checkpoint": fl.which})
-  return 0
-
-
 # --------------------------------------------------------------------------- sample
 
 def _define_sample(fl) -> None:
@@ -171,36 +171,26 @@ def _define_sample(fl) -> None:
                       flag_values=fl)
 
 
-def _sample(fl) -> int:
-  import math
-  if fl.num < 1:
-    raise UsageError(f"--num must be >= 1; got {fl.num}")
-  if fl.temperature is not None and not (math.isfinite(fl.temperature) and
-                                         fl.temperature > 0):
-    raise UsageError(f"--temperature must be a finite number > 0; got {fl.temperature}")
-  _require_checkpoint(fl.workdir)
-  import jax
-  from dgmjax import imageio
-  from dgmjax.train import loop
-  exp, state = loop.restore_for_eval(fl.config, fl.workdir)
-  kwargs = {} if fl.temperature is None else {"temperature": fl.temperature}
-  x = loop.draw_samples(exp, state.variables(ema=True), fl.num, jax.random.key(fl.seed),
-                        **kwargs)
-  if jax.process_index() == 0:
-    out = fl.out or os.path.join(fl.workdir, "samples")
-    png = imageio.save_grid(os.path.join(out, "samples.png"), x, exp.num_bins)
-    npz = imageio.save_npz(os.path.join(out, "samples.npz"), x, exp.num_bins)
-    print(json.dumps({"png": png, "npz": npz, "num": int(x.shape[0])}))
-  return 0
-
+from dgmjax import research_cli  # noqa: E402  (imports nothing heavy; see its docstring)
 
 COMMANDS: dict[str, Command] = {
     "train": Command("Trains a config in a workdir, resuming from its newest good "
                      "checkpoint.", lambda fl: None, _train),
-    "eval": Command("Test bits/dim of a workdir's best (or last) checkpoint.", _define_eval,
-                    _eval),
+    "eval": Command("Test bits/dim and nats per image of a workdir's best (or last) "
+                    "checkpoint.", research_cli.define_eval, research_cli.run_eval,
+                    required=("workdir",)),
     "sample": Command("Draws samples from a workdir's best checkpoint (PNG grid + npz).",
-                      _define_sample, _sample),
+                      research_cli.define_sample, research_cli.run_sample,
+                      required=("workdir",)),
+    "import": Command("Converts an official PyTorch checkpoint into a workdir.",
+                      research_cli.define_import, research_cli.run_import,
+                      required=("checkpoint", "workdir")),
+    "complete": Command("LMConv: completes the hidden region of test images (PNG + "
+                        "conditional bits/dim).", research_cli.define_complete,
+                        research_cli.run_complete, required=("workdir", "observed")),
+    "interpolate": Command("Glow, NVAE: latent interpolations between pairs of test images "
+                           "(PNG).", research_cli.define_interpolate,
+                           research_cli.run_interpolate, required=("workdir",)),
 }
 DELEGATED = {"demo": "experiments.demo", "compare": "experiments.compare",
              "bench": "experiments.bench.{}"}
