@@ -229,9 +229,13 @@ def memory_vs_k(size: str, ks=(8, 16, 32, 64)) -> list[dict]:
 
 
 def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
-                 width: int = 512) -> dict:
+                 width: int = 512, lr: float = 1e-4) -> dict:
   """Reversible reconstruction drift on digits at K=32, L=3, width 512: for the
-  initialised model and after ``steps`` Adam steps (lr 1e-3, reversible gradient), per
+  initialised model and after ``steps`` Adam steps (reversible gradient; lr warmed up
+  linearly to ``lr`` over 20 steps, global-norm clipping at 50. With lr 1e-3 this deep
+  Glow diverges to NaN by step 14 with the standard gradient as with the reversible one
+  (same losses to 1e-6 relative); ``rev_recon_err`` grew from 2e-6 to 6e-4 (step 7),
+  1e-2 (step 9) and 0.4 (step 12) on the way), per
   level [max abs, relative] error of the first step's rebuilt input on 64 held-out images
   (``GlowModel.reconstruction_errors``), and the relative difference
   max|g_rev - g_std| / max|g_std| over parameter arrays between the reversible and the
@@ -252,7 +256,8 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
   std = dgmjax.models.create("glow", (8, 8, 1), 17, scan=True, **kw)
   v = jax.jit(rev.init)(jax.random.PRNGKey(0), jnp.asarray(train[:256]))
   rest = {n: a for n, a in v.items() if n != "params"}
-  opt = optax.adam(1e-3)
+  opt = optax.chain(optax.clip_by_global_norm(50.0),
+                    optax.adam(optax.linear_schedule(0.0, lr, 20)))
   errs = jax.jit(lambda v, x: rev.reconstruction_errors(v, x, jax.random.PRNGKey(7)))
   grad = lambda m: jax.jit(jax.grad(lambda p, x: m.loss({"params": p, **rest}, x,
                                                         jax.random.PRNGKey(5))[0]))
@@ -277,15 +282,18 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
 
   params = v["params"]
   out = {"config": dict(kw, batch=batch, steps_trained=steps), "init": measure(params)}
-  state, rs, metric = opt.init(params), np.random.RandomState(0), []
+  state, rs, metric, losses = opt.init(params), np.random.RandomState(0), [], []
   t0 = time.perf_counter()
   for i in range(steps):
     params, state, loss, m = step(params, state, jnp.asarray(train[rs.randint(0, 1500, batch)]),
                                   jax.random.PRNGKey(i))
     metric.append(float(m))
+    losses.append(float(loss))
   out["train_s"] = time.perf_counter() - t0
-  out["trained"] = dict(measure(params), train_loss=float(loss),
-                        rev_recon_err_max_during_training=max(metric) if metric else None)
+  out["trained"] = dict(measure(params), train_loss_first=losses[0] if losses else None,
+                        train_loss_last=losses[-1] if losses else None,
+                        rev_recon_err_max_during_training=float(np.max(metric)) if metric
+                        else None)
   return out
 
 
