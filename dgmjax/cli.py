@@ -59,13 +59,16 @@ class Command:
   required: tuple = ("config", "workdir")
 
 
-def _common_flags(fl) -> None:
+def _common_flags(fl, argv=None) -> None:
   from absl import flags
   from ml_collections import config_flags
 
+  # sys_argv: the overrides (--config.a.b=...) are found in it (default sys.argv, which is
+  # not the command line when main(argv) is called in-process)
   config_flags.DEFINE_config_file(
       "config", None, "path/to/config.py[:variant] (Python, run as code: trusted files only)",
-      flag_values=fl, lock_config=True)
+      flag_values=fl, lock_config=True,
+      sys_argv=None if argv is None else ["dgmjax"] + list(argv))
   flags.DEFINE_string("workdir", None, "working directory (checkpoints, metrics, samples)",
                       flag_values=fl)
   flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first "
@@ -83,7 +86,7 @@ def _parse(name: str, cmd: Command, argv: list[str]):
   from absl import flags
 
   fl = flags.FlagValues()
-  _common_flags(fl)
+  _common_flags(fl, argv)
   cmd.define(fl)
   if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
     print(f"usage: dgmjax {name} [--flag=value ...]\n\n{cmd.help}\n")
