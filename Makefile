@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
 #   make demo   # creates .venv, installs everything, trains every model on `digits`
 #   make test   # creates/updates .venv, runs the whole test suite
+#   make lint   # ruff over the tree
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all venv clean
+.PHONY: demo test test-all lint venv clean
 
 venv: $(STAMP)
 
@@ -22,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+# ruff with the style in pyproject.toml (2-space indentation, 100 columns).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # Also the tests marked slow (minutes).
 test-all: $(STAMP)

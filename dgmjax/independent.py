@@ -13,41 +13,40 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from dgmjax import images
+from dgmjax.image_model import ImageModel
 
 
 @dataclasses.dataclass(frozen=True)
-class IndependentModel:
-  image_shape: tuple[int, int, int]
-  num_bins: int = 256
+class IndependentModel(ImageModel):
   name: str = dataclasses.field(default="independent", init=False)
 
-  def __post_init__(self):
-    object.__setattr__(self, "image_shape", images.check_image_shape(self.image_shape))
-    object.__setattr__(self, "num_bins", images.check_num_bins(self.num_bins))
-
-  def init(self, rng, x=None):
+  def init(self, rng, x=None, y=None):
     del rng
+    self.check_labels(y)
     if x is not None:
-      images.check_images(x, self.image_shape, self.num_bins)
+      self.check_images(x)
     return {"params": {"logits": jnp.zeros(self.image_shape + (self.num_bins,), jnp.float32)}}
 
   def _log_probs(self, variables):
     return jax.nn.log_softmax(variables["params"]["logits"], axis=-1)
 
-  def log_prob(self, variables, x, rng=None):
+  def log_prob(self, variables, x, rng=None, y=None):
     """x: uint8 [B,H,W,C] -> [B] log p(x) in nats."""
     del rng
-    images.check_images(x, self.image_shape, self.num_bins)
+    self.check_labels(y)
+    self.check_images(x)
     logp = self._log_probs(variables)
     onehot = jax.nn.one_hot(x, self.num_bins, dtype=logp.dtype)
     return jnp.sum(onehot * logp, axis=(1, 2, 3, 4))
 
-  def loss(self, variables, x, rng=None, train=True, step=None):
+  def loss(self, variables, x, rng=None, train=True, step=None, y=None):
     del train, step
-    bpd = jnp.mean(images.bits_per_dim(self.log_prob(variables, x, rng), self.image_shape))
+    bpd = jnp.mean(self.bits_per_dim(self.log_prob(variables, x, rng, y=y)))
     return bpd, {"metrics": {"bpd": bpd}, "state": {}}
 
-  def sample(self, variables, rng, num, temperature=1.0):
+  def sample(self, variables, rng, num, temperature=1.0, y=None):
+    self.check_labels(y)
+    num = self.check_num(num)
+    self.check_temperatures(temperature=temperature)
     logits = self._log_probs(variables) / temperature
     return jax.random.categorical(rng, logits, shape=(num,) + self.image_shape).astype(jnp.uint8)

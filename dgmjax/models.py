@@ -40,24 +40,53 @@ _REGISTRY = {
 
 @runtime_checkable
 class GenerativeModel(Protocol):
-  """What the training loop, the CLI and the benchmarks rely on."""
+  """What the training loop, the CLI and the benchmarks rely on.
+
+  Every registered model subclasses ``dgmjax.image_model.ImageModel``, which provides
+  ``image_shape``, ``num_bins``, ``num_dims``, ``num_classes`` and the input checks.
+  ``y`` (int [B] class labels) is required by class-conditional models (``num_classes``
+  not None) and refused by the others.
+  """
 
   name: str
   image_shape: tuple[int, int, int]
   num_bins: int
+  num_classes: int | None
 
-  def init(self, rng: jax.Array, x: jax.Array) -> dict:
+  @property
+  def num_dims(self) -> int:
+    """Dimensions the likelihood covers (bits/dim divides by it)."""
+
+  def init(self, rng: jax.Array, x: jax.Array, y: jax.Array | None = None) -> dict:
     """Returns variables; may use the batch ``x`` (uint8 [B,H,W,C]) for data-dependent init."""
 
   def loss(self, variables: Variables, x: jax.Array, rng: jax.Array, train: bool = True,
-           step: Any = None) -> tuple[jax.Array, dict]:
+           step: Any = None, y: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Scalar training objective in bits/dim and ``{"metrics": ..., "state": ...}``."""
 
-  def log_prob(self, variables: Variables, x: jax.Array, rng: jax.Array) -> jax.Array:
+  def log_prob(self, variables: Variables, x: jax.Array, rng: jax.Array,
+               y: jax.Array | None = None) -> jax.Array:
     """[B] log-likelihood (or its bound) of the discrete images ``x`` in nats."""
 
-  def sample(self, variables: Variables, rng: jax.Array, num: int) -> jax.Array:
+  def sample(self, variables: Variables, rng: jax.Array, num: int,
+             y: jax.Array | None = None) -> jax.Array:
     """uint8 [num,H,W,C] samples."""
+
+
+PROTOCOL_METHODS = ("init", "loss", "log_prob", "sample")
+
+
+def check_protocol(model) -> None:
+  """Raises TypeError unless ``model`` has every member of ``GenerativeModel`` and each
+  protocol method accepts ``y=`` (the loop passes labels to conditional models so)."""
+  import inspect
+  if not isinstance(model, GenerativeModel):
+    missing = [m for m in ("name", "image_shape", "num_bins", "num_classes", "num_dims")
+               + PROTOCOL_METHODS if not hasattr(model, m)]
+    raise TypeError(f"{type(model).__name__} lacks {missing} of the GenerativeModel protocol")
+  for method in PROTOCOL_METHODS:
+    if "y" not in inspect.signature(getattr(model, method)).parameters:
+      raise TypeError(f"{type(model).__name__}.{method} does not take y=")
 
 
 def names() -> list[str]:

@@ -261,7 +261,7 @@ def _ar_mask(path: tuple[str, ...], kernel_shape) -> np.ndarray | None:
   """HWIO mask of an IAF convolution (``nf_cells_i/cell{1,2}/...``), else None."""
   if not path[0].startswith("nf_cells_"):
     return None
-  from dgmjax.nvae.cells import ar_conv_mask
+  from dgmjax.nvae.iaf import ar_conv_mask
   mirror = path[1] == "cell2"
   kh, _, i, o = kernel_shape
   if path[-1] == "convz_0":

@@ -11,11 +11,12 @@ from dgmjax.distributions.bernoulli import (bernoulli_log_prob, bernoulli_sample
                                             categorical_log_prob, categorical_sample)
 from dgmjax.distributions.logistic import (discretized_logistic_mixture_channel_log_prob,
                                            discretized_logistic_mixture_log_prob,
-                                           discretized_logistic_mixture_sample)
+                                           discretized_logistic_mixture_sample, mixture_params)
 from dgmjax.distributions.normal import normal_kl, normal_log_prob, normal_sample
 
 __all__ = [
     "bernoulli_log_prob", "bernoulli_sample", "categorical_log_prob", "categorical_sample",
     "discretized_logistic_mixture_channel_log_prob", "discretized_logistic_mixture_log_prob",
-    "discretized_logistic_mixture_sample", "normal_kl", "normal_log_prob", "normal_sample",
+    "discretized_logistic_mixture_sample", "mixture_params", "normal_kl", "normal_log_prob",
+    "normal_sample",
 ]

@@ -169,6 +169,18 @@ def _component_log_probs(x, means, log_scales, coeffs, num_bins, min_log_scale,
                    jnp.where(k == num_bins - 1, log_one_minus_cdf_min, interior))
 
 
+def mixture_params(out, channels: int, mixtures: int):
+  """A network's mixture head [..., M + C*P*M] -> (logit_probs [..., M], means [..., C, M],
+  log_scales [..., C, M], coeffs [..., C, M] or None), P = 3 for RGB (with the raw
+  coupling coefficients) and 2 otherwise: the PixelCNN++ output layout that the official
+  LMConv and NVAE heads share."""
+  m = mixtures
+  per = 3 if channels == 3 else 2
+  rest = out[..., m:].reshape(out.shape[:-1] + (channels, per * m))
+  coeffs = rest[..., 2 * m:3 * m] if channels == 3 else None
+  return out[..., :m], rest[..., :m], rest[..., m:2 * m], coeffs
+
+
 def discretized_logistic_mixture_log_prob(x, logit_probs, means, log_scales, coeffs=None, *,
                                           num_bins, min_log_scale=-7.0, midpoint_fallback=True,
                                           edge="exact"):

@@ -48,29 +48,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
-from dgmjax.latents import interpolate_latents
 from dgmjax.flows.glow import COUPLINGS, PERMUTATIONS, Glow
-
-
-def _fast_init_key(rng):
-  """The same randomness as an ``rbg`` key: XLA compiles threefry draws slowly on CPU
-  (ten normal draws: 19.6 s with threefry, 2.2 s with rbg, measured here), and a
-  Glow's init makes a few per step of flow. Deterministic in ``rng``."""
-  typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
-  data = jax.random.key_data(rng) if typed else jnp.asarray(rng, jnp.uint32)
-  if typed and data.shape != (2,):  # already a non-threefry key: use it as it is
-    return rng
-  if data.shape != (2,):
-    raise ValueError(f"expected a PRNG key (jax.random.PRNGKey or jax.random.key); got shape "
-                     f"{rng.shape}")
-  return jax.random.wrap_key_data(jnp.concatenate([data, data ^ jnp.uint32(0x9E3779B9)]),
-                                  impl="rbg")
+from dgmjax.image_model import ImageModel, check_ints, check_positive_int, check_temperatures
+from dgmjax.latents import interpolate_latents
+from dgmjax.nn.init import fast_init_key
 
 
 @dataclasses.dataclass(frozen=True)
-class GlowModel:
-  image_shape: tuple[int, int, int]
-  num_bins: int = 256
+class GlowModel(ImageModel):
   levels: int = 3
   steps: int = 32
   width: int = 512
@@ -91,13 +76,9 @@ class GlowModel:
   name: str = dataclasses.field(default="glow", init=False)
 
   def __post_init__(self):
-    shape = images.check_image_shape(self.image_shape)
-    object.__setattr__(self, "image_shape", shape)
-    object.__setattr__(self, "num_bins", images.check_num_bins(self.num_bins))
-    for key in ("levels", "steps", "width"):
-      v = getattr(self, key)
-      if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"glow: {key} must be a positive int; got {v!r}")
+    super().__post_init__()
+    shape = self.image_shape
+    check_ints(self, ("levels", "steps", "width"), 1)
     f = 2 ** self.levels
     if shape[0] % f or shape[1] % f:
       raise ValueError(f"glow: image H and W must be divisible by 2**levels = {f} "
@@ -136,26 +117,10 @@ class GlowModel:
         bool(self.remat), bool(self.scan), dtype, bool(self.reversible)))
 
   # ------------------------------------------------------------------ helpers
-  @property
-  def num_dims(self) -> int:
-    return images.num_dims(self.image_shape)
-
-  def _labels(self, y, batch):
-    if not self.num_classes:
-      if y is not None:
-        raise ValueError("labels given to an unconditional Glow (num_classes=None)")
-      return None
-    if y is None:
-      raise ValueError(f"class-conditional Glow (num_classes={self.num_classes}) needs "
-                       f"labels y: int [B] in [0, {self.num_classes})")
-    if getattr(y, "shape", None) != (batch,):
-      raise ValueError(f"labels must have shape [{batch}]; got {getattr(y, 'shape', None)}")
-    return y
-
   def _continuous(self, x, rng):
     """uint8 images -> dequantised float32 (at bin centres without rng); floats pass."""
     if np.issubdtype(np.dtype(x.dtype), np.integer):
-      images.check_images(x, self.image_shape, self.num_bins)
+      self.check_images(x)
       if rng is None:
         return (x.astype(jnp.float32) + 0.5) / self.num_bins - 0.5
       return images.dequantize(rng, x, self.num_bins)
@@ -181,35 +146,35 @@ class GlowModel:
   # ------------------------------------------------------------------ protocol
   def init(self, rng, x, y=None):
     """Variables {"params", "constants"}; ActNorms initialise on the batch x (uint8 [B,H,W,C])."""
-    images.check_images(x, self.image_shape, self.num_bins)
-    labels = self._labels(y if y is not None or not self.num_classes
-                          else jnp.zeros((x.shape[0],), jnp.int32), x.shape[0])
+    self.check_images(x)
+    labels = self.check_labels(y if y is not None or not self.num_classes
+                               else jnp.zeros((x.shape[0],), jnp.int32), x.shape[0])
     r_deq, r_par = jax.random.split(rng)
     xc = images.dequantize(r_deq, x, self.num_bins)
-    variables = self.module.init({"params": _fast_init_key(r_par)}, xc, labels,
+    variables = self.module.init({"params": fast_init_key(r_par)}, xc, labels,
                                  method=Glow.log_density)
     return dict(variables)
 
   def _log_q(self, variables, x, rng, y, check=0):
     xc = self._continuous(x, rng)
-    log_q, extras = self.module.apply(variables, xc, self._labels(y, x.shape[0]), check,
+    log_q, extras = self.module.apply(variables, xc, self.check_labels(y, x.shape[0]), check,
                                       method=Glow.log_density)
     return log_q, extras
 
   def log_prob(self, variables, x, rng, y=None):
     """x uint8 [B,H,W,C] -> [B] single-sample dequantisation lower bound of log P(x), nats."""
-    images.check_images(x, self.image_shape, self.num_bins)
+    self.check_images(x)
     log_q, _ = self._log_q(variables, x, rng, y)
     return log_q - self.num_dims * math.log(self.num_bins)
 
   def loss(self, variables, x, rng, train=True, step=None, y=None):
     """Mean bits/dim (+ class_loss_weight * class cross-entropy in bits)."""
     del train, step
-    images.check_images(x, self.image_shape, self.num_bins)
+    self.check_images(x)
     check = min(self.reversible_check, x.shape[0]) if self.reversible else 0
     log_q, extras = self._log_q(variables, x, rng, y, check)
     log_p = log_q - self.num_dims * math.log(self.num_bins)
-    bpd = jnp.mean(images.bits_per_dim(log_p, self.image_shape))
+    bpd = jnp.mean(self.bits_per_dim(log_p))
     scale = 1.0 / (self.num_dims * math.log(2.0))
     metrics = {"bpd": bpd,
                "log_det_bpd": jnp.mean(extras["log_det"]) * scale,
@@ -233,22 +198,12 @@ class GlowModel:
     return images.quantize(xc, self.num_bins)
 
   # ------------------------------------------------------------------ extras
-  @staticmethod
-  def _check_sample_args(num, temperature):
-    if not isinstance(num, (int, np.integer)) or isinstance(num, bool) or num < 1:
-      raise ValueError(f"glow: sample needs num, the number of images, an int >= 1; "
-                       f"got {num!r}")
-    if images._is_concrete(temperature):
-      t = np.asarray(temperature, np.float64)
-      if t.shape != () or not np.isfinite(t) or t <= 0:
-        raise ValueError(f"glow: temperature must be a finite scalar > 0 (it scales every "
-                         f"prior's standard deviation); got {temperature!r}")
-
   def sample_continuous(self, variables, rng, num, temperature=1.0, y=None):
     """float32 [num,H,W,C] in the dequantised space (about [-1/2, 1/2)). ValueError for
     num < 1 or a temperature that is not finite and > 0 (checked when it is concrete)."""
-    self._check_sample_args(num, temperature)
-    return self.module.apply(variables, rng, num, temperature, self._labels(y, num),
+    check_positive_int(num, "num")
+    check_temperatures(temperature=temperature)
+    return self.module.apply(variables, rng, num, temperature, self.check_labels(y, num),
                              method=Glow.sample)
 
   def encode(self, variables, x, rng=None):

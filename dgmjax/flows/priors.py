@@ -13,25 +13,23 @@ Shapes: z1, z2, z_top: float32 [B,h,w,c]; log-probabilities: float32 [B].
 
 from __future__ import annotations
 
-import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dgmjax.distributions.normal import normal_log_prob, normal_sample
 from dgmjax.flows.bijectors import ZeroConv, check_nhwc
 
 
 def gaussian_log_prob(z, mean, logsd):
   """sum over (H,W,C) of log N(z; mean, exp(logsd)^2): [B,H,W,C] -> [B]."""
-  lp = -0.5 * math.log(2 * math.pi) - logsd - 0.5 * jnp.square(z - mean) * jnp.exp(-2.0 * logsd)
-  return jnp.sum(lp, axis=(1, 2, 3))
+  return jnp.sum(normal_log_prob(z, mean, logsd), axis=(1, 2, 3))
 
 
 def gaussian_sample(rng, mean, logsd, temperature=1.0):
-  """z = mean + temperature * exp(logsd) * eps, eps ~ N(0, I)."""
-  eps = jax.random.normal(rng, mean.shape, jnp.float32)
-  return mean + temperature * jnp.exp(logsd) * eps
+  """z = mean + temperature * exp(logsd) * eps, eps ~ N(0, I): [B,H,W,C]."""
+  return normal_sample(rng, mean, logsd, temperature)
 
 
 class SplitPrior(nn.Module):

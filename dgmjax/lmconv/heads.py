@@ -39,20 +39,11 @@ def num_outputs(head: str, channels: int, num_bins: int, mixtures: int) -> int:
   return channels
 
 
-def _dmol_params(out, channels, mixtures):
-  m = mixtures
-  logits = out[..., :m]
-  per = 3 if channels == 3 else 2
-  rest = out[..., m:].reshape(out.shape[:-1] + (channels, per * m))
-  coeffs = rest[..., 2 * m:3 * m] if channels == 3 else None
-  return logits, rest[..., :m], rest[..., m:2 * m], coeffs
-
-
 def log_prob(head, out, x, num_bins, mixtures):
   """out: float [..., n_out]; x: int [..., C] -> float32 [...] log p(pixel | context)."""
   c = x.shape[-1]
   if head == "dmol":
-    logits, means, log_scales, coeffs = _dmol_params(out, c, mixtures)
+    logits, means, log_scales, coeffs = D.mixture_params(out, c, mixtures)
     return D.discretized_logistic_mixture_log_prob(x, logits, means, log_scales, coeffs,
                                                    num_bins=num_bins)
   if head == "softmax":
@@ -87,7 +78,7 @@ def sample(head, rng, out, channels, num_bins, mixtures, mixture_temperature=1.0
     m = mixtures
     scaled = jnp.concatenate([out[..., :m] / temperature, out[..., m:] / mixture_temperature],
                              axis=-1)
-    logits, means, log_scales, coeffs = _dmol_params(scaled, channels, mixtures)
+    logits, means, log_scales, coeffs = D.mixture_params(scaled, channels, mixtures)
     return D.discretized_logistic_mixture_sample(
         rng, logits, means, log_scales, coeffs, num_bins=num_bins, mixture_temperature=1.0,
         logistic_temperature=logistic_temperature * temperature)

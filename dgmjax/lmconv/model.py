@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
+from dgmjax.image_model import ImageModel, check_temperatures
 from dgmjax.lmconv import heads, masks as masks_lib, orders as orders_lib, sampling
 from dgmjax.lmconv.network import FullEngine, LMConvNetwork
 
@@ -45,20 +46,8 @@ def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
-def check_temperatures(**temperatures) -> None:
-  """Each named temperature must be a finite float > 0 (traced values are not checked)."""
-  for name, t in temperatures.items():
-    if not _is_concrete(t):
-      continue
-    arr = np.asarray(t)
-    if arr.shape != () or not np.issubdtype(arr.dtype, np.number) or arr.dtype == bool:
-      raise ValueError(f"{name} must be a float > 0; got {t!r}")
-    if not (np.isfinite(arr) and arr > 0):
-      raise ValueError(f"{name} must be a finite float > 0; got {t!r}")
-
-
 @dataclasses.dataclass(frozen=True)
-class LMConvModel:
+class LMConvModel(ImageModel):
   """Hyper-parameters (all validated; ValueError otherwise):
 
   filters, resnets: F and R of the backbone (paper: 160 and 5).
@@ -74,8 +63,6 @@ class LMConvModel:
   remat: rematerialise each gated resnet in the backward pass.
   dtype: compute dtype ("float32" or "bfloat16"); params and likelihoods stay float32.
   """
-  image_shape: tuple[int, int, int]
-  num_bins: int = 256
   filters: int = 32
   resnets: int = 1
   mixtures: int = 10
@@ -93,9 +80,8 @@ class LMConvModel:
   name: str = dataclasses.field(default="lmconv", init=False)
 
   def __post_init__(self):
-    s = lambda k, v: object.__setattr__(self, k, v)
-    s("image_shape", images.check_image_shape(self.image_shape))
-    s("num_bins", images.check_num_bins(self.num_bins))
+    super().__post_init__()
+    s = self._set
     h, w, c = self.image_shape
     for key in ("filters", "resnets", "mixtures", "kernel_size", "max_dilation"):
       v = getattr(self, key)
@@ -197,8 +183,9 @@ class LMConvModel:
 
   # ---- protocol ----------------------------------------------------------------------
 
-  def init(self, rng, x):
-    images.check_images(x, self.image_shape, self.num_bins)
+  def init(self, rng, x, y=None):
+    self.check_labels(y)
+    self.check_images(x)
     masks = tuple(m[0] for m in self._mask_arrays)
 
     @jax.jit
@@ -209,15 +196,16 @@ class LMConvModel:
 
   def conditional_log_prob(self, variables, x, order=None):
     """[B,H,W] log p(x_{r,c} | pixels before (r,c) in ``order``), nats (all channels)."""
-    images.check_images(x, self.image_shape, self.num_bins)
+    self.check_images(x)
     out = self._forward(variables["params"], x, self._masks_for(order))
     return self._pixel_log_probs(out, x)
 
-  def log_prob(self, variables, x, rng=None, order=None):
+  def log_prob(self, variables, x, rng=None, order=None, y=None):
     """[B] exact log p(x) in nats: under ``order``, or (None) the configured ensemble
     log (1/N) sum_k p_k(x)."""
     del rng
-    images.check_images(x, self.image_shape, self.num_bins)
+    self.check_labels(y)
+    self.check_images(x)
     if order is not None or len(self._order_array) == 1:
       return self.conditional_log_prob(variables, x, order).sum(axis=(1, 2))
     stacked = tuple(jnp.asarray(m) for m in self._mask_arrays)
@@ -229,10 +217,11 @@ class LMConvModel:
     per_order = jax.lax.map(one, stacked)                           # [N, B]
     return jax.nn.logsumexp(per_order, axis=0) - math.log(per_order.shape[0])
 
-  def loss(self, variables, x, rng, train=True, step=None):
+  def loss(self, variables, x, rng, train=True, step=None, y=None):
     """Bits/dim under one random configured order per batch (or per example)."""
     del step
-    images.check_images(x, self.image_shape, self.num_bins)
+    self.check_labels(y)
+    self.check_images(x)
     rng_order, rng_drop = jax.random.split(rng)
     n = len(self._order_array)
     shape = (x.shape[0],) if self.per_example_orders else ()
@@ -240,11 +229,11 @@ class LMConvModel:
     masks = tuple(jnp.take(jnp.asarray(m), idx, axis=0) for m in self._mask_arrays)
     out = self._forward(variables["params"], x, masks, train=train, rng=rng_drop)
     logp = self._pixel_log_probs(out, x).sum(axis=(1, 2))
-    bpd = jnp.mean(images.bits_per_dim(logp, self.image_shape))
+    bpd = jnp.mean(self.bits_per_dim(logp))
     return bpd, {"metrics": {"bpd": bpd, "nll_nats": -jnp.mean(logp)}, "state": {}}
 
   def sample(self, variables, rng, num, order=None, *, mixture_temperature=1.0,
-             logistic_temperature=1.0, temperature=1.0, method="cached"):
+             logistic_temperature=1.0, temperature=1.0, method="cached", y=None):
     """uint8 [num,H,W,C], one compiled loop over the pixels of ``order`` (default the first
     configured). ``method``: "cached" or "naive".
 
@@ -253,8 +242,8 @@ class LMConvModel:
     the official ajayjain/lmconv sampler's ``mixture_temperature`` (divides the component
     means, log-scales and coefficient pre-activations) and ``logistic_temperature``
     (multiplies the scales)."""
-    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-      raise ValueError(f"num must be a positive int; got {num!r}")
+    self.check_labels(y)
+    num = self.check_num(num)
     check_temperatures(mixture_temperature=mixture_temperature,
                        logistic_temperature=logistic_temperature, temperature=temperature)
     h, w, c = self.image_shape
@@ -293,7 +282,7 @@ class LMConvModel:
     Returns uint8 [B,H,W,C] equal to x where observed, a sample of
     p(hidden | observed) elsewhere.
     """
-    images.check_images(x, self.image_shape, self.num_bins)
+    self.check_images(x)
     obs = self._check_observed(observed_mask, x.shape[0])
     check_temperatures(mixture_temperature=mixture_temperature,
                        logistic_temperature=logistic_temperature, temperature=temperature)
@@ -314,7 +303,7 @@ class LMConvModel:
   def hidden_log_prob(self, variables, x, observed_mask, order=None):
     """[B] log p(x_hidden | x_observed) in nats (the completion order's conditionals of
     the hidden pixels); its negative is the conditional NLL of the hidden region."""
-    images.check_images(x, self.image_shape, self.num_bins)
+    self.check_images(x)
     h, w, _ = self.image_shape
     obs = self._check_observed(observed_mask, x.shape[0])
     comp = self.completion_order(obs, order)

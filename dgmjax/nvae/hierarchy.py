@@ -47,10 +47,11 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from dgmjax.nvae.cells import Cell, DecCombiner, EncCombiner, PairedCellAR, WNConv
+from dgmjax.nvae.cells import Cell, DecCombiner, EncCombiner
+from dgmjax.nvae.iaf import PairedCellAR
+from dgmjax.nvae.layers import WNConv
 from dgmjax.nvae.latent import LatentNormal, split_params
 
 CHANNEL_MULT = 2

@@ -75,52 +75,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
-from dgmjax.latents import interpolate_latents
+from dgmjax.image_model import (ImageModel, check_dtype, check_finite, check_ints,
+                                 check_positive_int, check_temperatures)
 from dgmjax.distributions import (bernoulli_log_prob, bernoulli_sample,
                                   discretized_logistic_mixture_log_prob,
-                                  discretized_logistic_mixture_sample)
+                                  discretized_logistic_mixture_sample, mixture_params)
 from dgmjax.nvae import regularizers as reg
-from dgmjax.nvae.cells import SPECTRAL_COLLECTION
+from dgmjax.nvae.layers import SPECTRAL_COLLECTION
 from dgmjax.nvae.hierarchy import NVAENet, groups_per_scale
+from dgmjax.nvae.inference import READJUSTED, LatentsAndBN
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 EDGES = ("exact", "official")
-READJUSTED = "readjusted_batch_stats"
-
-
-def _check_temperature(t, name="temperature"):
-  """A concrete temperature must be a finite float > 0 (traced values pass)."""
-  if isinstance(t, jax.core.Tracer):
-    return
-  arr = np.asarray(t)
-  if arr.shape != () or arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-    raise ValueError(f"{name} must be a float > 0; got {t!r}")
-  if not (np.isfinite(arr) and arr > 0):
-    raise ValueError(f"{name} must be a finite float > 0; got {t!r}")
-
-
-def _check_positive_int(v, name):
-  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-    raise ValueError(f"{name} must be a positive int; got {v!r}")
-  return int(v)
-
-
-def _dtype(d):
-  if isinstance(d, str):
-    if d not in _DTYPES:
-      raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {d!r}")
-    return _DTYPES[d]
-  try:
-    name = jnp.dtype(d).name
-  except TypeError:
-    raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {d!r}") from None
-  if name not in _DTYPES:
-    raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {d!r}")
-  return _DTYPES[name]
 
 
 @dataclasses.dataclass(frozen=True)
-class NVAEModel:
+class NVAEModel(LatentsAndBN, ImageModel):
   """Hyper-parameters (official flag in brackets):
 
   channels [num_channels_enc = num_channels_dec], scales [num_latent_scales],
@@ -134,8 +103,6 @@ class NVAEModel:
   ``res_mbconv`` cells are always used. ``dmol_edge``: "exact" | "official" top/bottom
   bins of the mixture likelihood (module docstring).
   """
-  image_shape: tuple
-  num_bins: int = 256
   channels: int = 32
   scales: int = 1
   groups_per_scale: int = 2
@@ -167,19 +134,13 @@ class NVAEModel:
   name: str = dataclasses.field(default="nvae", init=False)
 
   def __post_init__(self):
-    set_ = lambda k, v: object.__setattr__(self, k, v)
-    set_("image_shape", images.check_image_shape(self.image_shape))
-    set_("num_bins", images.check_num_bins(self.num_bins))
-    for k in ("channels", "scales", "groups_per_scale", "latents_per_group", "cells_per_group",
-              "preprocess_blocks", "preprocess_cells", "postprocess_blocks",
-              "postprocess_cells", "min_groups_per_scale", "num_mixtures"):
-      v = getattr(self, k)
-      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{k} must be a positive int; got {v!r}")
-    for k in ("num_flows", "kl_warmup_steps", "kl_const_steps", "num_power_iter"):
-      v = getattr(self, k)
-      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-        raise ValueError(f"{k} must be a non-negative int; got {v!r}")
+    super().__post_init__()
+    set_ = self._set
+    check_ints(self, ("channels", "scales", "groups_per_scale", "latents_per_group",
+                      "cells_per_group", "preprocess_blocks", "preprocess_cells",
+                      "postprocess_blocks", "postprocess_cells", "min_groups_per_scale",
+                      "num_mixtures"), 1)
+    check_ints(self, ("num_flows", "kl_warmup_steps", "kl_const_steps", "num_power_iter"), 0)
     if self.postprocess_blocks != self.preprocess_blocks:
       raise ValueError("postprocess_blocks must equal preprocess_blocks (the decoder must "
                        f"up-sample back to the image); got {self.postprocess_blocks} and "
@@ -210,10 +171,7 @@ class NVAEModel:
                          f"(even margins); got {self.crop_to!r}")
       set_("crop_to", tuple(int(d) for d in crop))
     for k in ("kl_const_coeff", "weight_decay_norm", "weight_decay_norm_init"):
-      v = getattr(self, k)
-      if (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
-          or not math.isfinite(v)):
-        raise ValueError(f"{k} must be a finite float; got {v!r}")
+      check_finite(k, getattr(self, k))
     if self.kl_const_coeff < 0:
       raise ValueError(f"kl_const_coeff must be >= 0 (the KL coefficient's floor); "
                        f"got {self.kl_const_coeff!r}")
@@ -225,11 +183,10 @@ class NVAEModel:
         self.weight_decay_norm <= 0 or self.weight_decay_norm_init <= 0)):
       raise ValueError("weight_decay_norm must be >= 0, and > 0 with weight_decay_norm_init "
                        "> 0 when weight_decay_norm_anneal is set")
-    set_("dtype", _dtype(self.dtype))
+    set_("dtype", getattr(jnp, check_dtype(self.dtype).name))
     set_("_groups", groups_per_scale(self.scales, self.groups_per_scale, self.ada_groups,
                                      self.min_groups_per_scale))
 
-  # ------------------------------------------------------------------ structure
   @property
   def groups(self) -> tuple:
     """Groups per scale, finest scale first (official ``model.groups_per_scale``)."""
@@ -270,12 +227,7 @@ class NVAEModel:
   def split_logits(self, logits):
     """DMOL head [B,H,W,out] -> (logit_probs [B,H,W,M], means [B,H,W,C,M],
     log_scales [B,H,W,C,M], coeffs [B,H,W,3,M] raw or None)."""
-    b, h, w, _ = logits.shape
-    c, m = self.image_shape[2], self.num_mixtures
-    per = 3 * m if c == 3 else 2 * m
-    rest = logits[..., m:].reshape(b, h, w, c, per)
-    coeffs = rest[..., 2 * m:3 * m] if c == 3 else None
-    return logits[..., :m], rest[..., :m], rest[..., m:2 * m], coeffs
+    return mixture_params(logits, self.image_shape[2], self.num_mixtures)
 
   def recon_log_prob(self, logits, x):
     """log p(x|z) [B] in nats, summed over the (cropped) image."""
@@ -286,17 +238,18 @@ class NVAEModel:
                                                num_bins=self.num_bins, edge=self.dmol_edge)
     return jnp.sum(self._crop(lp), axis=(1, 2))
 
-  def _check(self, x):
-    images.check_images(x, self.image_shape, self.num_bins)
+  def _check(self, x, y=None):
+    self.check_labels(y)
+    self.check_images(x)
 
   def _inputs(self, x):
     return images.to_centered(x, self.num_bins, jnp.float32)
 
   # ------------------------------------------------------------------ protocol
-  def init(self, rng, x):
+  def init(self, rng, x, y=None):
     """Variables {params, batch_stats, spectral} for x: uint8 [B,H,W,C]; the spectral
     vectors get the official first-call 40 power iterations."""
-    self._check(x)
+    self._check(x, y)
     return jax.jit(self._init)(rng, x)
 
   def _init(self, rng, x):
@@ -324,9 +277,9 @@ class NVAEModel:
     logits, terms = out
     return logits, terms, {}
 
-  def loss(self, variables, x, rng, train=True, step=None):
+  def loss(self, variables, x, rng, train=True, step=None, y=None):
     """(objective in bits/dim, {"metrics", "state"}); see the module docstring."""
-    self._check(x)
+    self._check(x, y)
     logits, terms, new = self._forward(variables, x, rng, train)
     recon = -self.recon_log_prob(logits, x)                      # [B]
     kl_all = terms["kl"].T                                        # [B, G]
@@ -366,21 +319,21 @@ class NVAEModel:
     return rec + terms["log_p"] - terms["log_q"], rec - jnp.sum(terms["kl"], axis=0)
 
   def log_prob(self, variables, x, rng, num_samples: int = 1, chunk_size: Optional[int] = None,
-               *, iw_samples: Optional[int] = None):
+               *, iw_samples: Optional[int] = None, y=None):
     """[B] nats: the ELBO (K = 1) or the importance-weighted bound L_K with K samples.
 
     x: uint8 [B,H,W,C]. ``iw_samples`` (or its older name ``num_samples``) is K;
     ``chunk_size`` samples per scan step (default: about 256 images per forward pass).
     """
-    self._check(x)
+    self._check(x, y)
     if iw_samples is not None:
       if num_samples not in (1, iw_samples):
         raise ValueError(f"give iw_samples or num_samples, not both; got {iw_samples!r} and "
                          f"{num_samples!r}")
       num_samples = iw_samples
-    k = _check_positive_int(num_samples, "iw_samples")
+    k = check_positive_int(num_samples, "iw_samples")
     if chunk_size is not None:
-      _check_positive_int(chunk_size, "chunk_size")
+      check_positive_int(chunk_size, "chunk_size")
     if k == 1:
       return self.log_iw_terms(variables, x, rng)[1]
     b = x.shape[0]
@@ -419,13 +372,15 @@ class NVAEModel:
       x = jnp.where(keep[None], x, jnp.zeros_like(x))
     return x.astype(jnp.uint8)
 
-  def sample(self, variables, rng, num, temperature=1.0, *, readjusted_bn: bool = False):
+  def sample(self, variables, rng, num, temperature=1.0, *, readjusted_bn: bool = False,
+             y=None):
     """uint8 [num,H,W,C]: latents at ``temperature`` (a finite float > 0; the prior's sigma
     is scaled by it), pixels at 1, BN in inference mode with ``variables["batch_stats"]``,
     or with ``readjusted_bn=True`` the re-estimated ``variables["readjusted_batch_stats"]``
     (``readjust_bn``; re-estimate them at the temperature you sample at)."""
-    num = _check_positive_int(num, "num")
-    _check_temperature(temperature)
+    self.check_labels(y)
+    num = check_positive_int(num, "num")
+    check_temperatures(temperature=temperature)
     r_z, r_x = jax.random.split(rng)
     if readjusted_bn:
       if READJUSTED not in variables:
@@ -437,96 +392,3 @@ class NVAEModel:
     logits = self.net.apply(v, num, temperature, False, method=NVAENet.sample,
                             rngs={"sample": r_z})
     return self._decode_sample(r_x, logits)
-
-  # ------------------------------------------------------------------ latents
-  def latent_shapes(self) -> list:
-    """[(h_j, w_j, L)] of z_0 .. z_{G-1} (decoder order, coarsest first)."""
-    h, w, _ = self.image_shape
-    n = len(self._groups)
-    shapes = []
-    for s in range(n):
-      red = 2 ** (self.preprocess_blocks + n - 1 - s)
-      shapes += [(h // red, w // red, self.latents_per_group)] * self._groups[n - 1 - s]
-    return shapes
-
-  def encode(self, variables, x, rng=None):
-    """x: uint8 [B,H,W,C] -> [z_j float32 [B,h_j,w_j,L] for j = 0..G-1]: z_j ~ q(z_j | x,
-    z_<j) from ``rng``, or with ``rng=None`` the posterior mean z_j = mu_j(x, z_<j)
-    (eps_j = 0), each passed through the IAF cells as in the ELBO. BN in inference mode."""
-    self._check(x)
-    v = {k: variables[k] for k in ("params", "batch_stats")}
-    if rng is None:
-      return self.net.apply(v, self._inputs(x), "mean", method=NVAENet.encode)
-    return self.net.apply(v, self._inputs(x), method=NVAENet.encode, rngs={"sample": rng})
-
-  def decode_logits(self, variables, zs):
-    """[z_j [B,h_j,w_j,L]] (``latent_shapes()``, decoder order) -> the image distribution's
-    parameters float32 [B,H,W,out] (``split_logits`` for the mixture). BN in inference mode."""
-    zs = list(zs)
-    want = self.latent_shapes()
-    got = [tuple(getattr(z, "shape", ())) for z in zs]
-    b = got[0][0] if got and got[0] else None
-    if len(got) != len(want) or any(g != (b,) + s for g, s in zip(got, want)):
-      raise ValueError(f"zs must be {len(want)} arrays [B,h_j,w_j,L] with (h_j,w_j,L) = "
-                       f"{want} and one B; got shapes {got}")
-    v = {k: variables[k] for k in ("params", "batch_stats")}
-    return self.net.apply(v, zs, method=NVAENet.decode)
-
-  def decode(self, variables, zs):
-    """[z_j] -> uint8 [B,H,W,C], the deterministic temperature-0 image of p(x | z): the
-    Bernoulli mode 1[logit > 0], or for the mixture the most likely component's mean
-    (plus the RGB coupling) rounded to a level; zero outside ``crop_to``."""
-    return self._decode_sample(None, self.decode_logits(variables, zs))
-
-  def interpolate(self, variables, x1, x2, num: int = 8):
-    """x1, x2: uint8 [B,H,W,C] -> uint8 [B,num,H,W,C]: decode((1-a) z_j(x1) + a z_j(x2))
-    group by group, z the posterior means, a in linspace(0, 1, num)."""
-    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-      raise ValueError(f"num must be a positive int; got {num!r}")
-    if tuple(getattr(x1, "shape", ())) != tuple(getattr(x2, "shape", ())):
-      raise ValueError(f"x1 and x2 must have the same shape; got {getattr(x1, 'shape', None)} "
-                       f"and {getattr(x2, 'shape', None)}")
-    z1, z2 = self.encode(variables, x1), self.encode(variables, x2)
-    zs = interpolate_latents(z1, z2, num)
-    return self.decode(variables, zs).reshape((z1[0].shape[0], num) + tuple(self.image_shape))
-
-  def readjust_batch_stats(self, variables, rng, num: int = 16, temperature=1.0,
-                           iters: int = 500):
-    """New ``batch_stats`` re-estimated from prior samples at ``temperature`` (official
-    ``evaluate.py --readjust_bn``): ``iters`` sampling passes with BN in training mode,
-    each moving the running statistics by momentum 0.05. Only the decoder's statistics
-    change. Returns the batch_stats tree (save it; pass it back in ``variables``)."""
-    params = variables["params"]
-
-    def body(i, stats):
-      _, new = self.net.apply({"params": params, "batch_stats": stats}, num, temperature, True,
-                              method=NVAENet.sample, rngs={"sample": jax.random.fold_in(rng, i)},
-                              mutable=["batch_stats"])
-      return new["batch_stats"]
-
-    return jax.lax.fori_loop(0, int(iters), body, variables["batch_stats"])
-
-  def readjust_bn(self, variables, rng, *, num: int = 16, temperature=1.0,
-                  iters: int = 500) -> dict:
-    """BN re-adjustment as its own named state: ``{"readjusted_batch_stats": tree}``.
-
-    The tree has the structure of ``variables["batch_stats"]``, re-estimated by
-    ``readjust_batch_stats`` (``iters`` sampling passes of ``num`` images at
-    ``temperature``, BN in training mode). Merge it into the variables
-    (``{**variables, **model.readjust_bn(...)}``), save it with them, and sample with
-    ``sample(..., readjusted_bn=True)``. Runs eagerly (not under ``jit``): every statistic
-    is checked, and a non-finite one raises ValueError naming it (NVlabs/NVAE#36).
-    """
-    num = _check_positive_int(num, "num")
-    iters = _check_positive_int(iters, "iters")
-    _check_temperature(temperature)
-    stats = jax.jit(lambda v, r, t: self.readjust_batch_stats(v, r, num, t, iters))(
-        {"params": variables["params"], "batch_stats": variables["batch_stats"]}, rng,
-        jnp.asarray(temperature, jnp.float32))
-    for path, leaf in jax.tree_util.tree_flatten_with_path(stats)[0]:
-      if not bool(jnp.all(jnp.isfinite(leaf))):
-        name = "/".join(str(getattr(p, "key", p)) for p in path)
-        raise ValueError(f"BN re-adjustment gave a non-finite statistic at {name!r} "
-                         f"(temperature {temperature}); the model's samples would be NaN: "
-                         f"try a lower temperature or check the weights")
-    return {READJUSTED: stats}

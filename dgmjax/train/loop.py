@@ -96,6 +96,7 @@ def build(config) -> Experiment:
     num_bins = 2
   model = models.create(config.model.name, image_shape=train_data.image_shape,
                         num_bins=num_bins, **model_hparams(config))
+  models.check_protocol(model)
   return Experiment(config, model, train_data, test_data, num_bins, state_lib.data_mesh(),
                     preprocess)
 
@@ -108,7 +109,7 @@ def _check_batch_size(global_batch: int, mesh) -> None:
 
 def is_conditional(model) -> bool:
   """Class-conditional models declare ``num_classes`` and take labels as ``y=``."""
-  return getattr(model, "num_classes", None) is not None
+  return model.num_classes is not None
 
 
 def _init_inputs(exp: Experiment):
@@ -162,8 +163,7 @@ def evaluate(exp: Experiment, variables, eval_fn=None, rng=None) -> float:
                    jax.random.fold_in(rng, i))
     total += float(np.sum(np.asarray(logp, np.float64)[:n_valid]))
     count += n_valid
-  dims = getattr(exp.model, "num_dims", None) or exp.model.image_shape
-  return float(images.bits_per_dim(total / count, dims))
+  return float(images.bits_per_dim(total / count, exp.model.num_dims))
 
 
 def draw_samples(exp: Experiment, variables, num: int, rng, **kwargs) -> np.ndarray:

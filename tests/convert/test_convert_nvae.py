@@ -19,7 +19,7 @@ from dgmjax import images
 from dgmjax.convert import nvae as convert
 from dgmjax.nvae import hierarchy, latent
 from dgmjax.nvae import regularizers as reg
-from dgmjax.nvae.cells import SPECTRAL_COLLECTION
+from dgmjax.nvae.layers import SPECTRAL_COLLECTION
 from experiments.pytorch import nvae as tnvae
 
 # The official parameter layouts (tests/testdata/state_dicts/README.md says where from).

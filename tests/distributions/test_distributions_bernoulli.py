@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,3 +86,16 @@ def test_bad_input_raises_value_error():
     D.categorical_sample(jax.random.key(0), np.zeros((2, 4), np.float32), -1.0)
   with pytest.raises(ValueError, match="dtype"):
     D.categorical_sample(jax.random.key(0), np.zeros((2, 300), np.float32))
+
+
+class BernoulliUnderJitTest(chex.TestCase):
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_log_prob_and_sample(self):
+    x = (np.arange(LOGITS.size) % 2).astype(np.uint8)
+    lp = self.variant(D.bernoulli_log_prob)(x, LOGITS)
+    want = np.where(x == 1, special.log_expit(LOGITS.astype(np.float64)),
+                    special.log_expit(-LOGITS.astype(np.float64)))
+    chex.assert_shape(lp, LOGITS.shape)
+    chex.assert_trees_all_close(lp, want, rtol=1e-6, atol=1e-6)
+    s = self.variant(D.bernoulli_sample)(jax.random.key(0), LOGITS)
+    chex.assert_shape(s, LOGITS.shape)

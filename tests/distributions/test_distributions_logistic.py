@@ -6,6 +6,7 @@ import functools
 import itertools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,7 +77,8 @@ def test_probabilities_over_all_levels_sum_to_one(c, num_bins, coupled, m, seed)
   x = _all_levels(num_bins, c)
   p = _params(seed, len(x), c, m, coupled)
   logp = _jitted_log_prob(num_bins)(x, **p)
-  assert logp.shape == (len(x), 1, 1) and logp.dtype == jnp.float32
+  chex.assert_shape(logp, (len(x), 1, 1))
+  chex.assert_type(logp, jnp.float32)
   assert abs(float(jnp.sum(jnp.exp(logp))) - 1.0) < 1e-5
 
 
@@ -359,3 +361,23 @@ def test_sampling_clips_far_means_and_honours_dtype():
   with pytest.raises(ValueError, match="temperature"):
     D.discretized_logistic_mixture_sample(jax.random.key(0), **p, num_bins=num_bins,
                                           dtype=jnp.int32, logistic_temperature=-1.0)
+
+
+class MixtureUnderJitTest(chex.TestCase):
+  """log_prob and sample give the same results with and without ``jax.jit``."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_log_prob_and_sample(self):
+    num_bins = 5
+    x = _all_levels(num_bins, 3)
+    p = _params(0, len(x), 3, 4, True)
+    logp = self.variant(functools.partial(D.discretized_logistic_mixture_log_prob,
+                                          num_bins=num_bins))(x, **p)
+    chex.assert_shape(logp, (len(x), 1, 1))
+    ref, _ = _reference_probs(x, num_bins=num_bins, **p)
+    chex.assert_trees_all_close(np.exp(logp), ref, atol=1e-6)
+    sample = self.variant(functools.partial(D.discretized_logistic_mixture_sample,
+                                            num_bins=num_bins))
+    s = sample(jax.random.key(0), **{k: v[:8] for k, v in p.items()})
+    chex.assert_shape(s, (8, 1, 1, 3))
+    assert np.all((np.asarray(s) >= 0) & (np.asarray(s) < num_bins))

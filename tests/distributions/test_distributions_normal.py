@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,8 +32,9 @@ def test_sample_moments_and_broadcasting(temperature):
   n = 200_000
   mu = np.array([-2.0, 0.0, 1.5], np.float32)
   log_sigma = np.array([[-1.0, 0.0, 0.8]] * n, np.float32)
-  z = np.asarray(D.normal_sample(jax.random.key(0), mu, log_sigma, temperature), np.float64)
-  assert z.shape == (n, 3)
+  z = D.normal_sample(jax.random.key(0), mu, log_sigma, temperature)
+  chex.assert_shape(z, (n, 3))
+  z = np.asarray(z, np.float64)
   sd = temperature * np.exp(log_sigma[0])
   assert np.all(np.abs(z.mean(0) - mu) < 5 * sd / np.sqrt(n))
   # sample variance has standard error sd^2 sqrt(2 / n) for a normal.
@@ -72,3 +74,22 @@ def test_bad_input_raises_value_error():
     D.normal_kl(np.zeros(3, np.float32), np.zeros(4, np.float32), 0.0 * np.ones(3), np.zeros(3))
   with pytest.raises(ValueError, match="floating"):
     D.normal_log_prob(np.zeros(3, np.int32), np.zeros(3, np.float32), np.zeros(3, np.float32))
+
+
+class NormalUnderJitTest(chex.TestCase):
+  """The same values with and without ``jax.jit`` (traced arguments take the same path)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_log_prob_kl_and_sample(self):
+    rng = np.random.default_rng(3)
+    z, mu, mu_p = rng.normal(size=(3, 7, 5)).astype(np.float32)
+    ls, ls_p = rng.uniform(-2, 1, size=(2, 7, 5)).astype(np.float32)
+    lp = self.variant(D.normal_log_prob)(z, mu, ls)
+    chex.assert_shape(lp, (7, 5))
+    chex.assert_trees_all_close(lp, stats.norm.logpdf(z, mu, np.exp(ls)), rtol=1e-5, atol=1e-5)
+    kl = self.variant(D.normal_kl)(mu, ls, mu_p, ls_p)
+    want = (ls_p - ls + (np.exp(2 * ls) + (mu - mu_p) ** 2) / (2 * np.exp(2 * ls_p)) - 0.5)
+    chex.assert_trees_all_close(kl, want, rtol=1e-5, atol=1e-5)
+    s = self.variant(D.normal_sample)(jax.random.key(4), mu, ls, 1.0)
+    chex.assert_shape(s, (7, 5))
+    chex.assert_tree_all_finite(s)

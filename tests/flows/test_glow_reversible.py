@@ -223,7 +223,7 @@ def test_sample_and_encode_bad_input():
     with pytest.raises(ValueError, match="num"):
       model.sample(v, rng, num)
   for t in (0.0, -1.0, math.nan, math.inf, jnp.float32(jnp.nan)):
-    with pytest.raises(ValueError, match="temperature must be a finite scalar > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite float > 0"):
       model.sample(v, rng, 2, temperature=t)
   bad = np.zeros((2, 4, 4, 1), np.float32)
   for value, what in ((np.nan, "NaN or inf"), (np.inf, "NaN or inf"),

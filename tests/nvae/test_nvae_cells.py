@@ -5,20 +5,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import torch
 
 from dgmjax.nn import depthwise
-from dgmjax.nvae import cells
+from dgmjax.nvae import cells, iaf, layers
 
 
 def test_masked_depthwise_skips_only_zero_taps(monkeypatch):
   # The autoregressive 5x5 depthwise mask: WNConv sums only its nonzero taps, and the
   # result equals the full grouped convolution of the masked, weight-normalised kernel.
-  mask = cells.ar_conv_mask(5, 6, 6, 6, zero_diag=False, mirror=False)
+  mask = iaf.ar_conv_mask(5, 6, 6, 6, zero_diag=False, mirror=False)
   taps = np.argwhere(np.any(mask != 0, axis=(2, 3)))
   assert 0 < len(taps) < 25
-  conv = cells.WNConv(6, 5, padding=2, groups=6, mask=mask)
+  conv = layers.WNConv(6, 5, padding=2, groups=6, mask=mask)
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 7, 6, 6))
   v = conv.init(jax.random.PRNGKey(4), x)
   summed = []
@@ -28,14 +27,14 @@ def test_masked_depthwise_skips_only_zero_taps(monkeypatch):
   conv.apply(v, x)
   assert summed == [tuple(map(tuple, taps))]      # only the nonzero taps are computed
   monkeypatch.undo()
-  kernel = cells.weight_normalize(v["params"]["kernel"] * mask, v["params"]["log_weight_norm"])
+  kernel = layers.weight_normalize(v["params"]["kernel"] * mask, v["params"]["log_weight_norm"])
   want = depthwise.depthwise_conv(x, kernel, 2, impl="grouped")
   np.testing.assert_allclose(conv.apply(v, x), want, rtol=1e-5, atol=1e-5)
   gx, gp = jax.grad(lambda x, p: jnp.sum(jnp.sin(conv.apply({"params": p}, x))),
                     argnums=(0, 1))(x, v["params"])
 
   def grouped(x, p):
-    kern = cells.weight_normalize(p["kernel"] * mask, p["log_weight_norm"])
+    kern = layers.weight_normalize(p["kernel"] * mask, p["log_weight_norm"])
     return jnp.sum(jnp.sin(depthwise.depthwise_conv(x, kern, 2, impl="grouped")))
 
   wx, wp = jax.grad(grouped, argnums=(0, 1))(x, v["params"])
@@ -45,7 +44,7 @@ def test_masked_depthwise_skips_only_zero_taps(monkeypatch):
 
 
 def test_weight_norm_conv_matches_formula_and_torch():
-  conv = cells.WNConv(4, 3, padding=1, use_bias=True)
+  conv = layers.WNConv(4, 3, padding=1, use_bias=True)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 5, 3))
   v = conv.init(jax.random.PRNGKey(2), x)
   p = v["params"]
@@ -63,7 +62,7 @@ def test_weight_norm_conv_matches_formula_and_torch():
 
 
 def test_batchnorm_updates_statistics_in_training_only():
-  bn = cells.BatchNorm(act=False)
+  bn = layers.BatchNorm(act=False)
   x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(3), (8, 4, 4, 5))
   v = bn.init(jax.random.PRNGKey(0), x, train=True)
   np.testing.assert_array_equal(v["batch_stats"]["mean"], 0.0)   # unchanged while initialising
@@ -74,12 +73,12 @@ def test_batchnorm_updates_statistics_in_training_only():
   np.testing.assert_allclose(np.asarray(y).reshape(-1, 5).mean(0), 0.0, atol=1e-4)
   y_eval, same = bn.apply(v, x, train=False, mutable=["batch_stats"])
   np.testing.assert_array_equal(same["batch_stats"]["mean"], v["batch_stats"]["mean"])
-  np.testing.assert_allclose(y_eval, x / np.sqrt(1 + cells.BN_EPS), rtol=1e-5)
+  np.testing.assert_allclose(y_eval, x / np.sqrt(1 + layers.BN_EPS), rtol=1e-5)
 
 
 def test_bilinear_upsample_matches_torch_align_corners():
   x = np.random.RandomState(0).randn(2, 3, 5, 4).astype(np.float32)
-  ours = cells.upsample_bilinear(jnp.asarray(x))
+  ours = layers.upsample_bilinear(jnp.asarray(x))
   ref = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)), scale_factor=2,
                                         mode="bilinear", align_corners=True)
   np.testing.assert_allclose(ours, ref.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-6)
@@ -104,15 +103,15 @@ def test_cell_shapes_and_skip_scale():
 def test_ar_masks_are_autoregressive():
   """Output channel block i of the centre tap sees input channels < i (<= i without zero_diag);
   rows below the centre are hidden; mirroring flips the kernel."""
-  m = cells.ar_conv_mask(3, 2, 1, 4, zero_diag=True, mirror=False)   # [3,3,I=2,O=4]
+  m = iaf.ar_conv_mask(3, 2, 1, 4, zero_diag=True, mirror=False)   # [3,3,I=2,O=4]
   assert m[2].sum() == 0 and m[1, 2].sum() == 0 and m[0].all() and m[1, 0].all()
   np.testing.assert_array_equal(m[1, 1], [[0, 0, 1, 1], [0, 0, 0, 0]])
-  m2 = cells.ar_conv_mask(3, 2, 1, 4, zero_diag=False, mirror=False)
+  m2 = iaf.ar_conv_mask(3, 2, 1, 4, zero_diag=False, mirror=False)
   np.testing.assert_array_equal(m2[1, 1], [[1, 1, 1, 1], [0, 0, 1, 1]])
-  mm = cells.ar_conv_mask(3, 2, 1, 4, zero_diag=True, mirror=True)
+  mm = iaf.ar_conv_mask(3, 2, 1, 4, zero_diag=True, mirror=True)
   np.testing.assert_array_equal(mm, m[::-1, ::-1])
   # The IAF cell is shift-only and its shift at latent channel c ignores channels >= c.
-  cell = cells.CellAR(num_z=2)
+  cell = iaf.CellAR(num_z=2)
   z = jax.random.normal(jax.random.PRNGKey(7), (1, 4, 4, 2))
   v = cell.init(jax.random.PRNGKey(8), z)
   jac = jax.jacobian(lambda z: cell.apply(v, z)[0][0, 1, 1])(z)[:, 0, 1, 1, :]   # [out c, in c]

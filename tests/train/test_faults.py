@@ -258,7 +258,8 @@ def test_sampler_and_eval_step_compile_once_per_run():
   model = exp.model
 
   class Counting:
-    image_shape, num_bins = model.image_shape, model.num_bins
+    image_shape, num_bins, num_dims, num_classes = (model.image_shape, model.num_bins,
+                                                    model.num_dims, None)
 
     def sample(self, *a, **k):
       traces["sample"] += 1

@@ -14,8 +14,8 @@ class NaNAtSteps(IndependentModel):
   """The independent model whose loss is NaN at the given (0-based) optimiser steps."""
   nan_steps: tuple = ()
 
-  def loss(self, variables, x, rng=None, train=True, step=None):
-    loss, aux = super().loss(variables, x, rng, train, step)
+  def loss(self, variables, x, rng=None, train=True, step=None, y=None):
+    loss, aux = super().loss(variables, x, rng, train, step, y=y)
     bad = jnp.zeros([], bool)
     for s in self.nan_steps:
       bad = bad | (step == s)
