@@ -14,7 +14,7 @@ complete, interpolate, demo, bench, compare.
     dgmjax interpolate [--config ...] --workdir runs/x [--num N]         (Glow, NVAE)
     dgmjax demo   [--workdir runs/demo] [--models independent,glow,lmconv,nvae]
     dgmjax bench MODEL [args...]    # delegates to experiments/bench/MODEL.py (a checkout)
-    dgmjax compare [args...]        # delegates to experiments/compare.py (a checkout)
+    dgmjax compare [args...]        # delegates to experiments/compare/ (a checkout)
 
     dgmjax CMD --help               # the flags of one command
     --debug                         # show the traceback of an error
