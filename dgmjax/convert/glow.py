@@ -4,18 +4,27 @@ variables.
 
 Mapping (PyTorch NCHW/OIHW -> dgmjax NHWC/HWIO), block i < L, step k < K:
 
-| PyTorch key                                   | dgmjax variable                                   |
-|-----------------------------------------------|---------------------------------------------------|
-| blocks.i.flows.k.actnorm.loc / .scale [1,C,1,1]| params blocks_i/flows_k/actnorm/loc / scale [C]   |
-| blocks.i.flows.k.actnorm.initialized          | checked to be 1, not stored                       |
-| blocks.i.flows.k.invconv.w_l / w_u [C,C], w_s [C] | params blocks_i/flows_k/invconv/w_l / w_u / w_s |
-| blocks.i.flows.k.invconv.w_p [C,C], s_sign [C] | constants blocks_i/flows_k/invconv/w_p / s_sign  |
-| blocks.i.flows.k.invconv.u_mask/l_mask/l_eye  | recomputed (shape-checked, not stored)            |
-| blocks.i.flows.k.coupling.net.0.weight/bias   | params .../coupling/net/conv1/kernel [3,3,C/2,W] / bias |
-| blocks.i.flows.k.coupling.net.2.weight/bias   | params .../coupling/net/conv2/kernel [W,W] (1x1 as Dense) / bias |
-| blocks.i.flows.k.coupling.net.4.conv.weight/bias, .scale | params .../coupling/net/zero_conv/kernel, bias, logs [Cout] |
-| blocks.i.prior.conv.weight/bias, .scale (i < L-1) | params blocks_i/prior/conv/kernel, bias, logs   |
-| blocks.{L-1}.prior.conv.weight/bias, .scale   | params top_prior/conv/kernel, bias, logs          |
+PyTorch key  ->  dgmjax variable:
+- blocks.i.flows.k.actnorm.loc / .scale [1,C,1,1]
+  -> params blocks_i/flows_k/actnorm/loc / scale [C]
+- blocks.i.flows.k.actnorm.initialized
+  -> checked to be 1, not stored
+- blocks.i.flows.k.invconv.w_l / w_u [C,C], w_s [C]
+  -> params blocks_i/flows_k/invconv/w_l / w_u / w_s
+- blocks.i.flows.k.invconv.w_p [C,C], s_sign [C]
+  -> constants blocks_i/flows_k/invconv/w_p / s_sign
+- blocks.i.flows.k.invconv.u_mask/l_mask/l_eye
+  -> recomputed (shape-checked, not stored)
+- blocks.i.flows.k.coupling.net.0.weight/bias
+  -> params .../coupling/net/conv1/kernel [3,3,C/2,W] / bias
+- blocks.i.flows.k.coupling.net.2.weight/bias
+  -> params .../coupling/net/conv2/kernel [W,W] (1x1 as Dense) / bias
+- blocks.i.flows.k.coupling.net.4.conv.weight/bias, .scale
+  -> params .../coupling/net/zero_conv/kernel, bias, logs [Cout]
+- blocks.i.prior.conv.weight/bias, .scale (i < L-1)
+  -> params blocks_i/prior/conv/kernel, bias, logs
+- blocks.{L-1}.prior.conv.weight/bias, .scale
+  -> params top_prior/conv/kernel, bias, logs
 
 The model must have the architecture that checkpoint has: ``permutation="lu"``,
 ``net_actnorm=False``, ``logscale_factor=None``, ``edge_bias=False``,

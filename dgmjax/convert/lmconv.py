@@ -5,16 +5,23 @@ variables.
 Mapping (PyTorch OIHW / [out, in] -> dgmjax HWIO / [in, out]); i < 3, j < resnets
 (resnets + 1 for ``down_layers.1/2``):
 
-| PyTorch key                                        | dgmjax ``params``                          |
-|----------------------------------------------------|--------------------------------------------|
-| u_init.weight [F,C+1,k,k], .bias                   | u_init/kernel [k,k,C+1,F], bias            |
-| up_layers.i.u_stream.j.conv_input / conv_out .weight, .bias | up_layers_i/u_stream_j/conv_input / conv_out/kernel, bias |
-| down_layers.i.u_stream.j.conv_input / conv_out     | down_layers_i/u_stream_j/conv_input / conv_out |
-| down_layers.i.u_stream.j.nin_skip.lin_a.weight_v [F,2F] | .../nin_skip/kernel [2F,F] (transposed) |
-| down_layers.i.u_stream.j.nin_skip.lin_a.weight_g [F,1]  | .../nin_skip/scale [F]                 |
-| down_layers.i.u_stream.j.nin_skip.lin_a.bias       | .../nin_skip/bias                          |
-| downsize_u_stream.i / upsize_u_stream.i .weight, .bias | downsize_u_stream_i / upsize_u_stream_i/kernel, bias |
-| nin_out.lin_a.weight_v [n_out,F], .weight_g [n_out,1], .bias | nin_out/kernel [F,n_out], scale, bias |
+PyTorch key  ->  dgmjax ``params``:
+- u_init.weight [F,C+1,k,k], .bias
+  -> u_init/kernel [k,k,C+1,F], bias
+- up_layers.i.u_stream.j.conv_input / conv_out .weight, .bias
+  -> up_layers_i/u_stream_j/conv_input / conv_out/kernel, bias
+- down_layers.i.u_stream.j.conv_input / conv_out
+  -> down_layers_i/u_stream_j/conv_input / conv_out
+- down_layers.i.u_stream.j.nin_skip.lin_a.weight_v [F,2F]
+  -> .../nin_skip/kernel [2F,F] (transposed)
+- down_layers.i.u_stream.j.nin_skip.lin_a.weight_g [F,1]
+  -> .../nin_skip/scale [F]
+- down_layers.i.u_stream.j.nin_skip.lin_a.bias
+  -> .../nin_skip/bias
+- downsize_u_stream.i / upsize_u_stream.i .weight, .bias
+  -> downsize_u_stream_i / upsize_u_stream_i/kernel, bias
+- nin_out.lin_a.weight_v [n_out,F], .weight_g [n_out,1], .bias
+  -> nin_out/kernel [F,n_out], scale, bias
 
 With ``--normalization weight_norm`` a masked conv stores ``weight_g`` [O,1,1,1] and
 ``weight_v`` instead of ``weight`` (-> ``scale`` [O], ``kernel``); with

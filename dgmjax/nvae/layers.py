@@ -97,7 +97,8 @@ class WNConv(nn.Module):
       w0 = kernel
       lwn = self.param(
           "log_weight_norm",
-          lambda _: jnp.log(jnp.sqrt(jnp.sum(w0 * w0, axis=(0, 1, 2))) + 1e-2) + self.init_log_scale)
+          lambda _: jnp.log(jnp.sqrt(jnp.sum(w0 * w0, axis=(0, 1, 2))) + 1e-2)
+          + self.init_log_scale)
       kernel = weight_normalize(kernel, lwn)
     self.sow(SPECTRAL_COLLECTION, "w", kernel_matrix(kernel))
     x = x.astype(self.dtype)

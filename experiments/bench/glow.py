@@ -112,7 +112,8 @@ def worker_jax(size: str, repeats: int, scan: bool = False, reversible: bool = F
       lambda: sample_c(v, jax.random.PRNGKey(0)).block_until_ready(), max(2, repeats // 2))
   return dict(train_step_s=train_s, train_step_min_s=train_min,
               sample_s=sample_s, sample_min_s=sample_min,
-              compile_s=compile_s + sample_compile_s, init_s=init_s, peak_rss_mb=common.peak_rss_mb(),
+              compile_s=compile_s + sample_compile_s, init_s=init_s,
+              peak_rss_mb=common.peak_rss_mb(),
               temp_mb=_temp_mb(step_c),
               final_loss=float(state["loss"]), device=str(jax.devices()[0]),
               jax=jax.__version__)
@@ -339,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
   print(f"platform: {results['platform']}; {results['device']}")
   print("times: median (min) over repeats; ratio = dgmjax / PyTorch of the medians (mins)")
   print("| size | train step dgmjax (s) | PyTorch (s) | ratio | sample dgmjax (s) | PyTorch (s) "
-        "| ratio | peak RSS dgmjax (MB) | PyTorch (MB) | ratio | compile dgmjax (s) | init dgmjax (s) |")
+        "| ratio | peak RSS dgmjax (MB) | PyTorch (MB) | ratio | compile dgmjax (s) "
+        "| init dgmjax (s) |")
   print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for size, r in results["sizes"].items():
     j, t = r["dgmjax"], r["pytorch"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
@@ -76,7 +75,8 @@ def bench_dgmjax(size, repeats, naive_sampling):
   t0 = time.perf_counter()
   jax.block_until_ready(sample_j(v, jax.random.PRNGKey(3)))
   out["sample_compile_and_run_s"] = time.perf_counter() - t0
-  out["sample_s"] = common.median_time(lambda: jax.block_until_ready(sample_j(v, jax.random.PRNGKey(4))),
+  out["sample_s"] = common.median_time(
+      lambda: jax.block_until_ready(sample_j(v, jax.random.PRNGKey(4))),
                             max(1, repeats // 2))
   out["sample_peak_bytes"] = _jax_memory(sample_j, v, jax.random.PRNGKey(4))
   if naive_sampling:

@@ -103,9 +103,11 @@ def worker_jax(size: str, repeats: int) -> dict:
 
   train_s, train_min = common.median_and_min(train, repeats)
   v = state["v"]
-  sample_s, sample_min = common.median_and_min(lambda: samp_c(v, jax.random.PRNGKey(3)).block_until_ready(),
+  sample_s, sample_min = common.median_and_min(
+      lambda: samp_c(v, jax.random.PRNGKey(3)).block_until_ready(),
                                 max(2, repeats // 2))
-  iw_s, iw_min = common.median_and_min(lambda: iw_c(v, xi, jax.random.PRNGKey(4)).block_until_ready(),
+  iw_s, iw_min = common.median_and_min(
+      lambda: iw_c(v, xi, jax.random.PRNGKey(4)).block_until_ready(),
                         max(2, repeats // 2))
   return dict(train_step_s=train_s, train_step_min_s=train_min, sample_s=sample_s,
               sample_min_s=sample_min, iw_s=iw_s, iw_min_s=iw_min, compile_s=compile_s,
@@ -180,7 +182,8 @@ def depthwise(repeats: int = 5) -> dict:
     f = jax.jit(jax.grad(lambda x, k: jnp.sum(depthwise_conv(x, k, 2, impl=impl) ** 2), (0, 1)))
     xj, kj = jnp.asarray(x), jnp.asarray(k)
     jax.block_until_ready(f(xj, kj))
-    out[f"dgmjax_{impl}_s"] = common.median_and_min(lambda: jax.block_until_ready(f(xj, kj)), repeats)[0]
+    out[f"dgmjax_{impl}_s"] = common.median_and_min(
+        lambda: jax.block_until_ready(f(xj, kj)), repeats)[0]
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
   kt = torch.from_numpy(k.transpose(3, 2, 0, 1).copy()).requires_grad_()
 
@@ -226,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
   if not args.no_depthwise:
     dw = depthwise(args.repeats)
     results["depthwise_5x5_fwd_bwd"] = dw
-    print(f"depthwise 5x5 fwd+bwd (B16 16x16 192ch): dgmjax shift {dw['dgmjax_shift_s'] * 1e3:.1f} ms, "
+    print("depthwise 5x5 fwd+bwd (B16 16x16 192ch): "
+          f"dgmjax shift {dw['dgmjax_shift_s'] * 1e3:.1f} ms, "
           f"grouped {dw['dgmjax_grouped_s'] * 1e3:.1f} ms, PyTorch {dw['pytorch_s'] * 1e3:.1f} ms")
   print(f"saved {common.save_json(args.out, results)}")
   return 0

@@ -1,6 +1,7 @@
 """The independent baseline on ``digits``: one categorical per pixel.
 
-    dgmjax train --config experiments/configs/independent_digits.py --workdir runs/independent_digits
+    dgmjax train --config experiments/configs/independent_digits.py \\
+        --workdir runs/independent_digits
 
 Expected: test bits/dim about 2.2-2.4 (uniform over 17 levels is log2(17) = 4.09).
 Every real model must beat it.

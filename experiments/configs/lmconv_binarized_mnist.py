@@ -1,6 +1,7 @@
 """LMConv on dynamically binarised MNIST (28x28), as the paper and ajayjain/lmconv.
 
-    dgmjax train --config experiments/configs/lmconv_binarized_mnist.py --workdir runs/lmconv_binarized_mnist
+    dgmjax train --config experiments/configs/lmconv_binarized_mnist.py \\
+        --workdir runs/lmconv_binarized_mnist
 
 The official run (README: ``main.py -d mnist -b 32 --ours -k 3 --normalization pono
 --order s_curve --randomize_order -dp 0 --binarize``): F=160, R=5, PONO, no dropout, the

@@ -1,6 +1,7 @@
 """NVAE on dynamically binarised MNIST (28x28 padded to 32x32, Bernoulli decoder).
 
-    dgmjax train --config experiments/configs/nvae_binarized_mnist.py --workdir runs/nvae_binarized_mnist
+    dgmjax train --config experiments/configs/nvae_binarized_mnist.py \\
+        --workdir runs/nvae_binarized_mnist
 
 Paper (Vahdat & Kautz 2020, Table 2): 78.01 nats (NLL, importance-weighted with 1000
 samples: ``model.log_prob(v, x, rng, num_samples=1000)``). The model is the official

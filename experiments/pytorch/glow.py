@@ -166,7 +166,8 @@ def gaussian_log_p(z, mean, log_sd):
 
 def squeeze(x):
   b, c, h, w = x.shape
-  return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
+  x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+  return x.reshape(b, 4 * c, h // 2, w // 2)
 
 
 def unsqueeze(x):

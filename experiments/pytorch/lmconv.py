@@ -242,7 +242,8 @@ class LocallyMaskedConv2d(nn.Module):
 
 
 class WNLinear(nn.Module):
-  """``weight_norm(nn.Linear)``: parameters ``bias`` [out], ``weight_g`` [out,1], ``weight_v`` [out,in]."""
+  """``weight_norm(nn.Linear)``: parameters ``bias`` [out], ``weight_g`` [out,1],
+  ``weight_v`` [out,in]."""
 
   def __init__(self, dim_in, dim_out):
     super().__init__()

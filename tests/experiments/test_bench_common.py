@@ -38,7 +38,8 @@ def test_pin_threads_limits_process_and_workers():
 def test_pin_threads_zero_changes_nothing():
   before = len(os.sched_getaffinity(0))
   got = json.loads(_python("import json, os; from experiments.bench import common; "
-                           "common.pin_threads(0); print(json.dumps(len(os.sched_getaffinity(0))))"))
+                           "common.pin_threads(0); "
+                           "print(json.dumps(len(os.sched_getaffinity(0))))"))
   assert got == before
 
 

@@ -66,6 +66,7 @@ def test_kl_warmup_and_balancer():
   c = np.abs(np.asarray(kl)).mean(0) + 0.01
   expect = c / alpha
   np.testing.assert_allclose(gamma, expect / expect.mean(), rtol=1e-5)
-  np.testing.assert_allclose(part, 0.5 * (np.asarray(kl) * expect / expect.mean()).sum(1), rtol=1e-5)
+  want = 0.5 * (np.asarray(kl) * expect / expect.mean()).sum(1)
+  np.testing.assert_allclose(part, want, rtol=1e-5)
   assert float(reg.weight_decay_norm_coeff(0.0, 1e-2, 1.0, True)) == 1.0
   np.testing.assert_allclose(reg.weight_decay_norm_coeff(1.0, 1e-2, 1.0, True), 1e-2, rtol=1e-6)

@@ -51,7 +51,8 @@ def tiny():
   @jax.jit
   def step(v, opt, x, rng, i):
     (loss, aux), g = jax.value_and_grad(
-        lambda p: model.loss({**v, "params": p}, x, rng, train=True, step=i), has_aux=True)(v["params"])
+        lambda p: model.loss({**v, "params": p}, x, rng, train=True, step=i),
+        has_aux=True)(v["params"])
     up, opt = tx.update(g, opt, v["params"])
     return {**v, "params": optax.apply_updates(v["params"], up), **aux["state"]}, opt, loss, aux, g
 
@@ -212,7 +213,8 @@ def _reference_counts(name):
 ])
 def test_parameter_counts_match_official_layout(name, shape, bins, hp):
   model = models.create("nvae", image_shape=shape, num_bins=bins, **hp)
-  v = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((2,) + shape, jnp.uint8))
+  v = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                     jax.ShapeDtypeStruct((2,) + shape, jnp.uint8))
   params, stats = _reference_counts(name)
   assert count_params(v["params"]) == params
   assert count_params(v["batch_stats"]) == stats
@@ -265,7 +267,8 @@ def test_dmol_head_layout_sums_to_one(channels, bins):
                         **{k: v for k, v in TINY.items() if k not in ("num_flows",)})
   assert model.out_channels == (10 * 3 if channels == 3 else 3 * 3)   # 10M RGB, 3M grey
   logits = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (1, 8, 8, model.out_channels))
-  grids = np.stack(np.meshgrid(*[np.arange(bins)] * channels, indexing="ij"), -1).reshape(-1, channels)
+  grids = np.stack(np.meshgrid(*[np.arange(bins)] * channels, indexing="ij"), -1)
+  grids = grids.reshape(-1, channels)
   total = 0.0
   for levels in grids:   # every pixel takes the same level vector
     x = jnp.broadcast_to(jnp.asarray(levels, jnp.uint8), (1, 8, 8, channels))

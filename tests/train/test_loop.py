@@ -5,7 +5,6 @@ interrupted checkpoint ignored, config typos rejected, the baseline beating a un
 model, evaluation over the whole test split, and 1 vs 4 devices.
 """
 
-import json
 import math
 import os
 import shutil
