@@ -24,10 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax.flows import bijectors as bj
+from dgmjax.flows.actnorm import ActNorm
 from dgmjax.flows.bijectors import CONSTANTS
+from dgmjax.flows.conditioners import CouplingNet
+from dgmjax.flows.couplings import Coupling
+from dgmjax.flows.permutations import InvConv1x1, InvConv1x1LU, Permute, permutation_indices
 from dgmjax.flows.priors import ClassHead, SplitPrior, TopPrior, gaussian_log_prob, gaussian_sample
 from dgmjax.flows.reversible import StepSpec, rebuild_input, reversible_steps
+from dgmjax.flows.squeeze import squeeze2d, unsqueeze2d
 
 PERMUTATIONS = ("lu", "conv", "reverse", "shuffle")
 COUPLINGS = ("affine", "additive")
@@ -48,16 +52,18 @@ class FlowStep(nn.Module):
   def __call__(self, x, inverse=False, perm=None):
     """``perm``: optional int [C] overriding a fixed permutation's indices (a scan feeds
     each step its own row, so that every step keeps the permutation of seed + k)."""
-    actnorm = bj.ActNorm(self.logscale_factor, name="actnorm")
+    actnorm = ActNorm(self.logscale_factor, name="actnorm")
     if self.permutation == "lu":
-      permute = bj.InvConv1x1LU(name="invconv")
+      permute = InvConv1x1LU(name="invconv")
     elif self.permutation == "conv":
-      permute = bj.InvConv1x1(name="invconv")
+      permute = InvConv1x1(name="invconv")
     else:
-      fixed = bj.Permute(self.permutation, self.seed, name="invconv")
+      fixed = Permute(self.permutation, self.seed, name="invconv")
       permute = lambda u, inv: fixed(u, inv, perm)
-    coupling = bj.Coupling(self.width, self.coupling == "affine", self.net_actnorm,
-                           self.edge_bias, self.dtype, name="coupling")
+    # parent=None: a template the coupling binds as its own submodule ``net``.
+    net = CouplingNet(self.width, net_actnorm=self.net_actnorm, edge_bias=self.edge_bias,
+                      dtype=self.dtype, parent=None)
+    coupling = Coupling(affine=self.coupling == "affine", conditioner=net, name="coupling")
     return _chain((actnorm, permute, coupling), x, inverse)
 
   def forward_and_log_det(self, x):
@@ -110,7 +116,7 @@ class ScannedSteps(nn.Module):
     cfg = dict(self.config)
     if cfg.get("permutation", "lu") not in ("reverse", "shuffle"):
       return None
-    return np.stack([bj.permutation_indices(cfg["permutation"], cfg.get("seed", 0) + k, c)
+    return np.stack([permutation_indices(cfg["permutation"], cfg.get("seed", 0) + k, c)
                      for k in range(self.steps)]).astype(np.int32)
 
   def _stacked(self):
@@ -199,7 +205,7 @@ class GlowLevel(nn.Module):
     does, on the first ``check`` examples: abs = max|x_rebuilt - x|, rel = abs / max|x|
     (no gradient flows through it). Otherwise ``err`` is None.
     """
-    h_in = bj.squeeze2d(x)
+    h_in = squeeze2d(x)
     h, log_det = self._run_steps(h_in, False)
     err = None
     if check and self.reversible and not self.is_initializing():
@@ -216,7 +222,7 @@ class GlowLevel(nn.Module):
     """Inverse of ``encode`` given h_next (None for the top level) and z."""
     x = z if h is None else jnp.concatenate([h, z], -1)
     x, log_det = self._run_steps(x, True)
-    return bj.unsqueeze2d(x), log_det
+    return unsqueeze2d(x), log_det
 
   def sample_z(self, h, rng, temperature):
     return self.prior.sample(h, rng, temperature)

@@ -18,9 +18,9 @@ Hyper-parameters beyond the issue's: ``net_actnorm`` (ActNorm inside the couplin
 network, openai), ``logscale_factor`` (None: ActNorm scale stored directly, rosinality;
 3.0: openai's ``logs``), ``edge_bias`` (openai's edge-indicator padding instead of
 rosinality's pad-with-ones), ``shuffle_seed``, ``scan`` (run each level's K steps with
-``nn.scan``: parameters stacked over [K], compile time independent of K; measured on
-a 2-core CPU it cuts compilation 2-5x but makes the training step 7-13x slower, as
-XLA CPU differentiates the scanned loop poorly, so it is off by default). The defaults express
+``nn.scan``: parameters stacked over [K], one compiled step instead of K, so compile
+time does not grow with K; off by default, for the measured costs see
+experiments/results/HISTORY.md, "Glow's scan=True"). The defaults express
 rosinality/glow-pytorch exactly (``dgmjax.convert.glow.load_glow``), with the
 difference that its last level always uses the LU 1x1 convolution.
 

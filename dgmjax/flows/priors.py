@@ -13,13 +13,13 @@ Shapes: z1, z2, z_top: float32 [B,h,w,c]; log-probabilities: float32 [B].
 
 from __future__ import annotations
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from dgmjax.distributions.normal import normal_log_prob, normal_sample
-from dgmjax.flows.bijectors import ZeroConv, check_nhwc
+from dgmjax.flows.bijectors import check_nhwc
+from dgmjax.flows.conditioners import ZeroConv
 
 
 def gaussian_log_prob(z, mean, logsd):

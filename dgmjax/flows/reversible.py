@@ -63,7 +63,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax.flows import bijectors as bj
+from dgmjax.flows.actnorm import ActNorm
+from dgmjax.flows.bijectors import CONSTANTS
+from dgmjax.flows.conditioners import CouplingNet
+from dgmjax.flows.couplings import coupling_transform
+from dgmjax.flows.permutations import InvConv1x1, InvConv1x1LU, Permute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,15 +91,15 @@ def _pre(spec: StepSpec, params, consts, perm, x, inverse=False):
 
   The layers are applied as pure functions of the given variables (``parent=None``: they
   are not submodules of whichever module happens to be calling)."""
-  actnorm = bj.ActNorm(spec.logscale_factor, parent=None)
+  actnorm = ActNorm(spec.logscale_factor, parent=None)
   v_act = {"params": params["actnorm"]}
   if spec.permutation == "lu":
-    perm_fn = lambda u, inv: bj.InvConv1x1LU(parent=None).apply(
-        {"params": params["invconv"], bj.CONSTANTS: consts["invconv"]}, u, inv)
+    perm_fn = lambda u, inv: InvConv1x1LU(parent=None).apply(
+        {"params": params["invconv"], CONSTANTS: consts["invconv"]}, u, inv)
   elif spec.permutation == "conv":
-    perm_fn = lambda u, inv: bj.InvConv1x1(parent=None).apply({"params": params["invconv"]}, u, inv)
+    perm_fn = lambda u, inv: InvConv1x1(parent=None).apply({"params": params["invconv"]}, u, inv)
   else:
-    perm_fn = lambda u, inv: bj.Permute(spec.permutation, parent=None).apply({}, u, inv, perm)
+    perm_fn = lambda u, inv: Permute(spec.permutation, parent=None).apply({}, u, inv, perm)
   if inverse:
     u, ld1 = perm_fn(x, True)
     out, ld2 = actnorm.apply(v_act, u, True)
@@ -108,7 +112,7 @@ def _pre(spec: StepSpec, params, consts, perm, x, inverse=False):
 def _net(spec: StepSpec, net_params, xa):
   """h = NN(x_a): float32 [B,H,W,C] (affine) or [B,H,W,C/2] (additive)."""
   c = 2 * xa.shape[-1]
-  net = bj.CouplingNet(spec.width, c if spec.affine else c // 2, spec.net_actnorm,
+  net = CouplingNet(spec.width, c if spec.affine else c // 2, spec.net_actnorm,
                        spec.edge_bias, spec.dtype, parent=None)
   return net.apply({"params": net_params}, xa)
 
@@ -123,7 +127,7 @@ def step_forward(spec: StepSpec, params, consts, perm, x):
   half = p.shape[-1] // 2
   pa, pb = p[..., :half], p[..., half:]
   h = _net(spec, params["coupling"]["net"], pa)
-  yb, ld_c = bj.coupling_transform(pb, h, spec.affine)
+  yb, ld_c = coupling_transform(pb, h, spec.affine)
   return jnp.concatenate([pa, yb.astype(p.dtype)], -1), ld_pre + ld_c
 
 
@@ -132,7 +136,7 @@ def step_inverse(spec: StepSpec, params, consts, perm, y):
   half = y.shape[-1] // 2
   ya, yb = y[..., :half], y[..., half:]
   h = _net(spec, params["coupling"]["net"], ya)
-  pb, _ = bj.coupling_transform(yb, h, spec.affine, inverse=True)
+  pb, _ = coupling_transform(yb, h, spec.affine, inverse=True)
   p = jnp.concatenate([ya, pb.astype(y.dtype)], -1)
   return _pre(spec, _pre_params(params), consts, perm, p, inverse=True)[0]
 
@@ -147,9 +151,9 @@ def step_backward(spec: StepSpec, params, consts, perm, y, gy, gld):
   ya, yb = y[..., :half], y[..., half:]
   gya, gyb = gy[..., :half], gy[..., half:]
   h, net_vjp = jax.vjp(lambda q, u: _net(spec, q, u), params["coupling"]["net"], ya)
-  pb, _ = bj.coupling_transform(yb, h, spec.affine, inverse=True)
+  pb, _ = coupling_transform(yb, h, spec.affine, inverse=True)
   pb = pb.astype(y.dtype)
-  (_, ld_c), c_vjp = jax.vjp(lambda b, hh: bj.coupling_transform(b, hh, spec.affine), pb, h)
+  (_, ld_c), c_vjp = jax.vjp(lambda b, hh: coupling_transform(b, hh, spec.affine), pb, h)
   gpb, gh = c_vjp((gyb, gld.astype(ld_c.dtype)))
   g_net, gpa = net_vjp(gh)
   gp = jnp.concatenate([gya + gpa, gpb], -1)
