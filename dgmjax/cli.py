@@ -174,26 +174,26 @@ def _define_sample(fl) -> None:
                       flag_values=fl)
 
 
-from dgmjax import research_cli  # noqa: E402  (imports nothing heavy; see its docstring)
+from dgmjax import commands as research  # noqa: E402  (imports nothing heavy at load time)
 
 COMMANDS: dict[str, Command] = {
     "train": Command("Trains a config in a workdir, resuming from its newest good "
                      "checkpoint.", lambda fl: None, _train),
     "eval": Command("Test bits/dim and nats per image of a workdir's best (or last) "
-                    "checkpoint.", research_cli.define_eval, research_cli.run_eval,
+                    "checkpoint.", research.define_eval, research.run_eval,
                     required=("workdir",)),
     "sample": Command("Draws samples from a workdir's best checkpoint (PNG grid + npz).",
-                      research_cli.define_sample, research_cli.run_sample,
+                      research.define_sample, research.run_sample,
                       required=("workdir",)),
     "import": Command("Converts an official PyTorch checkpoint into a workdir.",
-                      research_cli.define_import, research_cli.run_import,
+                      research.define_import, research.run_import,
                       required=("checkpoint", "workdir")),
     "complete": Command("LMConv: completes the hidden region of test images (PNG + "
-                        "conditional bits/dim).", research_cli.define_complete,
-                        research_cli.run_complete, required=("workdir", "observed")),
+                        "conditional bits/dim).", research.define_complete,
+                        research.run_complete, required=("workdir", "observed")),
     "interpolate": Command("Glow, NVAE: latent interpolations between pairs of test images "
-                           "(PNG).", research_cli.define_interpolate,
-                           research_cli.run_interpolate, required=("workdir",)),
+                           "(PNG).", research.define_interpolate,
+                           research.run_interpolate, required=("workdir",)),
 }
 DELEGATED = {"demo": "experiments.demo", "compare": "experiments.compare",
              "bench": "experiments.bench.{}"}

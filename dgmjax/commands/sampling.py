@@ -1,0 +1,132 @@
+"""``dgmjax sample``: samples with the model's temperatures, LMConv orders, NVAE BN
+re-adjustment stored beside the checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from dgmjax.commands.workdirs import (READJUST_DIR, _flags, _need_model, _positive_float,
+                                      _positive_int, _restore, config_for)
+
+
+# ----------------------------------------------------------------------------- sample
+
+def _define_temperatures(fl) -> None:
+  flags = _flags()
+  flags.DEFINE_float("mixture_temperature", None, "LMConv (mixture head): the official "
+                     "sampler's mixture temperature, > 0", flag_values=fl)
+  flags.DEFINE_float("logistic_temperature", None, "LMConv (mixture head): the official "
+                     "sampler's logistic temperature, > 0", flag_values=fl)
+
+
+def define_sample(fl) -> None:
+  from dgmjax import cli
+  cli._define_sample(fl)  # pylint: disable=protected-access
+  flags = _flags()
+  flags.DEFINE_string("order", None, "LMConv: generation order (e.g. s_curve, hilbert:4; "
+                      "default the first configured)", flag_values=fl)
+  _define_temperatures(fl)
+  flags.DEFINE_bool("readjust_bn", False, "NVAE: sample with BN statistics re-estimated from "
+                    "prior samples at --temperature (stored in WORKDIR/readjusted_bn, reused)",
+                    flag_values=fl)
+  flags.DEFINE_integer("readjust_steps", 500, "NVAE --readjust_bn: sampling passes",
+                       flag_values=fl)
+  flags.DEFINE_integer("readjust_batch", 16, "NVAE --readjust_bn: images per sampling pass",
+                       flag_values=fl)
+
+
+def _check_temperatures(fl) -> None:
+  for k in ("temperature", "mixture_temperature", "logistic_temperature"):
+    _positive_float(k, getattr(fl, k))
+
+
+def _lmconv_kwargs(fl, cfg) -> dict:
+  kw = {}
+  for k in ("mixture_temperature", "logistic_temperature"):
+    v = getattr(fl, k)
+    if v is not None:
+      kw[k] = float(v)
+  order = getattr(fl, "order", None)
+  if kw or order is not None:
+    _need_model(cfg, ("lmconv",), "--order / --mixture_temperature / --logistic_temperature")
+  if order is not None:
+    kw["order"] = order
+  return kw
+
+
+def _fingerprint(tree) -> str:
+  import jax
+  import numpy as np
+  h = hashlib.sha1()
+  for leaf in jax.tree.leaves(tree):
+    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return h.hexdigest()[:12]
+
+
+def readjusted_stats(exp, state, workdir: str, temperature: float, num: int, iters: int):
+  """``{"readjusted_batch_stats": tree}`` for the checkpoint ``state``: restored from
+  ``WORKDIR/readjusted_bn/<key>`` when present, else computed (``model.readjust_bn``) and
+  saved there. Returns (stats, path, reused). ValueError for a non-finite statistic."""
+  import jax
+  import numpy as np
+  import orbax.checkpoint as ocp
+  from dgmjax.nvae.model import READJUSTED
+  model = exp.model
+  variables = state.variables(ema=True)
+  key = (f"step{int(state.step)}-t{temperature:g}-n{num}-i{iters}-"
+         f"{_fingerprint({'p': variables['params'], 'b': variables['batch_stats']})}")
+  path = os.path.abspath(os.path.join(workdir, READJUST_DIR, key))
+  ckpt = ocp.StandardCheckpointer()
+  try:
+    if os.path.isdir(path):
+      stats = ckpt.restore(path, ocp.args.StandardRestore({READJUSTED: variables["batch_stats"]}))
+      for p, leaf in jax.tree_util.tree_leaves_with_path(stats):
+        if not np.all(np.isfinite(np.asarray(leaf))):
+          raise ValueError(f"stored BN re-adjustment {path} has a non-finite statistic at "
+                           f"{jax.tree_util.keystr(p)}; delete it to re-estimate")
+      return stats, path, True
+    stats = model.readjust_bn(variables, jax.random.fold_in(jax.random.key(0), 17), num=num,
+                              temperature=temperature, iters=iters)
+    ckpt.save(path, stats)
+    ckpt.wait_until_finished()
+  finally:
+    ckpt.close()
+  return stats, path, False
+
+
+def run_sample(fl) -> int:
+  from dgmjax import cli
+  _positive_int("num", fl.num)
+  _check_temperatures(fl)
+  _positive_int("readjust_steps", fl.readjust_steps)
+  _positive_int("readjust_batch", fl.readjust_batch)
+  cli._require_checkpoint(fl.workdir)  # pylint: disable=protected-access
+  cfg = config_for(fl)
+  kwargs = _lmconv_kwargs(fl, cfg)
+  if fl.readjust_bn:
+    _need_model(cfg, ("nvae",), "--readjust_bn")
+  import jax
+  from dgmjax import imageio
+  from dgmjax.train import loop
+  exp, state = _restore(fl, cfg)
+  if "order" in kwargs:
+    exp.model._order(kwargs["order"])  # pylint: disable=protected-access  (checks the spec)
+  if fl.temperature is not None:
+    kwargs["temperature"] = float(fl.temperature)
+  variables = state.variables(ema=True)
+  info = {}
+  if fl.readjust_bn:
+    stats, path, reused = readjusted_stats(exp, state, fl.workdir, kwargs.get("temperature", 1.0),
+                                           fl.readjust_batch, fl.readjust_steps)
+    variables = {**variables, **stats}
+    kwargs["readjusted_bn"] = True
+    info = {"readjusted_bn": path, "reused": reused}
+  x = loop.draw_samples(exp, variables, fl.num, jax.random.key(fl.seed), **kwargs)
+  if jax.process_index() == 0:
+    out = fl.out or os.path.join(fl.workdir, "samples")
+    png = imageio.save_grid(os.path.join(out, "samples.png"), x, exp.num_bins)
+    npz = imageio.save_npz(os.path.join(out, "samples.npz"), x, exp.num_bins)
+    print(json.dumps({"png": png, "npz": npz, "num": int(x.shape[0]), **info}))
+  return 0

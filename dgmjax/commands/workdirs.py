@@ -1,0 +1,144 @@
+"""What every research command shares: flag helpers, the config a workdir stores
+(``stored_config``, ``config_for``), restoring its checkpoint, and picture helpers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+CONFIG_FILE = "config.json"
+READJUST_DIR = "readjusted_bn"
+FILE_DATA = "file"          # data settings derived from the checkpoint file's arguments
+
+
+def _usage(msg: str):
+  from dgmjax.cli import UsageError
+  return UsageError(msg)
+
+
+def _flags():
+  from absl import flags
+  return flags
+
+
+def _print(obj) -> None:
+  from dgmjax import cli
+  cli._print(obj)  # pylint: disable=protected-access
+
+
+def _positive_float(name: str, v) -> None:
+  if v is not None and not (math.isfinite(v) and v > 0):
+    raise _usage(f"--{name} must be a finite number > 0; got {v}")
+
+
+def _positive_int(name: str, v) -> None:
+  if v is not None and v < 1:
+    raise _usage(f"--{name} must be >= 1; got {v}")
+
+
+# ---------------------------------------------------------------------------- configs
+
+def _config_from_json(text: str):
+  """A locked ConfigDict from ``cfg.to_json()`` (lists in ``model`` back to tuples)."""
+  import ml_collections
+
+  def tuples(v):
+    if isinstance(v, list):
+      return tuple(tuples(e) for e in v)
+    if isinstance(v, dict):
+      return {k: tuples(e) for k, e in v.items()}
+    return v
+
+  d = json.loads(text)
+  if not isinstance(d, dict) or not isinstance(d.get("model"), dict) or "name" not in d["model"]:
+    raise ValueError("the stored config is not a dgmjax config (no model.name)")
+  d["model"] = tuples(d["model"])
+  cfg = ml_collections.ConfigDict(d)
+  cfg.lock()
+  return cfg
+
+
+def stored_config(workdir: str, which: str = "best"):
+  """The config a workdir stores, or None: ``meta["config"]`` of the newest checkpoint of
+  the kinds ``restore_for_eval(which)`` looks at, else ``WORKDIR/config.json``."""
+  import orbax.checkpoint as ocp
+  from dgmjax.train import checkpoint as ckpt_lib
+  kinds = ("best", "last") if which == "best" else ("last",)
+  checkpointer = ckpt_lib.Checkpointer(workdir, create=False)
+  absl_log = logging.getLogger("absl")
+  level = absl_log.level
+  absl_log.setLevel(logging.ERROR)       # orbax notes the state item it was not asked for
+  try:
+    for kind in kinds:
+      mgr = checkpointer.manager(kind)
+      for step in sorted(mgr.all_steps(), reverse=True):
+        try:
+          meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception:  # pylint: disable=broad-except  (unreadable: try the next one)
+          continue
+        if isinstance(meta, dict) and isinstance(meta.get("config"), str):
+          return _config_from_json(meta["config"])
+  finally:
+    absl_log.setLevel(level)
+    checkpointer.close()
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      return _config_from_json(f.read())
+  return None
+
+
+def config_for(fl, which: str = "best"):
+  """``--config`` when given, else the workdir's stored config (UsageError if none)."""
+  if fl.config is not None:
+    return fl.config
+  cfg = stored_config(fl.workdir, which)
+  if cfg is None:
+    raise _usage(f"{fl.workdir} stores no config (checkpoints written before configs were "
+                 f"stored): pass --config path/to/config.py[:variant]")
+  return cfg
+
+
+def _restore(fl, cfg):
+  from dgmjax.train import loop
+  return loop.restore_for_eval(cfg, fl.workdir, getattr(fl, "which", "best"))
+
+
+def _need_model(cfg, names, what: str) -> None:
+  name = cfg.model.name
+  if name not in names:
+    raise _usage(f"{what} needs a {' or '.join(names)} model; {name!r} was given")
+
+
+# --------------------------------------------------------------------------- pictures
+
+def _rgb255(x, num_bins: int):
+  """int [..., H, W, C] levels -> uint8 [..., H, W, 3] for display."""
+  import numpy as np
+  from dgmjax import imageio
+  img = imageio.to_uint8_255(x, num_bins)
+  return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+
+
+def _save_rows(path: str, rows) -> str:
+  """rows: uint8 [R, K, H, W, 3] -> one PNG, R rows of K images, small images upscaled."""
+  import numpy as np
+  from dgmjax import imageio
+  rows = np.asarray(rows)
+  r, k, h, w, c = rows.shape
+  grid = imageio.make_grid(rows.reshape(r * k, h, w, c), 256, ncol=k)
+  return imageio.save_png(path, grid, scale=max(1, 32 // max(h, 1)))
+
+
+def _test_images(exp, n: int, seed: int):
+  """The first ``n`` test images (binarised as the model sees them): uint8 [n,H,W,C]."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  n = min(n, len(exp.test_data))
+  x = exp.test_data.get(np.arange(n))
+  if exp.preprocess is not None:
+    x = np.asarray(exp.preprocess(jax.random.key(seed), jnp.asarray(x)))
+  return np.asarray(x, np.uint8)
