@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgmjax import cli, data, images, research_cli
+from dgmjax import cli, commands, data, images
 from dgmjax.lmconv import orders as orders_lib
 from dgmjax.train import config as config_lib
 from dgmjax.train import loop
@@ -130,7 +130,7 @@ def test_lmconv_workdir_eval_orders_sample_complete(lmconv_dir, tmp_path, capsys
   assert ens["test_bpd"] == pytest.approx(plain["test_bpd"], rel=1e-5)
   assert set(ens["per_order_bpd"]) == {"s_curve", "hilbert"}
   per = [ens["per_order_nats"][k] for k in ("s_curve", "hilbert")]
-  assert ens["test_nats"] <= min(per) + 1e-6         # log-mean-exp >= mean of the logs
+  assert ens["test_nats"] <= np.mean(per) + 1e-6     # log-mean-exp >= mean of the logs
   all8 = _ok(capsys, "eval", f"--workdir={lmconv_dir}", "--orders=s_curve:all")
   assert sorted(all8["per_order_bpd"]) == [f"s_curve:{i}" for i in range(8)]
 
@@ -205,9 +205,9 @@ def test_nvae_workdir_iw_eval_readjusted_bn_interpolate(nvae_dir, tmp_path, caps
   monkeypatch.setattr(nvae_model.NVAEModel, "readjust_batch_stats",
                       lambda self, v, *a, **k: jax.tree.map(lambda s: s * np.nan,
                                                             v["batch_stats"]))
-  n_stored = len(os.listdir(os.path.join(nvae_dir, research_cli.READJUST_DIR)))
+  n_stored = len(os.listdir(os.path.join(nvae_dir, commands.READJUST_DIR)))
   assert "non-finite" in _error(capsys, "sample", *args[:-1], "--temperature=0.8")
-  assert len(os.listdir(os.path.join(nvae_dir, research_cli.READJUST_DIR))) == n_stored
+  assert len(os.listdir(os.path.join(nvae_dir, commands.READJUST_DIR))) == n_stored
   got = _ok(capsys, "interpolate", f"--workdir={nvae_dir}", "--num=3", "--pairs=1",
             f"--out={tmp_path}")
   assert got["model"] == "nvae" and os.path.isfile(got["png"])
@@ -288,7 +288,7 @@ def test_glow_state_dict_needs_a_config_then_gives_the_baseline(tmp_path, capsys
   x = data.load("digits", "test").get(np.arange(300))
   y = images.dequantize(jax.random.fold_in(jax.random.key(7919), 0), x, 17)
   with torch.no_grad():
-    log_p, log_det, _ = tm(torch.from_numpy(np.ascontiguousarray(
+    log_p, log_det, _ = tm(torch.from_numpy(np.array(
         np.transpose(np.asarray(y), (0, 3, 1, 2)))))
   want = (log_p + log_det).double().numpy() - 64 * math.log(17)
   assert ev["test_nats"] == pytest.approx(-want.mean(), rel=1e-4)
@@ -310,7 +310,7 @@ def test_nvae_official_file_import_then_eval(tmp_path, capsys, mock_mnist):
   wd = tmp_path / "w"
   got = _ok(capsys, "import", f"--checkpoint={path}", f"--workdir={wd}")
   assert got["model"] == "nvae" and got["data"] == "mnist"
-  cfg = research_cli.stored_config(str(wd))
+  cfg = commands.stored_config(str(wd))
   assert cfg.data.binarize and cfg.data.pad_to == 32 and cfg.model.crop_to == (28, 28)
   ev = _ok(capsys, "eval", f"--workdir={wd}")
   # the same figure as the library on the file's weights (tests/convert/test_convert_nvae.py
@@ -326,4 +326,4 @@ def test_nvae_official_file_import_then_eval(tmp_path, capsys, mock_mnist):
           "--readjust_batch=2")
   assert np.load(s["npz"])["images"].shape == (2, 32, 32, 1)
   with pytest.raises(ValueError, match="no dgmjax data loader"):
-    research_cli.data_from_args("nvae", argparse.Namespace(dataset="omniglot"))
+    commands.data_from_args("nvae", argparse.Namespace(dataset="omniglot"))

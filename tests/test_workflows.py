@@ -4,7 +4,6 @@ conflicts; observed masks, completion orders, completion and the order ensemble.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import jax
