@@ -60,9 +60,27 @@ def glow_dir(tmp_path_factory):
   return _train("glow", tmp_path_factory.mktemp("glow"))
 
 
+def _initialised(model: str, workdir):
+  """A workdir holding the freshly initialised state as its step-0 checkpoint and the
+  config in its meta, as ``train`` writes them, without compiling a training step (the
+  NVAE train step takes minutes to compile on a busy 2-core machine)."""
+  from dgmjax.train import checkpoint as ckpt_lib
+  from dgmjax.train import optim as optim_lib
+  cfg = config_lib.load_config(os.path.join(CONFIGS, f"{model}_digits.py") + ":smoke")
+  exp = loop.build(cfg)
+  state = loop.init_state(exp, optim_lib.make_optimizer(cfg.optim, cfg.train.num_steps,
+                                                        cfg.train.grad_accum))
+  checkpointer = ckpt_lib.Checkpointer(str(workdir))
+  checkpointer.save(0, state, {"data": {"epoch": 0, "index": 0}, "best_test_bpd": None,
+                               "config": cfg.to_json()})
+  checkpointer.wait()
+  checkpointer.close()
+  return str(workdir)
+
+
 @pytest.fixture(scope="module")
 def nvae_dir(tmp_path_factory):
-  return _train("nvae", tmp_path_factory.mktemp("nvae"))
+  return _initialised("nvae", tmp_path_factory.mktemp("nvae"))
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def readjusted_stats(exp, state, workdir: str, temperature: float, num: int, ite
   ckpt = ocp.StandardCheckpointer()
   try:
     if os.path.isdir(path):
-      stats = ckpt.restore(path, ocp.args.StandardRestore({READJUSTED: variables["batch_stats"]}))
+      stats = ckpt.restore(path, {READJUSTED: variables["batch_stats"]})
       for p, leaf in jax.tree_util.tree_leaves_with_path(stats):
         if not np.all(np.isfinite(np.asarray(leaf))):
           raise ValueError(f"stored BN re-adjustment {path} has a non-finite statistic at "
