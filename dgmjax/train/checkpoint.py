@@ -144,7 +144,7 @@ class Checkpointer:
             os.path.join(where, "state")).item_metadata)
       except Exception:  # pylint: disable=broad-except  (unreadable: damaged, see below)
         stored = None
-      if stored is not None:
+      if stored:  # metadata without arrays (a lost manifest, an emptied state/) is damage
         _check_compatible(where, stored, _array_shapes(abstract_state))
       try:
         state, meta = self.restore(abstract_state, step, kind)
