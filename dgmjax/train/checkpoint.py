@@ -137,6 +137,7 @@ class Checkpointer:
     optimiser config) is not damage: ``IncompatibleCheckpoint`` is raised, and nothing
     is moved.
     """
+    wanted = _array_shapes(abstract_state)
     for step, kind in self.candidates(kinds):
       where = os.path.join(str(self.manager(kind).directory), str(step))
       try:
@@ -145,7 +146,7 @@ class Checkpointer:
       except Exception:  # pylint: disable=broad-except  (unreadable: damaged, see below)
         stored = None
       if stored:  # metadata without arrays (a lost manifest, an emptied state/) is damage
-        _check_compatible(where, stored, _array_shapes(abstract_state))
+        _check_compatible(where, stored, wanted)
       try:
         state, meta = self.restore(abstract_state, step, kind)
         _check_finite(state)
