@@ -10,8 +10,9 @@ from dgmjax.flows.glow import FlowStep, Glow, GlowLevel
 from dgmjax.flows.permutations import InvConv1x1, InvConv1x1LU, Permute
 from dgmjax.flows.priors import ClassHead, SplitPrior, TopPrior, gaussian_log_prob
 from dgmjax.flows.squeeze import Squeeze, Unsqueeze, squeeze2d, unsqueeze2d
+from dgmjax.flows.step_spec import StepSpec
 
 __all__ = ["ActNorm", "Bijector", "Chain", "Coupling", "CouplingNet", "InvConv1x1",
            "InvConv1x1LU", "Permute", "Squeeze", "Unsqueeze", "ZeroConv", "squeeze2d",
            "unsqueeze2d", "ClassHead", "SplitPrior", "TopPrior", "gaussian_log_prob",
-           "FlowStep", "Glow", "GlowLevel"]
+           "FlowStep", "Glow", "GlowLevel", "StepSpec"]

@@ -30,40 +30,39 @@ from dgmjax.flows.conditioners import CouplingNet
 from dgmjax.flows.couplings import Coupling
 from dgmjax.flows.permutations import InvConv1x1, InvConv1x1LU, Permute, permutation_indices
 from dgmjax.flows.priors import ClassHead, SplitPrior, TopPrior, gaussian_log_prob, gaussian_sample
-from dgmjax.flows.reversible import StepSpec, rebuild_input, reversible_steps
+from dgmjax.flows.reversible import rebuild_input, reversible_steps
 from dgmjax.flows.squeeze import squeeze2d, unsqueeze2d
+from dgmjax.flows.step_spec import StepSpec
 
 PERMUTATIONS = ("lu", "conv", "reverse", "shuffle")
 COUPLINGS = ("affine", "additive")
 
 
 class FlowStep(nn.Module):
-  """ActNorm -> permutation -> coupling; ``__call__(x, inverse) -> (y, log_det[B])``."""
-  width: int
-  coupling: str = "affine"
-  permutation: str = "lu"
-  net_actnorm: bool = False
-  logscale_factor: float | None = None
-  edge_bias: bool = False
+  """ActNorm -> permutation -> coupling; ``__call__(x, inverse) -> (y, log_det[B])``.
+
+  ``spec``: the step's hyper-parameters (``StepSpec``); ``seed``: the seed of a fixed
+  ``shuffle`` permutation."""
+  spec: StepSpec
   seed: int = 0
-  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, inverse=False, perm=None):
     """``perm``: optional int [C] overriding a fixed permutation's indices (a scan feeds
     each step its own row, so that every step keeps the permutation of seed + k)."""
-    actnorm = ActNorm(self.logscale_factor, name="actnorm")
-    if self.permutation == "lu":
+    spec = self.spec
+    actnorm = ActNorm(spec.logscale_factor, name="actnorm")
+    if spec.permutation == "lu":
       permute = InvConv1x1LU(name="invconv")
-    elif self.permutation == "conv":
+    elif spec.permutation == "conv":
       permute = InvConv1x1(name="invconv")
     else:
-      fixed = Permute(self.permutation, self.seed, name="invconv")
+      fixed = Permute(spec.permutation, self.seed, name="invconv")
       permute = lambda u, inv: fixed(u, inv, perm)
     # parent=None: a template the coupling binds as its own submodule ``net``.
-    net = CouplingNet(self.width, net_actnorm=self.net_actnorm, edge_bias=self.edge_bias,
-                      dtype=self.dtype, parent=None)
-    coupling = Coupling(affine=self.coupling == "affine", conditioner=net, name="coupling")
+    net = CouplingNet(spec.width, net_actnorm=spec.net_actnorm, edge_bias=spec.edge_bias,
+                      dtype=spec.dtype, parent=None)
+    coupling = Coupling(affine=spec.affine, conditioner=net, name="coupling")
     return _chain((actnorm, permute, coupling), x, inverse)
 
   def forward_and_log_det(self, x):
@@ -76,7 +75,8 @@ class FlowStep(nn.Module):
 class _ScanBody(nn.Module):
   """One FlowStep as an nn.scan body: carry (h, log_det), x = this step's permutation
   indices (int [C], or None) -> carry."""
-  config: tuple = ()       # FlowStep fields as (name, value) pairs
+  spec: StepSpec
+  seed: int = 0
   inverse: bool = False
   remat: bool = False
 
@@ -84,7 +84,7 @@ class _ScanBody(nn.Module):
   def __call__(self, carry, perm):
     h, log_det = carry
     step_cls = nn.remat(FlowStep, static_argnums=(2,)) if self.remat else FlowStep
-    h, ld = step_cls(**dict(self.config), name="step")(h, self.inverse, perm)
+    h, ld = step_cls(self.spec, self.seed, name="step")(h, self.inverse, perm)
     return (h, log_det + ld.astype(log_det.dtype)), None
 
 
@@ -101,22 +101,17 @@ class ScannedSteps(nn.Module):
   init (ActNorm's data-dependent initialisation) and the inverse direction use the
   ordinary scan.
   """
-  config: tuple = ()
+  spec: StepSpec
+  seed: int = 0
   steps: int = 1
   remat: bool = False
   reversible: bool = False
 
-  def spec(self) -> StepSpec:
-    cfg = dict(self.config)
-    cfg.pop("seed", None)
-    return StepSpec(**cfg)
-
   def permutations(self, c: int) -> np.ndarray | None:
     """int [K,C] indices of the fixed permutations, or None for the 1x1 convolutions."""
-    cfg = dict(self.config)
-    if cfg.get("permutation", "lu") not in ("reverse", "shuffle"):
+    if self.spec.permutation not in ("reverse", "shuffle"):
       return None
-    return np.stack([permutation_indices(cfg["permutation"], cfg.get("seed", 0) + k, c)
+    return np.stack([permutation_indices(self.spec.permutation, self.seed + k, c)
                      for k in range(self.steps)]).astype(np.int32)
 
   def _stacked(self):
@@ -129,11 +124,11 @@ class ScannedSteps(nn.Module):
     perms = self.permutations(h.shape[-1])
     if self.reversible and not inverse and not self.is_initializing():
       params, consts = self._stacked()
-      return reversible_steps(self.spec(), params, consts, perms, h)
+      return reversible_steps(self.spec, params, consts, perms, h)
     scan = nn.scan(_ScanBody, variable_axes={"params": 0, CONSTANTS: 0},
                    split_rngs={"params": True}, length=self.steps, reverse=inverse)
     log_det = jnp.zeros((h.shape[0],), jnp.promote_types(h.dtype, jnp.float32))
-    (h, log_det), _ = scan(self.config, inverse, self.remat and not self.reversible,
+    (h, log_det), _ = scan(self.spec, self.seed, inverse, self.remat and not self.reversible,
                            name="scan")((h, log_det), perms)
     return h, log_det
 
@@ -141,7 +136,7 @@ class ScannedSteps(nn.Module):
     """The first step's input rebuilt from the last step's output y [B,H,W,C] with the
     reversible backward pass's inverses (``reversible.rebuild_input``)."""
     params, consts = self._stacked()
-    return rebuild_input(self.spec(), params, consts, self.permutations(y.shape[-1]), y)
+    return rebuild_input(self.spec, params, consts, self.permutations(y.shape[-1]), y)
 
 
 def _chain(layers, x, inverse):
@@ -174,17 +169,13 @@ class GlowLevel(nn.Module):
     return self.scan or self.reversible
 
   def setup(self):
-    step_cls = nn.remat(FlowStep, static_argnums=(2,)) if self.remat else FlowStep
-    make = lambda k: step_cls(self.width, self.coupling, self.permutation, self.net_actnorm,
-                              self.logscale_factor, self.edge_bias, self.seed + k, self.dtype)
+    spec = StepSpec(self.width, self.coupling, self.permutation, self.net_actnorm,
+                    self.logscale_factor, self.edge_bias, self.dtype)
     if self.scanned:
-      config = (("width", self.width), ("coupling", self.coupling),
-                ("permutation", self.permutation), ("net_actnorm", self.net_actnorm),
-                ("logscale_factor", self.logscale_factor), ("edge_bias", self.edge_bias),
-                ("seed", self.seed), ("dtype", self.dtype))
-      self.flows = ScannedSteps(config, self.steps, self.remat, self.reversible)
+      self.flows = ScannedSteps(spec, self.seed, self.steps, self.remat, self.reversible)
     else:
-      self.flows = [make(k) for k in range(self.steps)]
+      step_cls = nn.remat(FlowStep, static_argnums=(2,)) if self.remat else FlowStep
+      self.flows = [step_cls(spec, self.seed + k) for k in range(self.steps)]
     if self.split:
       self.prior = SplitPrior(self.edge_bias)
 

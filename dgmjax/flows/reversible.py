@@ -57,8 +57,6 @@ leading [K] axis; ``perms``: int [K,C] (fixed channel permutations) or None.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,22 +66,7 @@ from dgmjax.flows.bijectors import CONSTANTS
 from dgmjax.flows.conditioners import CouplingNet
 from dgmjax.flows.couplings import coupling_transform
 from dgmjax.flows.permutations import InvConv1x1, InvConv1x1LU, Permute
-
-
-@dataclasses.dataclass(frozen=True)
-class StepSpec:
-  """The static hyper-parameters of one step of flow (``glow.FlowStep`` less its seed)."""
-  width: int
-  coupling: str = "affine"
-  permutation: str = "lu"
-  net_actnorm: bool = False
-  logscale_factor: float | None = None
-  edge_bias: bool = False
-  dtype: jnp.dtype = jnp.float32
-
-  @property
-  def affine(self) -> bool:
-    return self.coupling == "affine"
+from dgmjax.flows.step_spec import StepSpec
 
 
 def _pre(spec: StepSpec, params, consts, perm, x, inverse=False):
@@ -122,7 +105,8 @@ def _pre_params(params):
 
 
 def step_forward(spec: StepSpec, params, consts, perm, x):
-  """One step of flow, x -> (y, log_det[B]); the same maths as ``glow.FlowStep``."""
+  """One step of flow, x -> (y, log_det[B]); the same maths (and variables) as
+  ``glow.FlowStep(spec)``."""
   p, ld_pre = _pre(spec, _pre_params(params), consts, perm, x)
   half = p.shape[-1] // 2
   pa, pb = p[..., :half], p[..., half:]
