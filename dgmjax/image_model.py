@@ -40,14 +40,21 @@ def check_ints(obj, names, minimum: int) -> None:
       raise ValueError(f"{k} must be an int >= {minimum}; got {v!r}")
 
 
-def check_dtype(d, allowed=("float32", "bfloat16", "float16")):
-  """The compute dtype named (or given) by ``d``, one of ``allowed``, else ValueError."""
+def check_dtype(d, model: str, allowed=("float32", "bfloat16", "float64")):
+  """The compute dtype named (or given) by ``d``, one of ``allowed``, else ValueError.
+
+  float16 is refused with its reason: without loss scaling (which dgmjax does not
+  implement) small gradients underflow; bfloat16 has float32's exponent range.
+  float64 serves the ``jax_enable_x64`` tests."""
   try:
     name = d if isinstance(d, str) else jnp.dtype(d).name
   except TypeError:
     name = None
+  if name == "float16":
+    raise ValueError(f"{model}: dtype float16 needs loss scaling, which dgmjax does not "
+                     f"implement; use bfloat16 (same memory, float32's exponent range)")
   if name not in allowed:
-    raise ValueError(f"dtype must be one of {sorted(allowed)}; got {d!r}")
+    raise ValueError(f"{model}: dtype must be one of {sorted(allowed)}; got {d!r}")
   return jnp.dtype(name)
 
 

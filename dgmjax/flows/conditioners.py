@@ -12,13 +12,12 @@ with F = ``features`` (C for an affine coupling, [log_s', t]; C/2 for an additiv
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dgmjax.flows.actnorm import ActNorm
 from dgmjax.flows.bijectors import wide
-from dgmjax.nn.shift_conv import locally_masked_conv
+from dgmjax.nn.conv import conv_same
 
 
 def _border_taps(h: int, w: int) -> np.ndarray:
@@ -30,7 +29,7 @@ def _border_taps(h: int, w: int) -> np.ndarray:
   return outside.astype(np.float32)
 
 
-def conv3x3(x, kernel, padding: str = "zeros"):
+def conv3x3(x, kernel, padding: str = "zeros", impl: str = "auto"):
   """3x3 'same' convolution, x [B,H,W,I] -> [B,H,W,O], with the official paddings.
 
   ``padding``: ``"zeros"``; ``"ones"`` (rosinality/glow-pytorch ``ZeroConv2d`` pads with
@@ -40,20 +39,15 @@ def conv3x3(x, kernel, padding: str = "zeros"):
   exactly as a zero-padded convolution plus a border term
   sum_{taps on the padding} sum_c kernel[tap, c, :] ([H,W,O]); this keeps XLA on its
   fast convolution (a pad with value 1 fused into the convolution was measured ~40x
-  slower on CPU).
+  slower on CPU). ``impl``: the zero-padded convolution's formulation
+  (``dgmjax.nn.conv``; "auto" picks per backend and shape: on CPU the zero conv,
+  width -> C, is one matmul and a shift-and-add, B16 14x14 512->4 forward+backward
+  3.4 ms vs 5.5-7.6 ms for XLA's convolution, PyTorch 3.9 ms).
   """
   b, h, w, c = x.shape
   if padding == "edge":
     kernel, edge_k = kernel[:, :, :c, :], kernel[:, :, c, :]
-  if kernel.shape[3] < kernel.shape[2]:
-    # Few outputs from many inputs (the zero conv width -> C): one matmul
-    # x[BHW,I] @ W[I,9*O] and a shift-and-add of the nine output slices beats XLA's CPU
-    # convolution here (B16 14x14 512->4 forward+backward: 3.4 ms vs 5.5-7.6 ms, PyTorch
-    # 3.9 ms), as for LMConv's layer (``locally_masked_conv`` without a mask).
-    y = locally_masked_conv(x, kernel.astype(x.dtype))
-  else:
-    y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = conv_same(x, kernel.astype(x.dtype), impl)
   if padding == "zeros":
     return y
   if padding == "ones":
@@ -77,6 +71,7 @@ class ZeroConv(nn.Module):
   edge_bias: bool = False
   logscale_factor: float = 3.0
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
@@ -84,7 +79,8 @@ class ZeroConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.zeros, (3, 3, cin, self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     logs = self.param("logs", nn.initializers.zeros, (self.features,))
-    y = conv3x3(x.astype(self.dtype), kernel, "edge" if self.edge_bias else "ones")
+    y = conv3x3(x.astype(self.dtype), kernel, "edge" if self.edge_bias else "ones",
+                self.conv_impl)
     y = y.astype(wide(self.dtype)) + bias
     return y * jnp.exp(self.logscale_factor * logs)
 
@@ -95,12 +91,13 @@ class Conv3x3(nn.Module):
   use_bias: bool = True
   padding: str = "zeros"
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     cin = x.shape[-1] + int(self.padding == "edge")
     kernel = self.param("kernel", nn.initializers.normal(0.05), (3, 3, cin, self.features))
-    y = conv3x3(x.astype(self.dtype), kernel, self.padding)
+    y = conv3x3(x.astype(self.dtype), kernel, self.padding, self.conv_impl)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
     return y
@@ -113,7 +110,8 @@ class CouplingNet(nn.Module):
   hidden convolutions have no bias and are each followed by a data-initialised ActNorm;
   otherwise they carry a bias (rosinality/glow-pytorch). Hidden weights start as
   N(0, 0.05^2), biases at 0; the last convolution starts at zero, so h = 0 at init.
-  Computation runs in ``dtype``; the result is float32. Submodules ``conv1``
+  Computation runs in ``dtype``; the result is float32; ``conv_impl``: the 3x3
+  convolutions' formulation (``dgmjax.nn.conv``). Submodules ``conv1``
   (``actnorm1``), ``conv2`` (``actnorm2``), ``zero_conv``.
 
   As a conditioner of ``Coupling``, ``features`` may be left None: the coupling sets it
@@ -124,6 +122,7 @@ class CouplingNet(nn.Module):
   net_actnorm: bool = False
   edge_bias: bool = False
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   def input_channels(self, params) -> int:
     """I, the channel count of x_a, read from existing parameters ``params`` of this net."""
@@ -136,7 +135,7 @@ class CouplingNet(nn.Module):
                        "(Coupling sets it when it is given the net as its conditioner)")
     init = nn.initializers.normal(0.05)
     h = Conv3x3(self.width, not self.net_actnorm, "edge" if self.edge_bias else "zeros",
-                self.dtype, name="conv1")(x)
+                self.dtype, self.conv_impl, name="conv1")(x)
     if self.net_actnorm:
       h = ActNorm(logscale_factor=3.0, name="actnorm1")(h)[0]
     h = nn.relu(h)
@@ -145,4 +144,5 @@ class CouplingNet(nn.Module):
     if self.net_actnorm:
       h = ActNorm(logscale_factor=3.0, name="actnorm2")(h)[0]
     h = nn.relu(h)
-    return ZeroConv(self.features, self.edge_bias, dtype=self.dtype, name="zero_conv")(h)
+    return ZeroConv(self.features, self.edge_bias, dtype=self.dtype, conv_impl=self.conv_impl,
+                    name="zero_conv")(h)

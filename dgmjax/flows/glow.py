@@ -61,7 +61,7 @@ class FlowStep(nn.Module):
       permute = lambda u, inv: fixed(u, inv, perm)
     # parent=None: a template the coupling binds as its own submodule ``net``.
     net = CouplingNet(spec.width, net_actnorm=spec.net_actnorm, edge_bias=spec.edge_bias,
-                      dtype=spec.dtype, parent=None)
+                      dtype=spec.dtype, conv_impl=spec.conv_impl, parent=None)
     coupling = Coupling(affine=spec.affine, conditioner=net, name="coupling")
     return _chain((actnorm, permute, coupling), x, inverse)
 
@@ -162,6 +162,7 @@ class GlowLevel(nn.Module):
   scan: bool = False
   dtype: jnp.dtype = jnp.float32
   reversible: bool = False
+  conv_impl: str = "auto"
 
   @property
   def scanned(self) -> bool:
@@ -170,7 +171,7 @@ class GlowLevel(nn.Module):
 
   def setup(self):
     spec = StepSpec(self.width, self.coupling, self.permutation, self.net_actnorm,
-                    self.logscale_factor, self.edge_bias, self.dtype)
+                    self.logscale_factor, self.edge_bias, self.dtype, self.conv_impl)
     if self.scanned:
       self.flows = ScannedSteps(spec, self.seed, self.steps, self.remat, self.reversible)
     else:
@@ -237,6 +238,7 @@ class Glow(nn.Module):
   scan: bool = False
   dtype: jnp.dtype = jnp.float32
   reversible: bool = False
+  conv_impl: str = "auto"
 
   def setup(self):
     self.blocks = [GlowLevel(self.steps, self.width, split=i < self.levels - 1,
@@ -244,7 +246,8 @@ class Glow(nn.Module):
                              net_actnorm=self.net_actnorm,
                              logscale_factor=self.logscale_factor, edge_bias=self.edge_bias,
                              seed=self.shuffle_seed + 1000 * i, remat=self.remat,
-                             scan=self.scan, dtype=self.dtype, reversible=self.reversible)
+                             scan=self.scan, dtype=self.dtype, reversible=self.reversible,
+                             conv_impl=self.conv_impl)
                    for i in range(self.levels)]
     self.top_prior = TopPrior(self.learn_top, self.num_classes, self.edge_bias)
     if self.num_classes:

@@ -96,7 +96,7 @@ def _net(spec: StepSpec, net_params, xa):
   """h = NN(x_a): float32 [B,H,W,C] (affine) or [B,H,W,C/2] (additive)."""
   c = 2 * xa.shape[-1]
   net = CouplingNet(spec.width, c if spec.affine else c // 2, spec.net_actnorm,
-                       spec.edge_bias, spec.dtype, parent=None)
+                       spec.edge_bias, spec.dtype, spec.conv_impl, parent=None)
   return net.apply({"params": net_params}, xa)
 
 

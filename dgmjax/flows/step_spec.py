@@ -20,7 +20,8 @@ class StepSpec:
   (rosinality/glow-pytorch); logscale_factor: ActNorm's log-scale multiplier
   (openai/glow: 3.0; None: plain log-scale); edge_bias: openai/glow's padding of the
   3x3 convolutions (zeros plus an edge-indicator channel) instead of rosinality's; dtype:
-  the coupling network's compute dtype.
+  the coupling network's compute dtype; conv_impl: its 3x3 convolutions' formulation
+  (``dgmjax.nn.conv.IMPLS``; "auto" picks per backend).
   Frozen, so it is hashable and can be a Flax module field or a static jit argument.
   """
   width: int
@@ -30,6 +31,7 @@ class StepSpec:
   logscale_factor: float | None = None
   edge_bias: bool = False
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @property
   def affine(self) -> bool:

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
-from dgmjax.image_model import ImageModel, check_temperatures
+from dgmjax.image_model import ImageModel, check_dtype, check_temperatures
 from dgmjax.lmconv import heads, masks as masks_lib, orders as orders_lib, sampling
 from dgmjax.lmconv.network import FullEngine, LMConvNetwork
 
@@ -97,12 +97,7 @@ class LMConvModel(ImageModel):
     for key in ("mask_weight", "conv_bias", "per_example_orders", "remat"):
       if not isinstance(getattr(self, key), bool):
         raise ValueError(f"lmconv: {key} must be a bool; got {getattr(self, key)!r}")
-    try:
-      dtype = jnp.dtype(self.dtype)
-    except TypeError:
-      raise ValueError(f"lmconv: unknown dtype {self.dtype!r}") from None
-    if dtype not in (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64):
-      raise ValueError(f"lmconv: dtype must be a float type; got {self.dtype!r}")
+    dtype = check_dtype(self.dtype, "lmconv")
     if not isinstance(self.orders, (tuple, list)):
       raise ValueError(f"lmconv: orders must be a tuple of specs, e.g. ('s_curve:all',); "
                        f"got {self.orders!r}")

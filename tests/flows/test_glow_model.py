@@ -176,6 +176,24 @@ def test_remat_and_bfloat16_match_float32():
   assert bool(jnp.isfinite(l2)) and abs(float(l2) - float(l0)) < 0.05 * float(l0)
 
 
+@pytest.mark.parametrize("layout", [{}, {"scan": True}, {"reversible": True}])
+def test_conv_impls_give_the_same_loss_and_gradient(layout):
+  """Every formulation of the coupling networks' 3x3 convolutions (``dgmjax.nn.conv``)
+  gives XLA's convolution's loss and gradient, unrolled, scanned and reversible."""
+  kw = dict(levels=2, steps=2, width=8, **layout)
+  x = jnp.asarray(np.random.RandomState(0).randint(0, 8, (4, 8, 8, 2)), jnp.uint8)
+  base = dgmjax.models.create("glow", (8, 8, 2), 8, conv_impl="xla", **kw)
+  v = _perturb(jax.jit(base.init)(jax.random.PRNGKey(0), x), jax.random.PRNGKey(1))
+  grad = lambda m: jax.jit(jax.value_and_grad(
+      lambda p: m.loss({**v, "params": p}, x, jax.random.PRNGKey(2))[0]))(v["params"])
+  l0, g0 = grad(base)
+  for impl in ("matmul", "xla_matmul_vjp", "auto"):
+    l1, g1 = grad(dgmjax.models.create("glow", (8, 8, 2), 8, conv_impl=impl, **kw))
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                           g1, g0)
+
+
 def test_scan_equals_unrolled_steps():
   """scan=True (one nn.scan body per level) computes the same flow as the unrolled
   steps once their parameters are stacked (the shuffle permutation included), and its
