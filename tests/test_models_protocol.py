@@ -108,3 +108,23 @@ def test_float16_is_refused_with_its_reason(name):
     models.create(name, image_shape=(8, 8, 1), num_bins=16, dtype="float16", **TINY[name])
   with pytest.raises(ValueError, match=f"{name}: dtype must be one of"):
     models.create(name, image_shape=(8, 8, 1), num_bins=16, dtype="int8", **TINY[name])
+
+
+@pytest.mark.parametrize("name", ["glow", "lmconv", "nvae"])
+def test_remat_policies_keep_loss_and_gradient(name):
+  """``remat`` (True, "full", a jax.checkpoint_policies name) changes what the backward
+  pass stores, never the gradient; a misspelt policy is an error naming the choices."""
+  x = np.random.RandomState(0).randint(0, 16, (2, 8, 8, 1)).astype(np.uint8)
+  make = lambda r: models.create(name, image_shape=(8, 8, 1), num_bins=16, remat=r, **TINY[name])
+  base = make("none")
+  v = jax.jit(base.init)(jax.random.PRNGKey(0), x)
+  grad = lambda m: jax.jit(jax.value_and_grad(
+      lambda p: m.loss({**v, "params": p}, x, jax.random.PRNGKey(1))[0]))(v["params"])
+  l0, g0 = grad(base)
+  for remat in (True, "dots_with_no_batch_dims_saveable", "nothing_saveable"):
+    l1, g1 = grad(make(remat))
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                           g1, g0)
+  with pytest.raises(ValueError, match=f"{name}: remat must be one of"):
+    make("dots_savable")

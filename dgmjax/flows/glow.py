@@ -33,6 +33,7 @@ from dgmjax.flows.priors import ClassHead, SplitPrior, TopPrior, gaussian_log_pr
 from dgmjax.flows.reversible import rebuild_input, reversible_steps
 from dgmjax.flows.squeeze import squeeze2d, unsqueeze2d
 from dgmjax.flows.step_spec import StepSpec
+from dgmjax.nn.remat import remat_module
 
 PERMUTATIONS = ("lu", "conv", "reverse", "shuffle")
 COUPLINGS = ("affine", "additive")
@@ -78,12 +79,12 @@ class _ScanBody(nn.Module):
   spec: StepSpec
   seed: int = 0
   inverse: bool = False
-  remat: bool = False
+  remat: bool | str = False
 
   @nn.compact
   def __call__(self, carry, perm):
     h, log_det = carry
-    step_cls = nn.remat(FlowStep, static_argnums=(2,)) if self.remat else FlowStep
+    step_cls = remat_module(FlowStep, self.remat, static_argnums=(2,))
     h, ld = step_cls(self.spec, self.seed, name="step")(h, self.inverse, perm)
     return (h, log_det + ld.astype(log_det.dtype)), None
 
@@ -104,7 +105,7 @@ class ScannedSteps(nn.Module):
   spec: StepSpec
   seed: int = 0
   steps: int = 1
-  remat: bool = False
+  remat: bool | str = False
   reversible: bool = False
 
   def permutations(self, c: int) -> np.ndarray | None:
@@ -128,7 +129,7 @@ class ScannedSteps(nn.Module):
     scan = nn.scan(_ScanBody, variable_axes={"params": 0, CONSTANTS: 0},
                    split_rngs={"params": True}, length=self.steps, reverse=inverse)
     log_det = jnp.zeros((h.shape[0],), jnp.promote_types(h.dtype, jnp.float32))
-    (h, log_det), _ = scan(self.spec, self.seed, inverse, self.remat and not self.reversible,
+    (h, log_det), _ = scan(self.spec, self.seed, inverse, False if self.reversible else self.remat,
                            name="scan")((h, log_det), perms)
     return h, log_det
 
@@ -158,7 +159,7 @@ class GlowLevel(nn.Module):
   logscale_factor: float | None = None
   edge_bias: bool = False
   seed: int = 0
-  remat: bool = False
+  remat: bool | str = False
   scan: bool = False
   dtype: jnp.dtype = jnp.float32
   reversible: bool = False
@@ -175,7 +176,7 @@ class GlowLevel(nn.Module):
     if self.scanned:
       self.flows = ScannedSteps(spec, self.seed, self.steps, self.remat, self.reversible)
     else:
-      step_cls = nn.remat(FlowStep, static_argnums=(2,)) if self.remat else FlowStep
+      step_cls = remat_module(FlowStep, self.remat, static_argnums=(2,))
       self.flows = [step_cls(spec, self.seed + k) for k in range(self.steps)]
     if self.split:
       self.prior = SplitPrior(self.edge_bias)
@@ -234,7 +235,7 @@ class Glow(nn.Module):
   logscale_factor: float | None = None
   edge_bias: bool = False
   shuffle_seed: int = 0
-  remat: bool = False
+  remat: bool | str = False
   scan: bool = False
   dtype: jnp.dtype = jnp.float32
   reversible: bool = False

@@ -61,6 +61,7 @@ from dgmjax.image_model import (ImageModel, check_dtype, check_ints, check_posit
 from dgmjax.latents import interpolate_latents
 from dgmjax.nn.conv import IMPLS
 from dgmjax.nn.init import fast_init_key
+from dgmjax.nn.remat import check_remat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,7 @@ class GlowModel(ImageModel):
   logscale_factor: float | None = None
   edge_bias: bool = False
   shuffle_seed: int = 0
-  remat: bool = False
+  remat: bool | str = False
   scan: bool = False
   dtype: Any = jnp.float32
   reversible: bool = False
@@ -121,7 +122,8 @@ class GlowModel(ImageModel):
         shape, self.levels, self.steps, self.width, self.coupling, self.permutation,
         bool(self.learn_top), self.num_classes, bool(self.net_actnorm),
         self.logscale_factor, bool(self.edge_bias), int(self.shuffle_seed),
-        bool(self.remat), bool(self.scan), dtype, bool(self.reversible), self.conv_impl))
+        check_remat(self.remat, "glow"), bool(self.scan), dtype, bool(self.reversible),
+        self.conv_impl))
 
   # ------------------------------------------------------------------ helpers
   def _continuous(self, x, rng):

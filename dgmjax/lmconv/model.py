@@ -38,6 +38,7 @@ from dgmjax import images
 from dgmjax.image_model import ImageModel, check_dtype, check_temperatures
 from dgmjax.lmconv import heads, masks as masks_lib, orders as orders_lib, sampling
 from dgmjax.lmconv.network import FullEngine, LMConvNetwork
+from dgmjax.nn.remat import check_remat
 
 NORMALIZATIONS = ("pono", "weight_norm", "none")
 
@@ -60,7 +61,8 @@ class LMConvModel(ImageModel):
   mask_weight: the official learned weight on the mask (``--learn_weight_for_masks``).
   conv_bias: biases in the masked convolutions.
   per_example_orders: training draws one order per example instead of per batch.
-  remat: rematerialise each gated resnet in the backward pass.
+  remat: rematerialise each gated resnet in the backward pass: False, True or a
+    ``jax.checkpoint_policies`` name (``dgmjax.nn.remat``).
   dtype: compute dtype ("float32" or "bfloat16"); params and likelihoods stay float32.
   """
   filters: int = 32
@@ -75,7 +77,7 @@ class LMConvModel(ImageModel):
   mask_weight: bool = False
   conv_bias: bool = True
   per_example_orders: bool = False
-  remat: bool = False
+  remat: bool | str = False
   dtype: Any = "float32"
   name: str = dataclasses.field(default="lmconv", init=False)
 
@@ -94,9 +96,10 @@ class LMConvModel(ImageModel):
                        f"got {self.normalization!r}")
     if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"lmconv: dropout must be a float in [0, 1); got {self.dropout!r}")
-    for key in ("mask_weight", "conv_bias", "per_example_orders", "remat"):
+    for key in ("mask_weight", "conv_bias", "per_example_orders"):
       if not isinstance(getattr(self, key), bool):
         raise ValueError(f"lmconv: {key} must be a bool; got {getattr(self, key)!r}")
+    s("remat", check_remat(self.remat, "lmconv"))
     dtype = check_dtype(self.dtype, "lmconv")
     if not isinstance(self.orders, (tuple, list)):
       raise ValueError(f"lmconv: orders must be a tuple of specs, e.g. ('s_curve:all',); "

@@ -70,6 +70,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from dgmjax.nn.init import torch_uniform
+from dgmjax.nn.remat import remat_module
 from dgmjax.nn.shift_conv import locally_masked_conv, locally_masked_conv_at
 from dgmjax.nn.weight_norm import norm as wn_norm, weight_norm
 
@@ -216,12 +217,12 @@ class Stream(nn.Module):
   conv_kwargs: Any
   pono: bool
   dropout: float
-  remat: bool = False
+  remat: bool | str = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, u, skips, engine, deterministic):
-    block = nn.remat(GatedResnet, static_argnums=(3, 4)) if self.remat else GatedResnet
+    block = remat_module(GatedResnet, self.remat, static_argnums=(3, 4))
     outs = []
     for j in range(self.num):
       a = skips[j] if self.skip else None
@@ -242,7 +243,7 @@ class LMConvNetwork(nn.Module):
   dropout: float = 0.5
   conv_bias: bool = True
   mask_weight: bool = False
-  remat: bool = False
+  remat: bool | str = False
   dtype: Any = jnp.float32
 
   @nn.compact

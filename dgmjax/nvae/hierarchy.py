@@ -49,6 +49,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dgmjax.nn.remat import remat_module
 from dgmjax.nvae.cells import Cell, DecCombiner, EncCombiner
 from dgmjax.nvae.iaf import PairedCellAR
 from dgmjax.nvae.layers import WNConv
@@ -119,13 +120,13 @@ class NVAENet(nn.Module):
   postprocess_cells: int
   num_flows: int = 0
   use_se: bool = True
-  remat: bool = False
+  remat: bool | str = False
   dtype: Any = jnp.float32
   depthwise_impl: str = "shift"
 
   def setup(self):
     ch, dt, se = self.channels, self.dtype, self.use_se
-    cell_cls = nn.remat(Cell, static_argnums=(2,)) if self.remat else Cell
+    cell_cls = remat_module(Cell, self.remat, static_argnums=(2,))
     mk = lambda f, t: cell_cls(int(f), t, use_se=se, dtype=dt, depthwise_impl=self.depthwise_impl)
     num_scales = len(self.groups)
     h, w, _ = self.image_shape

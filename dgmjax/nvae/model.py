@@ -77,6 +77,7 @@ import numpy as np
 from dgmjax import images
 from dgmjax.image_model import (ImageModel, check_dtype, check_finite, check_ints,
                                  check_positive_int, check_temperatures)
+from dgmjax.nn.remat import check_remat
 from dgmjax.distributions import (bernoulli_log_prob, bernoulli_sample,
                                   discretized_logistic_mixture_log_prob,
                                   discretized_logistic_mixture_sample, mixture_params)
@@ -127,7 +128,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
   weight_decay_norm_init: float = 10.0
   weight_decay_norm_anneal: bool = False
   num_power_iter: int = reg.NUM_POWER_ITER
-  remat: bool = False
+  remat: bool | str = False
   dtype: Any = "float32"
   depthwise_impl: str = "shift"
   dmol_edge: str = "exact"
@@ -184,6 +185,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
       raise ValueError("weight_decay_norm must be >= 0, and > 0 with weight_decay_norm_init "
                        "> 0 when weight_decay_norm_anneal is set")
     set_("dtype", getattr(jnp, check_dtype(self.dtype, "nvae").name))
+    set_("remat", check_remat(self.remat, "nvae"))
     set_("_groups", groups_per_scale(self.scales, self.groups_per_scale, self.ada_groups,
                                      self.min_groups_per_scale))
 
