@@ -55,8 +55,45 @@ def base_config(model: str, dataset: str) -> ml_collections.ConfigDict:
   return c
 
 
-def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Locks the config (no new keys) and returns it."""
+# Variants every model config accepts, beside its own (``smoke``...): ``file.py:bf16``,
+# combined with ``+`` (``file.py:smoke+bf16``).
+SHARED_VARIANTS = {
+    "bf16": "model.dtype = 'bfloat16': the networks compute in bfloat16; parameters, "
+            "log-determinants and likelihood sums stay float32",
+    "remat": "model.remat = 'full': each repeated block's activations are recomputed in the "
+             "backward pass (least memory; any jax.checkpoint_policies name via "
+             "--config.model.remat=...)",
+}
+_TUNABLE_MODELS = ("glow", "lmconv", "nvae")
+
+
+def split_variant(variant: str | None, own=()) -> tuple[str | None, tuple[str, ...]]:
+  """``"smoke+bf16"`` -> (``"smoke"``, (``"bf16"``,)): the config's own variant (at most
+  one, from ``own``) and the shared ones; ValueError naming both lists otherwise."""
+  parts = [v for v in (variant or "").split("+") if v]
+  mine = [v for v in parts if v in own]
+  unknown = [v for v in parts if v not in own and v not in SHARED_VARIANTS]
+  if unknown or len(mine) > 1:
+    raise ValueError(f"unknown variant {variant!r}; expected at most one of {list(own)} "
+                     f"combined with '+' with any of {list(SHARED_VARIANTS)}")
+  return (mine[0] if mine else None), tuple(v for v in parts if v in SHARED_VARIANTS)
+
+
+def finalize(c: ml_collections.ConfigDict, shared=()) -> ml_collections.ConfigDict:
+  """Applies the ``shared`` variants (``SHARED_VARIANTS``), gives glow/lmconv/nvae configs
+  their ``model.dtype`` ("float32") and ``model.remat`` ("none") keys when a file sets
+  none, so both can be overridden from the command line; locks the config (no new keys)."""
+  if c.model.name in _TUNABLE_MODELS:
+    if "dtype" not in c.model:
+      c.model.dtype = "float32"
+    if "remat" not in c.model:
+      c.model.remat = "none"
+  elif shared:
+    raise ValueError(f"variants {list(shared)} apply to {_TUNABLE_MODELS} configs only")
+  if "bf16" in shared:
+    c.model.dtype = "bfloat16"
+  if "remat" in shared:
+    c.model.remat = "full"
   c.lock()
   return c
 

@@ -9,10 +9,11 @@ Expected: the paper reports no 64x64 CelebA number (its CelebA-HQ 256x256 5-bit 
 reaches 1.03 bits/dim); rosinality/glow-pytorch trains this resolution for samples.
 """
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
+  variant, shared = split_variant(variant, ("smoke",))
   c = base_config("glow", "celeb_a")
   c.data.update(dict(n_bits=5))
   # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
@@ -29,6 +30,4 @@ def get_config(variant=None):
     c.train.update(dict(num_steps=20, batch_size=8, eval_every=10, checkpoint_every=10,
                         log_every=5, num_samples=8, init_batch_size=16, eval_batch_size=32))
     c.optim.update(dict(warmup_steps=5))
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'smoke'")
-  return finalize(c)
+  return finalize(c, shared)

@@ -10,10 +10,11 @@ edge-bias padding, ActNorm log-scale factor 3); Adamax lr 1e-3 warmed up linearl
 reproduced here (the paper trained on 8 GPUs for days).
 """
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
+  variant, shared = split_variant(variant, ("smoke",))
   c = base_config("glow", "cifar10")
   # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
   # rev_recon_err metric (trust the gradient while it stays below ~1e-3).
@@ -30,6 +31,4 @@ def get_config(variant=None):
                         log_every=5, num_samples=16, init_batch_size=32,
                         eval_batch_size=64))
     c.optim.update(dict(warmup_steps=5))
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'smoke'")
-  return finalize(c)
+  return finalize(c, shared)

@@ -8,10 +8,11 @@ batch 512 and Polyak averaging (openai/glow README command for imagenet-oord 32)
 Expected: 4.09 bits/dim (paper); not reproduced here.
 """
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
+  variant, shared = split_variant(variant, ("smoke",))
   c = base_config("glow", "downsampled_imagenet/32x32")
   # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
   # rev_recon_err metric (trust the gradient while it stays below ~1e-3).
@@ -28,6 +29,4 @@ def get_config(variant=None):
     c.train.update(dict(num_steps=20, batch_size=8, eval_every=10, checkpoint_every=10,
                         log_every=5, num_samples=8, init_batch_size=16, eval_batch_size=32))
     c.optim.update(dict(warmup_steps=5))
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'smoke'")
-  return finalize(c)
+  return finalize(c, shared)

@@ -9,10 +9,11 @@ averaging as for CIFAR-10. Expected: about 1.05 bits/dim (the number reported fo
 on MNIST, e.g. in FFJORD's table); not reproduced here (needs a GPU and hours).
 """
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
+  variant, shared = split_variant(variant, ("smoke",))
   c = base_config("glow", "mnist")
   # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
   # rev_recon_err metric (trust the gradient while it stays below ~1e-3).
@@ -31,6 +32,4 @@ def get_config(variant=None):
                         log_every=5, num_samples=16, init_batch_size=32,
                         eval_batch_size=64))
     c.optim.update(dict(warmup_steps=5))
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'smoke'")
-  return finalize(c)
+  return finalize(c, shared)

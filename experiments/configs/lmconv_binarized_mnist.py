@@ -13,10 +13,11 @@ Binarisation is resampled every batch (``data.binarize``), as the official code 
 
 import math
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
+  variant, shared = split_variant(variant, ("smoke",))
   c = base_config("lmconv", "mnist")
   c.data.update(dict(binarize=True))
   c.model.update(dict(filters=160, resnets=5, kernel_size=3, max_dilation=2,
@@ -32,6 +33,4 @@ def get_config(variant=None):
     c.model.update(dict(filters=8, resnets=1, orders=("s_curve", "s_curve:1")))
     c.train.update(dict(num_steps=20, batch_size=8, eval_every=10, checkpoint_every=10,
                         log_every=5, num_samples=2, eval_batch_size=32))
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'smoke'")
-  return finalize(c)
+  return finalize(c, shared)

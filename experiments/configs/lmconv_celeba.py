@@ -11,15 +11,16 @@ expected: samples/completions of faces, bits/dim measured by ``dgmjax eval``.
 
 import math
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
+  variant, shared = split_variant(variant, ("smoke",))
   c = base_config("lmconv", "celeb_a")
   c.data.update(dict(n_bits=5))
   c.model.update(dict(filters=320, resnets=5, mixtures=10, kernel_size=3, max_dilation=2,
                       orders=("s_curve:all",), normalization="pono", dropout=0.0,
-                      remat=True))
+                      remat="full"))
   c.train.update(dict(num_steps=400_000, batch_size=32, eval_every=20_000,
                       checkpoint_every=5000, log_every=100, eval_batch_size=32,
                       num_samples=8))
@@ -30,6 +31,4 @@ def get_config(variant=None):
     c.model.update(dict(filters=8, resnets=1, mixtures=2, orders=("s_curve",)))
     c.train.update(dict(num_steps=10, batch_size=2, eval_every=5, checkpoint_every=5,
                         log_every=5, num_samples=1, eval_batch_size=4))
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'smoke'")
-  return finalize(c)
+  return finalize(c, shared)

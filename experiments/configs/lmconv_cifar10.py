@@ -11,10 +11,11 @@ ensemble of the 8 orders); not reproduced here (the paper trained on GPUs for we
 
 import math
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
+  variant, shared = split_variant(variant, ("smoke",))
   c = base_config("lmconv", "cifar10")
   c.model.update(dict(filters=160, resnets=5, mixtures=10, kernel_size=3, max_dilation=2,
                       orders=("s_curve:all",), normalization="pono", dropout=0.0))
@@ -28,6 +29,4 @@ def get_config(variant=None):
     c.model.update(dict(filters=8, resnets=1, mixtures=2, orders=("s_curve",)))
     c.train.update(dict(num_steps=20, batch_size=4, eval_every=10, checkpoint_every=10,
                         log_every=5, num_samples=2, eval_batch_size=16))
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'smoke'")
-  return finalize(c)
+  return finalize(c, shared)

@@ -13,10 +13,11 @@ trained longer on these 1497 images a single-order model overfits (the best chec
 by test bits/dim is kept).
 """
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
+  variant, shared = split_variant(variant, ("smoke",))
   c = base_config("lmconv", "digits")
   c.model.update(dict(filters=32, resnets=1, mixtures=5, kernel_size=3, max_dilation=2,
                       orders=("s_curve:all",), normalization="pono", dropout=0.0))
@@ -28,6 +29,4 @@ def get_config(variant=None):
     c.train.update(dict(num_steps=20, eval_every=10, checkpoint_every=10, log_every=5,
                         num_samples=4, eval_batch_size=64))
     c.optim.update(dict(warmup_steps=5))
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'smoke'")
-  return finalize(c)
+  return finalize(c, shared)

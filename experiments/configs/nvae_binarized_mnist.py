@@ -23,7 +23,7 @@ test transforms). Variants (``--config ...nvae_binarized_mnist.py:VARIANT``):
 
 import math
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 D = 28 * 28
 STEPS = 400 * 150
@@ -33,8 +33,7 @@ VARIANTS = ("smoke", "fixed", "fixed_smoke")
 
 
 def get_config(variant=None):
-  if variant and variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+  variant, shared = split_variant(variant, VARIANTS)
   fixed = bool(variant) and variant.startswith("fixed")
   if fixed:   # the fixed tfds binarisation: 2 levels already, nothing to resample
     c = base_config("nvae", "binarized_mnist")
@@ -60,4 +59,4 @@ def get_config(variant=None):
     c.train.update(dict(num_steps=20, batch_size=16, eval_batch_size=64, log_every=5,
                         eval_every=20, checkpoint_every=20, num_samples=4, init_batch_size=16))
     c.optim.update(dict(warmup_steps=2))
-  return finalize(c)
+  return finalize(c, shared)

@@ -15,12 +15,13 @@ warm-up then cosine to 1e-4), with eps and weight decay divided by D ln 2 becaus
 
 import math
 
-from dgmjax.train.config import base_config, finalize
+from dgmjax.train.config import base_config, finalize, split_variant
 
 D = 8 * 8 * 1
 
 
 def get_config(variant=None):
+  variant, shared = split_variant(variant, ("smoke",))
   c = base_config("nvae", "digits")
   c.model.update(dict(
       channels=16, scales=2, groups_per_scale=2, ada_groups=True, latents_per_group=4,
@@ -38,6 +39,4 @@ def get_config(variant=None):
     c.train.update(dict(num_steps=20, batch_size=16, eval_batch_size=64, log_every=5,
                         eval_every=20, checkpoint_every=20, num_samples=4, init_batch_size=16))
     c.optim.update(dict(warmup_steps=2))
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}; expected 'smoke'")
-  return finalize(c)
+  return finalize(c, shared)
