@@ -1,7 +1,16 @@
 """``dgmjax bench all``: every model's benchmark in one run, merged into one table.
 
-    dgmjax bench all [--models glow,lmconv,nvae] [--sizes tiny] [--repeats N]
-                     [--out runs/bench/all.json]
+    dgmjax bench all [--models glow,lmconv,nvae] [--sizes tiny,paper]
+                     [--dtypes float32,bfloat16] [--repeats N] [--out PATH.json]
+
+What a GPU or TPU owner runs to reproduce the README's tables:
+``dgmjax bench all --sizes tiny,paper --dtypes float32,bfloat16`` writes
+``experiments/results/bench_all_<backend>.json`` and ``.md`` with the device named.
+``paper`` stands for each model's paper-size configurations (``PAPER_SIZES``); any
+size name a model's script knows may be given too (a model that lacks it is skipped
+for that size). ``--dtypes``: dgmjax's compute dtype, one run of every model per dtype
+(parameters stay float32; the PyTorch baseline always runs float32, so a bfloat16 row's
+ratio compares against float32 PyTorch).
 
 Runs ``experiments/bench/{glow,lmconv,nvae}.py`` (each measures dgmjax and the project's
 PyTorch baseline in the same run and writes its own JSON), then adds what the
@@ -35,16 +44,23 @@ from contextlib import redirect_stdout
 from experiments.bench import common
 
 MODELS = ("glow", "lmconv", "nvae")
+PAPER_SIZES = {"glow": ("mnist", "cifar10"), "lmconv": ("paper", "cifar"),
+               "nvae": ("mnist", "cifar10")}
 
 
 # ------------------------------------------------------------------ normalising results
+
+def _xla_temp_mb(result: dict) -> float | None:
+  m = result.get("xla_memory")
+  return None if not m else m.get("temp_mb")
+
 
 def _rows_glow_nvae(model: str, res: dict) -> list[dict]:
   rows = []
   for size, r in res.get("sizes", {}).items():
     j, t = r["dgmjax"], r["pytorch"]
     rows.append(dict(
-        model=model, size=size,
+        model=model, size=size, dtype=res.get("dtype", "float32"), xla_temp_mb=_xla_temp_mb(j),
         train_dgmjax_s=j["train_step_s"], train_pytorch_s=t["train_step_s"],
         sample_dgmjax_s=j["sample_s"], sample_pytorch_s=t["sample_s"],
         mem_dgmjax_mb=j.get("peak_rss_mb"), mem_pytorch_mb=t.get("peak_rss_mb"),
@@ -59,7 +75,7 @@ def _rows_lmconv(res: dict) -> list[dict]:
     d, t = r["dgmjax"], r.get("pytorch") or {}
     peak = d.get("train_peak_bytes")
     rows.append(dict(
-        model="lmconv", size=size,
+        model="lmconv", size=size, dtype=res.get("dtype", "float32"), xla_temp_mb=_xla_temp_mb(d),
         train_dgmjax_s=d["train_step_s"], train_pytorch_s=t.get("train_step_s"),
         sample_dgmjax_s=d["sample_s"], sample_pytorch_s=t.get("sample_s"),
         sample_note="PyTorch extrapolated" if t.get("sample_extrapolated") else "",
@@ -95,7 +111,7 @@ def _random_images(shape, num_bins, batch):
   return np.random.RandomState(0).randint(0, num_bins, (batch,) + tuple(shape)).astype(np.uint8)
 
 
-def flops_for(model_name: str, size: str) -> float | None:
+def flops_for(model_name: str, size: str, dtype: str = "float32") -> float | None:
   """FLOPs per dgmjax training step at the configuration ``experiments/bench/MODEL`` uses."""
   import dgmjax
   bench = importlib.import_module(f"experiments.bench.{model_name}")
@@ -103,16 +119,17 @@ def flops_for(model_name: str, size: str) -> float | None:
     c = bench.SIZES[size]
     model = dgmjax.models.create("glow", c["image"], bench.NUM_BINS, levels=c["levels"],
                                  steps=c["steps"], width=c["width"], coupling="affine",
-                                 permutation="lu")
+                                 permutation="lu", dtype=dtype)
     return _train_step_flops(model, _random_images(c["image"], bench.NUM_BINS, c["batch"]))
   if model_name == "lmconv":
     shape, nb, f, r, b = bench.SIZES[size]
     model = dgmjax.models.create("lmconv", image_shape=shape, num_bins=nb, filters=f,
-                                 resnets=r, dropout=0.0, orders=("s_curve:all",))
+                                 resnets=r, dropout=0.0, orders=("s_curve:all",), dtype=dtype)
     return _train_step_flops(model, _random_images(shape, nb, b))
   if model_name == "nvae":
     c = bench.SIZES[size]
-    model = dgmjax.models.create("nvae", c["image"], c["bins"], **c["hp"], **bench.TRAINING)
+    model = dgmjax.models.create("nvae", c["image"], c["bins"], **c["hp"], **bench.TRAINING,
+                                 dtype=dtype)
     return _train_step_flops(model, bench._data(c, c["batch"]),  # pylint: disable=protected-access
                              {"step": 0})
   raise ValueError(f"unknown model {model_name!r}; expected one of {MODELS}")
@@ -120,9 +137,9 @@ def flops_for(model_name: str, size: str) -> float | None:
 
 # ------------------------------------------------------------------ table
 
-COLUMNS = ["model", "size", "batch", "train step dgmjax (s)", "PyTorch (s)", "train ratio",
+COLUMNS = ["model", "size", "dtype", "batch", "train step dgmjax (s)", "PyTorch (s)", "train ratio",
            "sample dgmjax (s)", "PyTorch (s) ", "sample ratio", "peak mem dgmjax (MB)",
-           "PyTorch (MB)", "compile dgmjax (s)", "GFLOP / train step (XLA)",
+           "PyTorch (MB)", "XLA temp dgmjax (MB)", "compile dgmjax (s)", "GFLOP / train step (XLA)",
            "achieved GFLOP/s", "% of matmul peak"]
 
 
@@ -130,12 +147,12 @@ def _table_rows(rows: list[dict]) -> list[dict]:
   out = []
   for r in rows:
     if r.get("failed"):
-      out.append({"model": r["model"], "size": r.get("size", ""),
+      out.append({"model": r["model"], "size": r.get("size", ""), "dtype": r.get("dtype", ""),
                   "train step dgmjax (s)": f"failed: {r['failed']}"})
       continue
     sample_pt = r.get("sample_pytorch_s")
     out.append({
-        "model": r["model"], "size": r["size"], "batch": r.get("batch"),
+        "model": r["model"], "size": r["size"], "dtype": r.get("dtype"), "batch": r.get("batch"),
         "train step dgmjax (s)": r["train_dgmjax_s"], "PyTorch (s)": r.get("train_pytorch_s"),
         "train ratio": common.ratio(r["train_dgmjax_s"], r.get("train_pytorch_s")),
         "sample dgmjax (s)": r["sample_dgmjax_s"],
@@ -143,6 +160,7 @@ def _table_rows(rows: list[dict]) -> list[dict]:
                          and r.get("sample_note") else sample_pt),
         "sample ratio": common.ratio(r["sample_dgmjax_s"], sample_pt),
         "peak mem dgmjax (MB)": r.get("mem_dgmjax_mb"), "PyTorch (MB)": r.get("mem_pytorch_mb"),
+        "XLA temp dgmjax (MB)": r.get("xla_temp_mb"),
         "compile dgmjax (s)": r.get("compile_dgmjax_s"),
         "GFLOP / train step (XLA)": None if r.get("flops") is None else r["flops"] / 1e9,
         "achieved GFLOP/s": r.get("achieved_gflops"),
@@ -152,13 +170,28 @@ def _table_rows(rows: list[dict]) -> list[dict]:
   return out
 
 
+def model_sizes(model: str, sizes: str) -> list[str]:
+  """The sizes of ``sizes`` (comma list, ``paper`` expanded) that ``model``'s script knows."""
+  known = importlib.import_module(f"experiments.bench.{model}").SIZES
+  out = []
+  for s in (x.strip() for x in sizes.split(",") if x.strip()):
+    for name in (PAPER_SIZES[model] if s == "paper" else (s,)):
+      if name in known and name not in out:
+        out.append(name)
+  return out
+
+
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="dgmjax bench all", description=__doc__.split("\n")[0])
   p.add_argument("--models", default=",".join(MODELS))
-  p.add_argument("--sizes", default="tiny", help="passed to every model's benchmark")
+  p.add_argument("--sizes", default="tiny",
+                 help="comma list; 'paper' = each model's paper sizes " + str(PAPER_SIZES))
+  p.add_argument("--dtypes", default="float32", help="comma list of float32, bfloat16")
   p.add_argument("--repeats", type=int, default=None,
                  help="passed to every model's benchmark (default: each script's own)")
-  p.add_argument("--out", default="runs/bench/all.json")
+  p.add_argument("--out", default=None,
+                 help="JSON path (default experiments/results/bench_all_<backend>.json; the "
+                      "table goes beside it as .md)")
   p.add_argument("--no-flops", action="store_true", help="skip the XLA FLOP counts")
   p.add_argument("--peak-n", type=int, default=2048, help="matmul size for the peak")
   p.add_argument("--quiet", action="store_true", help="hide the per-model scripts' output")
@@ -166,17 +199,27 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   threads = common.pin_threads(args.threads)
   models = common.choices_argument(p, args.models, MODELS, "models")
+  dtypes = common.choices_argument(p, args.dtypes, ("float32", "bfloat16"), "dtypes")
+  if args.out is None:
+    import jax
+    args.out = os.path.join(common.ROOT, "experiments", "results",
+                            f"bench_all_{jax.default_backend()}.json")
   out_dir = os.path.dirname(os.path.abspath(args.out))
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.splitext(os.path.abspath(args.out))[0]
 
-  payload = {"device": f"{common.device_line()}; {threads}", "sizes": args.sizes, "models": {},
-             "rows": []}
+  payload = {"device": f"{common.device_line()}; {threads}", "sizes": args.sizes,
+             "dtypes": dtypes, "models": {}, "rows": []}
   rows, failed = [], []
-  for m in models:
+  for dtype, m in [(d, m) for d in dtypes for m in models]:
+    sizes = model_sizes(m, args.sizes)
+    if not sizes:
+      print(f"[bench all] {m}: none of the sizes {args.sizes!r} (skipped)", flush=True)
+      continue
     t0 = time.time()
-    json_path = f"{stem}.{m}.json"
-    margv = ["--sizes", args.sizes, "--out", json_path, "--threads", str(args.threads)]
+    json_path = f"{stem}.{m}.{dtype}.json"
+    margv = ["--sizes", ",".join(sizes), "--out", json_path, "--threads", str(args.threads),
+             "--dtype", dtype]
     if args.repeats:
       margv += ["--repeats", str(args.repeats)]
     print(f"[bench all] {m}: {' '.join(margv)}", flush=True)
@@ -195,11 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         res = json.load(f)
     except Exception as e:  # keep going: one model's failure must not hide the others
       traceback.print_exc()
-      failed.append(m)
-      rows.append(dict(model=m, failed=f"{type(e).__name__}: {str(e)[:200]}"))
-      payload["models"][m] = {"failed": str(e)}
+      failed.append(f"{m} {dtype}")
+      rows.append(dict(model=m, dtype=dtype, failed=f"{type(e).__name__}: {str(e)[:200]}"))
+      payload["models"][f"{m}.{dtype}"] = {"failed": str(e)}
       continue
-    payload["models"][m] = res
+    payload["models"][f"{m}.{dtype}"] = res
     rows += _rows_lmconv(res) if m == "lmconv" else _rows_glow_nvae(m, res)
     print(f"[bench all] {m} done in {time.time() - t0:.0f} s", flush=True)
 
@@ -210,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
       if r.get("failed"):
         continue
       try:
-        r["flops"] = flops_for(r["model"], r["size"])
+        r["flops"] = flops_for(r["model"], r["size"], r.get("dtype", "float32"))
       except Exception as e:  # report the gap, do not invent a number
         r["flops"] = None
         r["flops_error"] = f"{type(e).__name__}: {e}"
@@ -227,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
            "times are medians over repeats; ratio = dgmjax / PyTorch (< 1: dgmjax faster). "
            "Peak memory: process peak RSS (glow, nvae; each framework in its own process) or "
            "XLA's compiled buffer estimate (lmconv, dgmjax only). Compile: dgmjax ahead-of-time "
-           "compilation of the measured functions (PyTorch is eager)."]
+           "compilation of the measured functions (PyTorch is eager). XLA temp: "
+           "compiled.memory_analysis() temp bytes of dgmjax's train step (activations and "
+           "scratch beyond its arguments). dtype: dgmjax's compute dtype; PyTorch always "
+           "runs float32."]
   text = "\n".join(notes) + "\n\n" + table + "\n"
   print("\n" + text)
   with open(stem + ".md", "w") as f:

@@ -74,6 +74,24 @@ def jax_device_memory_mb() -> float | None:
   return None if not stats else stats.get("peak_bytes_in_use", 0) / 2**20
 
 
+def xla_memory(compiled) -> dict | None:
+  """XLA's buffer sizes of a compiled function, MiB: ``temp_mb`` (activations and scratch
+  the call needs beyond its arguments), ``argument_mb``, ``output_mb``, ``alias_mb``
+  (outputs that reuse donated arguments); None where the backend does not report them."""
+  try:
+    m = compiled.memory_analysis()
+    return dict(temp_mb=m.temp_size_in_bytes / 2**20, argument_mb=m.argument_size_in_bytes / 2**20,
+                output_mb=m.output_size_in_bytes / 2**20, alias_mb=m.alias_size_in_bytes / 2**20)
+  except Exception:  # noqa: BLE001 (not every backend reports it)
+    return None
+
+
+def add_dtype_argument(parser) -> None:
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="dgmjax's compute dtype (parameters stay float32; PyTorch runs "
+                           "float32)")
+
+
 def xla_flops(jitted, *args) -> float | None:
   """FLOPs of one call of a jitted function from XLA's cost analysis (None if unknown)."""
   try:

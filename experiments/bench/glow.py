@@ -58,13 +58,12 @@ def _data(cfg, seed=0):
 
 
 def _temp_mb(compiled) -> float | None:
-  try:
-    return compiled.memory_analysis().temp_size_in_bytes / 2**20
-  except Exception:  # noqa: BLE001 (not every backend reports it)
-    return None
+  m = common.xla_memory(compiled)
+  return None if m is None else m["temp_mb"]
 
 
-def worker_jax(size: str, repeats: int, scan: bool = False, reversible: bool = False) -> dict:
+def worker_jax(size: str, repeats: int, scan: bool = False, reversible: bool = False,
+               dtype: str = "float32") -> dict:
   import jax
   import jax.numpy as jnp
   import optax
@@ -73,7 +72,8 @@ def worker_jax(size: str, repeats: int, scan: bool = False, reversible: bool = F
   cfg = SIZES[size]
   model = dgmjax.models.create("glow", cfg["image"], NUM_BINS, levels=cfg["levels"],
                                steps=cfg["steps"], width=cfg["width"], coupling="affine",
-                               permutation="lu", scan=scan, reversible=reversible)
+                               permutation="lu", scan=scan, reversible=reversible,
+                               dtype=dtype)
   x = jnp.asarray(_data(cfg))
   t0 = time.perf_counter()
   init = jax.jit(model.init).lower(jax.random.PRNGKey(0), x).compile()
@@ -114,7 +114,7 @@ def worker_jax(size: str, repeats: int, scan: bool = False, reversible: bool = F
               sample_s=sample_s, sample_min_s=sample_min,
               compile_s=compile_s + sample_compile_s, init_s=init_s,
               peak_rss_mb=common.peak_rss_mb(),
-              temp_mb=_temp_mb(step_c),
+              temp_mb=_temp_mb(step_c), xla_memory=common.xla_memory(step_c), dtype=dtype,
               final_loss=float(state["loss"]), device=str(jax.devices()[0]),
               jax=jax.__version__)
 
@@ -299,8 +299,8 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
 
 
 def _run_worker(kind: str, size: str, repeats: int, scan: bool = False,
-                reversible: bool = False) -> dict:
-  extra = f", scan={scan}, reversible={reversible}" if kind == "jax" else ""
+                reversible: bool = False, dtype: str = "float32") -> dict:
+  extra = f", scan={scan}, reversible={reversible}, dtype={dtype!r}" if kind == "jax" else ""
   return common.run_worker("experiments.bench.glow", f"worker_{kind}({size!r}, {repeats}{extra})")
 
 
@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--repeats", type=int, default=10)
   p.add_argument("--out", default="glow_bench.json")
   common.add_threads_argument(p)
+  common.add_dtype_argument(p)
   p.add_argument("--scan", action="store_true",
                  help="dgmjax runs each level's steps with nn.scan (faster compilation)")
   p.add_argument("--reversible", action="store_true",
@@ -325,15 +326,16 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   sizes = common.choices_argument(p, args.sizes, SIZES)
   threads = common.pin_threads(args.threads)
-  results = {"platform": f"{common.platform_line(threads)} | dgmjax scan: {args.scan}",
+  results = {"platform": f"{common.platform_line(threads)} | dgmjax scan: {args.scan}, "
+                         f"dtype: {args.dtype}", "dtype": args.dtype,
              "sizes": {}}
   for size in sizes:
     torch_r = _run_worker("torch", size, args.repeats)
-    jax_r = _run_worker("jax", size, args.repeats, args.scan)
+    jax_r = _run_worker("jax", size, args.repeats, args.scan, dtype=args.dtype)
     results["sizes"][size] = {"config": SIZES[size], "pytorch": torch_r, "dgmjax": jax_r}
     if args.reversible:
       results["sizes"][size]["dgmjax_reversible"] = _run_worker("jax", size, args.repeats,
-                                                                args.scan, True)
+                                                                args.scan, True, args.dtype)
   first = next(iter(results["sizes"].values())) if sizes else None
   results["device"] = (f"dgmjax on {first['dgmjax']['device']}, PyTorch on "
                        f"{first['pytorch']['device']}" if first else "")

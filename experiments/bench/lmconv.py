@@ -53,10 +53,10 @@ def _jax_memory(jitted, *args):
     return None
 
 
-def bench_dgmjax(size, repeats, naive_sampling):
+def bench_dgmjax(size, repeats, naive_sampling, dtype="float32"):
   shape, nb, f, r, b = SIZES[size]
   model = dgmjax.models.create("lmconv", image_shape=shape, num_bins=nb, filters=f, resnets=r,
-                               dropout=0.0, orders=("s_curve:all",))
+                               dropout=0.0, orders=("s_curve:all",), dtype=dtype)
   x = jax.random.randint(jax.random.PRNGKey(0), (b,) + shape, 0, nb).astype(jnp.uint8)
   v = model.init(jax.random.PRNGKey(1), x)
   opt = optax.adam(2e-4)
@@ -70,7 +70,9 @@ def bench_dgmjax(size, repeats, naive_sampling):
   step_j = jax.jit(step)
   out = {"train_step_s": common.median_time(lambda: jax.block_until_ready(
       step_j(v, st, x, jax.random.PRNGKey(2))), repeats),
-         "train_peak_bytes": _jax_memory(step_j, v, st, x, jax.random.PRNGKey(2))}
+         "train_peak_bytes": _jax_memory(step_j, v, st, x, jax.random.PRNGKey(2)),
+         "xla_memory": common.xla_memory(
+             step_j.lower(v, st, x, jax.random.PRNGKey(2)).compile()), "dtype": dtype}
   sample_j = jax.jit(lambda v, rng: model.sample(v, rng, b))
   t0 = time.perf_counter()
   jax.block_until_ready(sample_j(v, jax.random.PRNGKey(3)))
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                  help="PyTorch pixel steps timed for sampling (extrapolated to H*W)")
   p.add_argument("--no-torch", action="store_true", help="measure dgmjax alone")
   common.add_threads_argument(p)
+  common.add_dtype_argument(p)
   p.add_argument("--naive", default="tiny,small",
                  help="sizes at which the compiled naive dgmjax sampler is also timed")
   p.add_argument("--out", default="")
@@ -151,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
   device = jax.devices()[0]
   plat = (f"{common.platform_line(threads)} | jax {jax.__version__} on {device.platform} "
           f"({getattr(device, 'device_kind', '')})")
-  results = {"platform": plat, "sizes": {}}
+  plat += f" | dgmjax dtype: {args.dtype}"
+  results = {"platform": plat, "dtype": args.dtype, "sizes": {}}
   rows = []
   for s in sizes:
     shape, nb, f, r, b = SIZES[s]
     res = {"config": dict(image_shape=shape, num_bins=nb, filters=f, resnets=r, batch=b)}
-    res["dgmjax"] = bench_dgmjax(s, args.repeats, s in args.naive.split(","))
+    res["dgmjax"] = bench_dgmjax(s, args.repeats, s in args.naive.split(","), args.dtype)
     print(f"{s} dgmjax: {json.dumps(res['dgmjax'])}", flush=True)
     if not args.no_torch:
       import torch  # pylint: disable=import-outside-toplevel

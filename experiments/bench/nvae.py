@@ -62,14 +62,15 @@ def _data(cfg, n, seed=0):
   return x
 
 
-def worker_jax(size: str, repeats: int) -> dict:
+def worker_jax(size: str, repeats: int, dtype: str = "float32") -> dict:
   import jax
   import jax.numpy as jnp
   import optax
   import dgmjax
 
   cfg = SIZES[size]
-  model = dgmjax.models.create("nvae", cfg["image"], cfg["bins"], **cfg["hp"], **TRAINING)
+  model = dgmjax.models.create("nvae", cfg["image"], cfg["bins"], **cfg["hp"], **TRAINING,
+                               dtype=dtype)
   x = jnp.asarray(_data(cfg, cfg["batch"]))
   xi = jnp.asarray(_data(cfg, cfg["iw_batch"], 1))
   t0 = time.perf_counter()
@@ -112,6 +113,7 @@ def worker_jax(size: str, repeats: int) -> dict:
   return dict(train_step_s=train_s, train_step_min_s=train_min, sample_s=sample_s,
               sample_min_s=sample_min, iw_s=iw_s, iw_min_s=iw_min, compile_s=compile_s,
               init_s=init_s, peak_rss_mb=common.peak_rss_mb(), final_loss_bpd=state["loss"],
+              xla_memory=common.xla_memory(step_c), dtype=dtype,
               params=int(sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))),
               device=str(jax.devices()[0]), jax=jax.__version__)
 
@@ -194,8 +196,9 @@ def depthwise(repeats: int = 5) -> dict:
   return out
 
 
-def _run_worker(kind: str, size: str, repeats: int) -> dict:
-  return common.run_worker("experiments.bench.nvae", f"worker_{kind}({size!r}, {repeats})")
+def _run_worker(kind: str, size: str, repeats: int, dtype: str = "float32") -> dict:
+  extra = f", dtype={dtype!r}" if kind == "jax" else ""
+  return common.run_worker("experiments.bench.nvae", f"worker_{kind}({size!r}, {repeats}{extra})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,13 +208,15 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--out", default="nvae_bench.json")
   p.add_argument("--no-depthwise", action="store_true", help="skip the depthwise conv timing")
   common.add_threads_argument(p)
+  common.add_dtype_argument(p)
   args = p.parse_args(argv)
   sizes = common.choices_argument(p, args.sizes, SIZES)
   threads = common.pin_threads(args.threads)
-  results = {"platform": common.platform_line(threads), "sizes": {}}
+  results = {"platform": f"{common.platform_line(threads)} | dgmjax dtype: {args.dtype}",
+             "dtype": args.dtype, "sizes": {}}
   for size in sizes:
     torch_r = _run_worker("torch", size, args.repeats)
-    jax_r = _run_worker("jax", size, args.repeats)
+    jax_r = _run_worker("jax", size, args.repeats, args.dtype)
     results["sizes"][size] = {"config": SIZES[size], "pytorch": torch_r, "dgmjax": jax_r}
   results["device"] = next(iter(results["sizes"].values()))["dgmjax"]["device"] if sizes else ""
   print(f"platform: {results['platform']}; dgmjax device: {results['device']}")

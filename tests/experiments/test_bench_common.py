@@ -57,3 +57,24 @@ def test_choices_argument_keeps_order_and_names_unknown(capsys):
   with pytest.raises(SystemExit):
     common.choices_argument(p, "tiny,huge", {"tiny": 1}, "sizes")
   assert "unknown sizes ['huge']; expected some of ['tiny']" in capsys.readouterr().err
+
+
+def test_bench_all_expands_paper_sizes_per_model():
+  from experiments.bench import all as bench_all
+  assert bench_all.model_sizes("glow", "tiny,paper") == ["tiny", "mnist", "cifar10"]
+  assert bench_all.model_sizes("lmconv", "paper") == ["paper", "cifar"]
+  assert bench_all.model_sizes("nvae", "paper,mnist") == ["mnist", "cifar10"]
+  assert bench_all.model_sizes("lmconv", "mnist") == []   # a size lmconv's script lacks
+
+
+def test_xla_memory_reports_temp_and_argument_bytes():
+  import jax
+  import jax.numpy as jnp
+  from experiments.bench import common as c
+  # the gradient of a two-layer tanh net keeps its [256,128] hidden activations
+  f = jax.jit(jax.grad(lambda w, x: jnp.sum(jnp.tanh(jnp.tanh(x @ w) @ w))))
+  m = c.xla_memory(f.lower(jnp.ones((128, 128)), jnp.ones((256, 128))).compile())
+  assert m is not None
+  assert abs(m["argument_mb"] - (128 + 256) * 128 * 4 / 2**20) < 1e-9
+  assert abs(m["output_mb"] - 128 * 128 * 4 / 2**20) < 1e-9
+  assert m["temp_mb"] >= 256 * 128 * 4 / 2**20
