@@ -358,3 +358,26 @@ def stack_steps(variables: dict) -> dict:
       rest["flows"] = {"scan": {"step": jax.tree_util.tree_map(lambda *t: jnp.stack(t), *steps)}}
       out[col][name] = rest
   return out
+
+
+def unstack_steps(variables: dict) -> dict:
+  """The inverse of ``stack_steps``: the ``scan=True``/``reversible=True`` layout
+  (``blocks_i/flows/scan/step/...``, leading [K] axis) -> the unrolled one
+  (``blocks_i/flows_k/...``), e.g. to run a scanned checkpoint with ``scan=False`` or to
+  export it in rosinality/glow-pytorch's per-step layout."""
+  out = {}
+  for col, tree in variables.items():
+    out[col] = {}
+    for name, sub in tree.items():
+      stacked = sub.get("flows", {}).get("scan", {}).get("step") \
+          if name.startswith("blocks_") and isinstance(sub, dict) else None
+      if stacked is None:
+        out[col][name] = sub
+        continue
+      k = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+      rest = {n: v for n, v in sub.items() if n != "flows"}
+      for i in range(k):
+        rest[f"flows_{i}"] = jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
+      out[col][name] = rest
+  return out
+

@@ -38,6 +38,7 @@ from dgmjax import images
 from dgmjax.image_model import ImageModel, check_dtype, check_temperatures
 from dgmjax.lmconv import heads, masks as masks_lib, orders as orders_lib, sampling
 from dgmjax.lmconv.network import FullEngine, LMConvNetwork
+from dgmjax.nn.init import fast_init_key
 from dgmjax.nn.remat import check_remat
 
 NORMALIZATIONS = ("pono", "weight_norm", "none")
@@ -189,7 +190,8 @@ class LMConvModel(ImageModel):
     @jax.jit
     def init(rng, x):   # compiled: an eager Flax init dispatches op by op (slow)
       xc = images.to_centered(x, self.num_bins, jnp.float32)
-      return self.network.init({"params": rng}, xc, FullEngine(masks), True)["params"]
+      return self.network.init({"params": fast_init_key(rng)}, xc, FullEngine(masks),
+                               True)["params"]
     return {"params": init(rng, x)}
 
   def conditional_log_prob(self, variables, x, order=None):

@@ -24,6 +24,10 @@ computes the same function and the same gradients to float rounding
   0.21 s scanned; ``"matmul"`` 0.46 s either way.
 - ``"auto"``: ``"xla"`` on GPU/TPU; on CPU ``"matmul"`` when O < I, else
   ``"xla_matmul_vjp"``.
+
+``"xla_matmul_vjp"`` is a ``jax.custom_vjp``: reverse mode only (``jax.grad``,
+``jax.vjp``, ``jax.jacrev``); forward mode (``jax.jvp``, ``jax.jacfwd``) needs
+``impl="xla"`` or ``"matmul"``.
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ import numpy as np
 from dgmjax import images
 from dgmjax.image_model import (ImageModel, check_dtype, check_finite, check_ints,
                                  check_positive_int, check_temperatures)
+from dgmjax.nn.init import fast_init_key
 from dgmjax.nn.remat import check_remat
 from dgmjax.distributions import (bernoulli_log_prob, bernoulli_sample,
                                   discretized_logistic_mixture_log_prob,
@@ -255,11 +256,9 @@ class NVAEModel(LatentsAndBN, ImageModel):
     return jax.jit(self._init)(rng, x)
 
   def _init(self, rng, x):
-    # The initial weights and vectors are drawn from "unsafe_rbg" keys seeded by ``rng``: XLA
-    # compiles the hundreds of threefry draws of a deep NVAE's init very slowly on CPU.
-    r_params, r_sample, r_spec = (
-        jax.random.wrap_key_data(jax.random.bits(r, (4,), jnp.uint32), impl="unsafe_rbg")
-        for r in jax.random.split(rng, 3))
+    # The initial weights and vectors are drawn from ``fast_init_key`` keys seeded by
+    # ``rng``: XLA compiles the hundreds of threefry draws of a deep NVAE's init very slowly.
+    r_params, r_sample, r_spec = (fast_init_key(r) for r in jax.random.split(rng, 3))
     variables = self.net.init({"params": r_params, "sample": r_sample}, self._inputs(x),
                               train=False)
     variables = dict(variables)

@@ -105,13 +105,16 @@ def group_weights(sown) -> dict:
 
 def init_spectral_state(rng, weights: dict, num_iter: int = 10 * NUM_POWER_ITER) -> dict:
   """{"RxC": {"u": [N,R], "v": [N,C]}}: normalised Gaussian vectors, then ``num_iter``
-  power iterations (the official first call)."""
-  uv = {}
-  for i, (k, w) in enumerate(sorted(weights.items())):
-    ru, rv = jax.random.split(jax.random.fold_in(rng, i))
-    n, r, c = w.shape
-    uv[k] = (_normalize(jax.random.normal(ru, (n, r), jnp.float32)),
-             _normalize(jax.random.normal(rv, (n, c), jnp.float32)))
+  power iterations (the official first call). All groups' vectors are slices of ONE
+  normal draw: a draw per group made XLA compile dozens of random-number kernels (NVAE
+  digits smoke: 48 draws, 7.7 s of compilation; one draw: 4.9 s)."""
+  shapes = [(k, w.shape) for k, w in sorted(weights.items())]
+  z = jax.random.normal(rng, (sum(n * (r + c) for _, (n, r, c) in shapes),), jnp.float32)
+  uv, off = {}, 0
+  for k, (n, r, c) in shapes:
+    u, v = z[off:off + n * r], z[off + n * r:off + n * (r + c)]
+    off += n * (r + c)
+    uv[k] = (_normalize(u.reshape(n, r)), _normalize(v.reshape(n, c)))
   uv = _power_iteration_groups(weights, uv, num_iter)
   return {k: {"u": u, "v": v} for k, (u, v) in uv.items()}
 

@@ -230,7 +230,7 @@ def memory_vs_k(size: str, ks=(8, 16, 32, 64)) -> list[dict]:
 
 
 def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
-                 width: int = 512, lr: float = 1e-4) -> dict:
+                 width: int = 512, lr: float = 1e-4, dtype: str = "float32") -> dict:
   """Reversible reconstruction drift on digits at K=32, L=3, width 512: for the
   initialised model and after ``steps`` Adam steps (reversible gradient; lr warmed up
   linearly to ``lr`` over 20 steps, global-norm clipping at 50. With lr 1e-3 this deep
@@ -239,8 +239,10 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
   1e-2 (step 9) and 0.4 (step 12) on the way), per
   level [max abs, relative] error of the first step's rebuilt input on 64 held-out images
   (``GlowModel.reconstruction_errors``), and the relative difference
-  max|g_rev - g_std| / max|g_std| over parameter arrays between the reversible and the
-  standard (scan=True) gradient on one batch."""
+  max|g_rev - g_std| / max|g_std| per parameter array between the reversible and the
+  standard (scan=True) gradient on one batch (both models in ``dtype``): its max and
+  median over arrays, the worst array with its scale, and the largest difference against
+  the whole gradient's largest entry."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -252,7 +254,7 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
   xs = d.images.astype(np.uint8).reshape(-1, 8, 8, 1)
   idx = np.random.RandomState(0).permutation(len(xs))
   train, test = xs[idx[:1500]], xs[idx[1500:]]
-  kw = dict(levels=levels, steps=k, width=width)
+  kw = dict(levels=levels, steps=k, width=width, dtype=dtype)
   rev = dgmjax.models.create("glow", (8, 8, 1), 17, reversible=True, **kw)
   std = dgmjax.models.create("glow", (8, 8, 1), 17, scan=True, **kw)
   v = jax.jit(rev.init)(jax.random.PRNGKey(0), jnp.asarray(train[:256]))
@@ -268,11 +270,18 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
     x = jnp.asarray(test[:64])
     e = np.asarray(errs({"params": params, **rest}, x))
     a, b = g_rev(params, x), g_std(params, x)
-    rel = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-        lambda u, w: float(jnp.max(jnp.abs(u - w)) / jnp.maximum(jnp.max(jnp.abs(w)), 1e-30)),
-        a, b))
+    flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
+    flat_b = jax.tree_util.tree_leaves(b)
+    rel = [float(jnp.max(jnp.abs(u - w)) / jnp.maximum(jnp.max(jnp.abs(w)), 1e-30))
+           for (_, u), w in zip(flat_a, flat_b)]
+    worst = int(np.argmax(rel))
+    top = max(float(jnp.max(jnp.abs(w))) for w in flat_b)
     return dict(level_abs_err=e[:, 0].tolist(), level_rel_err=e[:, 1].tolist(),
-                grad_rel_diff_max=max(rel), grad_rel_diff_median=float(np.median(rel)))
+                grad_rel_diff_max=max(rel), grad_rel_diff_median=float(np.median(rel)),
+                grad_rel_diff_worst_array=jax.tree_util.keystr(flat_a[worst][0]),
+                grad_worst_array_scale=float(jnp.max(jnp.abs(flat_b[worst]))) / top,
+                grad_global_rel_diff=max(float(jnp.max(jnp.abs(u - w)))
+                                         for (_, u), w in zip(flat_a, flat_b)) / top)
 
   @jax.jit
   def step(params, state, x, rng):
@@ -375,14 +384,17 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
       print(f"| {row['K']} | {row['standard_temp_mb']:.1f} | {row['reversible_temp_mb']:.1f} |")
   if args.drift_steps >= 0:
-    drift = digits_drift(args.drift_steps)
+    drift = digits_drift(args.drift_steps, dtype=args.dtype)
     results["reversible_drift"] = drift
     print(f"\nreversible drift on digits ({drift['config']})")
     for when in ("init", "trained"):
       r = drift[when]
       print(f"{when}: per-level max abs error {['%.2e' % e for e in r['level_abs_err']]}, "
             f"relative {['%.2e' % e for e in r['level_rel_err']]}; gradient rel. diff "
-            f"max {r['grad_rel_diff_max']:.2e} median {r['grad_rel_diff_median']:.2e}")
+            f"max {r['grad_rel_diff_max']:.2e} median {r['grad_rel_diff_median']:.2e} "
+            f"(worst array {r['grad_rel_diff_worst_array']}, whose largest entry is "
+            f"{r['grad_worst_array_scale']:.1e} of the gradient's largest; against the "
+            f"gradient's largest entry: {r['grad_global_rel_diff']:.2e})")
   if args.recon_steps:
     rec = digits_reconstruction(args.recon_steps)
     results["digits_reconstruction"] = rec

@@ -58,7 +58,7 @@ def test_round_trip_and_log_det_vs_jacobian(name):
   def run(v, y):
     zs, log_det = model.encode(v, y)
     log_q, extras = model.module.apply(v, y, method=model.module.log_density)
-    return (zs, log_det, model.decode(v, zs), jax.jacfwd(flat)(y[:1].reshape(-1)), log_q,
+    return (zs, log_det, model.decode(v, zs), jax.jacrev(flat)(y[:1].reshape(-1)), log_q,
             extras["log_det"], model.log_prob(v, x, jax.random.PRNGKey(2)))
 
   zs, log_det, y_back, jac, log_q, log_det2, lp = run(v, y)
@@ -198,7 +198,7 @@ def test_scan_equals_unrolled_steps():
   """scan=True (one nn.scan body per level) computes the same flow as the unrolled
   steps once their parameters are stacked (the shuffle permutation included), and its
   data-dependent init is per step."""
-  from dgmjax.flows.glow import stack_steps
+  from dgmjax.flows.glow import stack_steps, unstack_steps
   kw = dict(levels=1, steps=2, width=8)
   plain = dgmjax.models.create("glow", (4, 4, 2), 16, **kw)
   scanned = dgmjax.models.create("glow", (4, 4, 2), 16, scan=True, **kw)
@@ -229,6 +229,14 @@ def test_scan_equals_unrolled_steps():
   lp = jax.jit(lambda v, vs: (plain.log_prob(v, x, jax.random.PRNGKey(2)),
                               scanned.log_prob(vs, x, jax.random.PRNGKey(2))))(v, stack_steps(v))
   np.testing.assert_allclose(lp[1], lp[0], rtol=1e-5)
+  # and back: a scanned model's variables run the unrolled model (both directions convert)
+  vs = _perturb(jax.jit(scanned.init)(jax.random.PRNGKey(3), x), jax.random.PRNGKey(4))
+  vu = unstack_steps(vs)
+  assert jax.tree_util.tree_structure(vu) == jax.tree_util.tree_structure(v)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, stack_steps(vu), vs)
+  lp = jax.jit(lambda vu, vs: (plain.log_prob(vu, x, jax.random.PRNGKey(2)),
+                               scanned.log_prob(vs, x, jax.random.PRNGKey(2))))(vu, vs)
+  np.testing.assert_allclose(lp[0], lp[1], rtol=1e-5)
 
 
 def test_bad_input_is_a_value_error():

@@ -18,6 +18,7 @@ from sklearn.datasets import load_digits
 from dgmjax import models
 from dgmjax.distributions import discretized_logistic_mixture_log_prob
 from dgmjax.nvae.cells import count_params
+from dgmjax.nvae.hierarchy import NVAENet
 
 TINY = dict(channels=4, scales=1, groups_per_scale=2, use_se=False, latents_per_group=2,
             cells_per_group=1, preprocess_blocks=1, preprocess_cells=1, postprocess_blocks=1,
@@ -328,7 +329,16 @@ def test_readjusted_bn_is_named_state_used_by_sample(tiny):
   key = jax.random.PRNGKey(9)
   plain = model.sample(v2, key, 4, temperature=0.7)
   np.testing.assert_array_equal(plain, model.sample(v, key, 4, temperature=0.7))
-  readj = model.sample(v2, key, 4, temperature=0.7, readjusted_bn=True)
+  # the re-estimated statistics reach the decoder: its output logits change (the sampled
+  # uint8 pixels of this untrained model may or may not: they are too coarse to assert on)
+  logits = lambda bs: model.net.apply({"params": v["params"], "batch_stats": bs}, 4, 0.7, False,
+                                      method=NVAENet.sample, rngs={"sample": key})
+  assert float(jnp.max(jnp.abs(logits(state["readjusted_batch_stats"])
+                               - logits(v["batch_stats"])))) > 1e-3
+  # and sample(readjusted_bn=True) decodes with variables["readjusted_batch_stats"]
+  shifted = jax.tree_util.tree_map(lambda a: a + 3.0, state["readjusted_batch_stats"])
+  readj = model.sample({**v, "readjusted_batch_stats": shifted}, key, 4, temperature=0.7,
+                       readjusted_bn=True)
   assert readj.shape == plain.shape and not np.array_equal(readj, plain)
   # a non-finite statistic is an error naming it, never a silent NaN image (NVlabs/NVAE#36)
   bad = jax.tree_util.tree_map(lambda a: a, v)
