@@ -90,12 +90,12 @@ def test_bfloat16_loss_at_init_matches_float32(name):
   keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
   v = {**v, "params": jax.tree_util.tree_unflatten(
       tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])}
-  loss = lambda m: jax.jit(lambda v: m.loss(v, x, jax.random.PRNGKey(1))[0])(v)
-  l32, l16 = float(loss(f32)), float(loss(bf16))
+  l32 = float(jax.jit(lambda v: f32.loss(v, x, jax.random.PRNGKey(1))[0])(v))
+  l16, g = jax.jit(jax.value_and_grad(
+      lambda p: bf16.loss({**v, "params": p}, x, jax.random.PRNGKey(1))[0]))(v["params"])
+  l16 = float(l16)
   print(f"{name}: float32 {l32:.5f} bfloat16 {l16:.5f} rel {abs(l16 - l32) / l32:.2e}")
   assert np.isfinite(l16) and abs(l16 - l32) <= BF16_RTOL * abs(l32)
-  g = jax.jit(jax.grad(lambda p: bf16.loss({**v, "params": p}, x, jax.random.PRNGKey(1))[0]))(
-      v["params"])
   for leaf in jax.tree_util.tree_leaves(g):
     assert leaf.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(leaf)))
   for leaf in jax.tree_util.tree_leaves(jax.jit(bf16.init)(jax.random.PRNGKey(0), x)["params"]):
@@ -121,7 +121,7 @@ def test_remat_policies_keep_loss_and_gradient(name):
   grad = lambda m: jax.jit(jax.value_and_grad(
       lambda p: m.loss({**v, "params": p}, x, jax.random.PRNGKey(1))[0]))(v["params"])
   l0, g0 = grad(base)
-  for remat in (True, "dots_with_no_batch_dims_saveable", "nothing_saveable"):
+  for remat in (True, "dots_with_no_batch_dims_saveable"):
     l1, g1 = grad(make(remat))
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),

@@ -187,7 +187,7 @@ def test_conv_impls_give_the_same_loss_and_gradient(layout):
   grad = lambda m: jax.jit(jax.value_and_grad(
       lambda p: m.loss({**v, "params": p}, x, jax.random.PRNGKey(2))[0]))(v["params"])
   l0, g0 = grad(base)
-  for impl in ("matmul", "xla_matmul_vjp", "auto"):
+  for impl in ("matmul", "auto"):   # auto on CPU: xla_matmul_vjp, and matmul for the zero conv
     l1, g1 = grad(dgmjax.models.create("glow", (8, 8, 2), 8, conv_impl=impl, **kw))
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
