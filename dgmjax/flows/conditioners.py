@@ -47,7 +47,7 @@ def conv3x3(x, kernel, padding: str = "zeros", impl: str = "auto"):
   b, h, w, c = x.shape
   if padding == "edge":
     kernel, edge_k = kernel[:, :, :c, :], kernel[:, :, c, :]
-  y = conv_same(x, kernel.astype(x.dtype), impl)
+  y = conv_same(x, kernel, impl)
   if padding == "zeros":
     return y
   if padding == "ones":

@@ -179,7 +179,7 @@ class GlowLevel(nn.Module):
       step_cls = remat_module(FlowStep, self.remat, static_argnums=(2,))
       self.flows = [step_cls(spec, self.seed + k) for k in range(self.steps)]
     if self.split:
-      self.prior = SplitPrior(self.edge_bias)
+      self.prior = SplitPrior(self.edge_bias, self.conv_impl)
 
   def _run_steps(self, h, inverse):
     if self.scanned:
@@ -250,7 +250,7 @@ class Glow(nn.Module):
                              scan=self.scan, dtype=self.dtype, reversible=self.reversible,
                              conv_impl=self.conv_impl)
                    for i in range(self.levels)]
-    self.top_prior = TopPrior(self.learn_top, self.num_classes, self.edge_bias)
+    self.top_prior = TopPrior(self.learn_top, self.num_classes, self.edge_bias, self.conv_impl)
     if self.num_classes:
       self.class_head = ClassHead(self.num_classes)
 

@@ -39,7 +39,8 @@ rebuilt from the level's output, on the first ``reversible_check`` examples of t
 gradient when it exceeds about 1e-3 (see ``dgmjax.flows.reversible``).
 ``reconstruction_errors(variables, x)`` gives the per-level figures for a whole batch.
 
-``conv_impl`` (``dgmjax.nn.conv``): the coupling networks' 3x3 convolutions' formulation;
+``conv_impl`` (``dgmjax.nn.conv``): the 3x3 convolutions' formulation (coupling networks
+and priors);
 "auto" is XLA's convolution on GPU/TPU, and on CPU a formulation whose gradient stays
 fast inside the scan of ``scan``/``reversible`` (XLA:CPU's derived backward convolutions
 run on a slow path in a loop: the cause of the scanned Glow's former 7-13x slower step).

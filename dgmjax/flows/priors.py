@@ -40,11 +40,12 @@ class SplitPrior(nn.Module):
   an equivalent relabelling of a zero-initialised convolution).
   """
   edge_bias: bool = False
+  conv_impl: str = "auto"   # the ZeroConv's formulation (dgmjax.nn.conv)
 
   @nn.compact
   def __call__(self, z1):
     _, _, _, c = check_nhwc(z1, "SplitPrior")
-    h = ZeroConv(2 * c, self.edge_bias, name="conv")(z1)
+    h = ZeroConv(2 * c, self.edge_bias, conv_impl=self.conv_impl, name="conv")(z1)
     return h[..., :c], h[..., c:]
 
   def split(self, z):
@@ -65,12 +66,14 @@ class TopPrior(nn.Module):
   learn_top: bool = True
   num_classes: int | None = None
   edge_bias: bool = False
+  conv_impl: str = "auto"   # the ZeroConv's formulation (dgmjax.nn.conv)
 
   @nn.compact
   def __call__(self, shape, batch: int, labels=None):
     h, w, c = shape
     if self.learn_top:
-      out = ZeroConv(2 * c, self.edge_bias, name="conv")(jnp.zeros((1, h, w, c), jnp.float32))
+      out = ZeroConv(2 * c, self.edge_bias, conv_impl=self.conv_impl,
+                     name="conv")(jnp.zeros((1, h, w, c), jnp.float32))
     else:
       out = jnp.zeros((1, h, w, 2 * c), jnp.float32)
     out = jnp.broadcast_to(out, (batch, h, w, 2 * c))
