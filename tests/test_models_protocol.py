@@ -10,6 +10,7 @@ import pytest
 
 from dgmjax import models
 from dgmjax.image_model import ImageModel
+from tests.jaxpr_walk import equations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_PACKAGES = ("flows", "lmconv", "nvae")
@@ -94,6 +95,11 @@ def test_bfloat16_loss_at_init_matches_float32(name):
   l16, g = jax.jit(jax.value_and_grad(
       lambda p: bf16.loss({**v, "params": p}, x, jax.random.PRNGKey(1))[0]))(v["params"])
   l16 = float(l16)
+  # the option reaches the computation: the bf16 model computes in bf16, the f32 one not
+  assert "bfloat16" in {str(getattr(v_.aval, "dtype", "")) for e in equations(
+      lambda v: bf16.loss(v, x, jax.random.PRNGKey(1))[0], v) for v_ in e.outvars}
+  assert "bfloat16" not in {str(getattr(v_.aval, "dtype", "")) for e in equations(
+      lambda v: f32.loss(v, x, jax.random.PRNGKey(1))[0], v) for v_ in e.outvars}
   print(f"{name}: float32 {l32:.5f} bfloat16 {l16:.5f} rel {abs(l16 - l32) / l32:.2e}")
   assert np.isfinite(l16) and abs(l16 - l32) <= BF16_RTOL * abs(l32)
   for leaf in jax.tree_util.tree_leaves(g):
@@ -121,7 +127,15 @@ def test_remat_policies_keep_loss_and_gradient(name):
   grad = lambda m: jax.jit(jax.value_and_grad(
       lambda p: m.loss({**v, "params": p}, x, jax.random.PRNGKey(1))[0]))(v["params"])
   l0, g0 = grad(base)
+
+  def policies(m):   # the policies of the rematerialised blocks in the traced gradient
+    return {repr(e.params.get("policy")) for e in equations(
+        jax.grad(lambda p: m.loss({**v, "params": p}, x, jax.random.PRNGKey(1))[0]),
+        v["params"]) if e.primitive.name in ("remat2", "checkpoint")}
+  assert policies(base) == set()
   for remat in (True, "dots_with_no_batch_dims_saveable"):
+    want = None if remat is True else getattr(jax.checkpoint_policies, remat)
+    assert policies(make(remat)) == {repr(want)}
     l1, g1 = grad(make(remat))
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),

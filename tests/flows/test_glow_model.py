@@ -15,6 +15,7 @@ import pytest
 
 import dgmjax
 from dgmjax import images
+from tests.jaxpr_walk import equations
 
 
 def _perturb(variables, rng, scale=0.05):
@@ -187,8 +188,21 @@ def test_conv_impls_give_the_same_loss_and_gradient(layout):
   grad = lambda m: jax.jit(jax.value_and_grad(
       lambda p: m.loss({**v, "params": p}, x, jax.random.PRNGKey(2))[0]))(v["params"])
   l0, g0 = grad(base)
+  # the option reaches the convolutions: XLA's conv only where asked, the hand-written
+  # VJP where "auto" picks it on CPU (a reversible level is a custom_vjp of its own)
+  eqs = lambda m: [e.primitive.name for e in equations(
+      lambda p: m.loss({**v, "params": p}, x, jax.random.PRNGKey(2))[0], v["params"])]
+  vjps = lambda names: sum("custom_vjp" in n for n in names)
+  base_eqs = eqs(base)
+  assert "conv_general_dilated" in base_eqs
   for impl in ("matmul", "auto"):   # auto on CPU: xla_matmul_vjp, and matmul for the zero conv
-    l1, g1 = grad(dgmjax.models.create("glow", (8, 8, 2), 8, conv_impl=impl, **kw))
+    model = dgmjax.models.create("glow", (8, 8, 2), 8, conv_impl=impl, **kw)
+    used = eqs(model)
+    if impl == "matmul":
+      assert "conv_general_dilated" not in used and vjps(used) == vjps(base_eqs)
+    else:
+      assert vjps(used) > vjps(base_eqs)
+    l1, g1 = grad(model)
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                            g1, g0)
