@@ -28,10 +28,14 @@ The spectral regulariser's vectors are not in official checkpoints: they are ini
 from the loaded kernels as the official first call does (random unit vectors, then
 ``10 * num_power_iter`` power iterations), in numpy (``spectral_state``), so loading
 compiles nothing; the kernels are grouped exactly as the model sows them.
+
+A ``scan=True`` model gets the same variables in its stacked layout
+(``dgmjax.nvae.layout.stack_groups``); ``unstack_groups`` gives the official layout back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Mapping
 
@@ -42,6 +46,7 @@ from flax import traverse_util
 
 from dgmjax.convert.common import (StateDict, check_model, load_checkpoint, to_numpy,
                                    torch_conv_to_flax)
+from dgmjax.nvae.layout import stack_groups
 
 _BINARY = ("mnist", "omniglot")
 _SIZES = {"mnist": 32, "omniglot": 32, "cifar10": 32, "ffhq": 256}
@@ -348,8 +353,10 @@ def load_nvae(path_or_checkpoint, model=None, *, seed: int = 0, **overrides):
     model = models.create("nvae", **{**hparams_from_args(args), **overrides})
   elif overrides:
     raise ValueError(f"overrides {sorted(overrides)} apply only when model is None")
+  # The official layout is the unrolled one; a scan=True model gets it stacked.
+  unrolled = dataclasses.replace(model, scan=False) if model.scan else model
   x = jnp.zeros((1,) + tuple(model.image_shape), jnp.uint8)
-  abstract = jax.eval_shape(lambda r: model.init(r, x), jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(lambda r: unrolled.init(r, x), jax.random.PRNGKey(0))
   variables = convert_state_dict({k: to_numpy(v) for k, v in state_dict.items()}, abstract)
   variables["spectral"] = spectral_state(variables["params"], seed,
                                          10 * max(model.num_power_iter, 1))
@@ -357,4 +364,6 @@ def load_nvae(path_or_checkpoint, model=None, *, seed: int = 0, **overrides):
                                  != jax.tree_util.tree_structure(variables["spectral"])):
     raise ValueError("the spectral groups of the loaded kernels differ from the model's; "
                      "dgmjax.convert.nvae.spectral_weights is out of date")
+  if model.scan:
+    variables = stack_groups(model, variables)
   return (model, variables) if build else variables

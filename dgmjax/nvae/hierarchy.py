@@ -49,8 +49,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+import functools
+
+import jax
+
 from dgmjax.nn.remat import remat_module
 from dgmjax.nvae.cells import Cell, DecCombiner, EncCombiner
+from dgmjax.nvae.groups import (DecGroup, EncGroup, draw, posterior_group, prior_group,
+                                run_flows, scan_groups)
 from dgmjax.nvae.iaf import PairedCellAR
 from dgmjax.nvae.layers import WNConv
 from dgmjax.nvae.latent import LatentNormal, split_params
@@ -98,6 +104,11 @@ def decoder_layout(groups, cells_per_group):
   return kinds
 
 
+def _one_group(record):
+  """A group's record with a leading group axis of size 1."""
+  return jax.tree_util.tree_map(lambda a: a[None], record)
+
+
 class NVAENet(nn.Module):
   """The encoder-decoder. ``__call__(x, train)`` runs q(z|x) and p(x|z) (one posterior
   sample per image, from the ``"sample"`` RNG stream); ``sample(num, temperature,
@@ -105,9 +116,14 @@ class NVAENet(nn.Module):
   return the decoder's output parameters ``logits`` float32 [B,H,W,out_channels].
   ``encode(x, eps)`` returns the posterior latents [z_j] (decoder order).
 
-  The decoder tower is walked by ``_decode_tower`` only, the encoder tower by
-  ``_encode_tower`` only; the methods differ in the ``latent_fn(j, s)`` that supplies z_j
-  at the j-th decoder combiner (posterior draw, prior draw or a given z)."""
+  The four methods differ only in how z_j is obtained at the j-th decoder combiner:
+  ``mode`` "posterior" (draw from q, recording (q, p, log q, log p)), "prior" (draw from
+  p at a temperature) or "given". ``_encode_tower`` and ``_decode_tower`` walk the
+  towers, unrolled (one module per cell, the official layout) or with ``scan=True``
+  scanned per scale (``dgmjax.nvae.groups``; same maths, stacked parameters, one
+  compiled group body per scale; convert with ``dgmjax.nvae.layout``). The two layouts
+  draw different random numbers from the same key (the scan splits the RNG per group).
+  """
   image_shape: tuple
   out_channels: int
   channels: int
@@ -123,11 +139,14 @@ class NVAENet(nn.Module):
   remat: bool | str = False
   dtype: Any = jnp.float32
   depthwise_impl: str = "shift"
+  scan: bool = False
 
   def setup(self):
     ch, dt, se = self.channels, self.dtype, self.use_se
     cell_cls = remat_module(Cell, self.remat, static_argnums=(2,))
     mk = lambda f, t: cell_cls(int(f), t, use_se=se, dtype=dt, depthwise_impl=self.depthwise_impl)
+    factory = lambda f, t: functools.partial(cell_cls, int(f), t, use_se=se, dtype=dt,
+                                             depthwise_impl=self.depthwise_impl)
     num_scales = len(self.groups)
     h, w, _ = self.image_shape
     red = 2 ** (self.preprocess_blocks + num_scales - 1)
@@ -142,38 +161,63 @@ class NVAENet(nn.Module):
         else:
           pre.append(mk(ch * mult, "normal_pre"))
     self.pre_process = pre
-    enc = []
-    for kind in encoder_layout(self.groups, self.cells_per_group):
-      if kind == "cell":
-        enc.append(mk(ch * mult, "normal_enc"))
-      elif kind == "combiner":
-        enc.append(EncCombiner(ch * mult, dtype=dt))
-      else:
-        enc.append(mk(CHANNEL_MULT * ch * mult, "down_enc"))
-        mult *= CHANNEL_MULT
-    self.enc_tower = enc
+    nz, ncells = self.latents_per_group, self.cells_per_group
+    if self.scan:
+      enc_groups, enc_down = [], []
+      for s in range(num_scales):
+        enc_groups.append(EncGroup(factory(ch * mult, "normal_enc"), ncells))
+        if s < num_scales - 1:
+          enc_down.append(mk(CHANNEL_MULT * ch * mult, "down_enc"))
+          mult *= CHANNEL_MULT
+      self.enc_groups, self.enc_down = enc_groups, enc_down
+    else:
+      enc = []
+      for kind in encoder_layout(self.groups, ncells):
+        if kind == "cell":
+          enc.append(mk(ch * mult, "normal_enc"))
+        elif kind == "combiner":
+          enc.append(EncCombiner(ch * mult, dtype=dt))
+        else:
+          enc.append(mk(CHANNEL_MULT * ch * mult, "down_enc"))
+          mult *= CHANNEL_MULT
+      self.enc_tower = enc
     self.top_channels = ch * mult
     self.enc0 = WNConv(ch * mult, 1, use_bias=True, dtype=dt)
-    nz = self.latents_per_group
-    enc_s, dec_s, nf = [], [], []
-    for s in range(num_scales):
-      for g in range(self.groups[num_scales - s - 1]):
-        enc_s.append(WNConv(2 * nz, 3, padding=1, use_bias=True, dtype=dt))
-        for _ in range(self.num_flows):
-          nf.append(PairedCellAR(nz, dtype=dt, depthwise_impl=self.depthwise_impl))
-        if not (s == 0 and g == 0):
-          dec_s.append(WNConv(2 * nz, 1, use_bias=True, dtype=dt))
-    self.enc_sampler, self.dec_sampler, self.nf_cells = enc_s, dec_s, nf
-    dec = []
-    for kind in decoder_layout(self.groups, self.cells_per_group):
-      if kind == "cell":
-        dec.append(mk(ch * mult, "normal_dec"))
-      elif kind == "combiner":
-        dec.append(DecCombiner(ch * mult, dtype=dt))
-      else:
-        dec.append(mk(ch * mult // CHANNEL_MULT, "up_dec"))
-        mult //= CHANNEL_MULT
-    self.dec_tower = dec
+    if self.scan:
+      # Group 0 (no cells, fixed prior) stays unrolled under its official names.
+      self.enc_sampler = [WNConv(2 * nz, 3, padding=1, use_bias=True, dtype=dt)]
+      self.nf_cells = [PairedCellAR(nz, dtype=dt, depthwise_impl=self.depthwise_impl)
+                       for _ in range(self.num_flows)]
+      self.dec_top = DecCombiner(ch * mult, dtype=dt)
+      dec_groups, dec_up = [], []
+      for s in range(num_scales):
+        dec_groups.append(DecGroup(factory(ch * mult, "normal_dec"), ncells, ch * mult, nz,
+                                   self.num_flows, dtype=dt,
+                                   depthwise_impl=self.depthwise_impl))
+        if s < num_scales - 1:
+          dec_up.append(mk(ch * mult // CHANNEL_MULT, "up_dec"))
+          mult //= CHANNEL_MULT
+      self.dec_groups, self.dec_up = dec_groups, dec_up
+    else:
+      enc_s, dec_s, nf = [], [], []
+      for s in range(num_scales):
+        for g in range(self.groups[num_scales - s - 1]):
+          enc_s.append(WNConv(2 * nz, 3, padding=1, use_bias=True, dtype=dt))
+          for _ in range(self.num_flows):
+            nf.append(PairedCellAR(nz, dtype=dt, depthwise_impl=self.depthwise_impl))
+          if not (s == 0 and g == 0):
+            dec_s.append(WNConv(2 * nz, 1, use_bias=True, dtype=dt))
+      self.enc_sampler, self.dec_sampler, self.nf_cells = enc_s, dec_s, nf
+      dec = []
+      for kind in decoder_layout(self.groups, ncells):
+        if kind == "cell":
+          dec.append(mk(ch * mult, "normal_dec"))
+        elif kind == "combiner":
+          dec.append(DecCombiner(ch * mult, dtype=dt))
+        else:
+          dec.append(mk(ch * mult // CHANNEL_MULT, "up_dec"))
+          mult //= CHANNEL_MULT
+      self.dec_tower = dec
     post = []
     for _ in range(self.postprocess_blocks):
       for c in range(self.postprocess_cells):
@@ -188,76 +232,141 @@ class NVAENet(nn.Module):
     self.prior_ftr0 = self.param("prior_ftr0", nn.initializers.uniform(1.0),
                                  self.top_shape + (top_c,))
 
-  def _flows(self, z, ftr, offset, log_q):
-    for n in range(self.num_flows):
-      z, log_det = self.nf_cells[offset + n](z, ftr)
-      log_q = log_q - log_det
-    return z, log_q
-
-  def _draw(self, q, eps, j):
-    if eps is None:
-      return q.sample(self.make_rng("sample"))
-    if isinstance(eps, str):
-      if eps != "mean":
-        raise ValueError(f"eps must be None, 'mean' or a sequence of arrays; got {eps!r}")
-      return q.mu                # eps_j = 0
-    return q.mu + jnp.exp(q.log_sigma) * eps[j].astype(jnp.float32)
+  @property
+  def num_groups(self) -> int:
+    return int(sum(self.groups))
 
   def _encode_tower(self, x, train):
-    """x [B,H,W,C] -> (top features [B,h_top,w_top,C_top], the encoder combiners and the
-    features they see, both in decoder order)."""
+    """x [B,H,W,C] -> (top features [B,h_top,w_top,C_top], the encoder features each
+    decoder group j = 1..G-1 combines with, in decoder order: a list of [B,h_j,w_j,C_j]
+    unrolled, a list per decoder scale of stacked [n_t,B,h,w,C] with ``scan``)."""
     s = self.stem(x.astype(self.dtype))
     for cell in self.pre_process:
       s = cell(s, train)
-    comb_enc, comb_s = [], []
+    if self.scan:
+      feats, n = [], len(self.groups)
+      for si, group in enumerate(self.enc_groups):
+        s, ys = scan_groups(lambda m, c, _: (lambda o: (o, o))(m(c, train)), group, s, None,
+                            self.groups[si])
+        feats.append(ys[::-1])                    # decoder order within the scale
+        if si < n - 1:
+          s = self.enc_down[si](s, train)
+      feats = feats[::-1]                         # coarsest scale first
+      feats[0] = feats[0][1:]                     # its last group's output is the top
+      return s, feats
+    comb_s = []
     for kind, cell in zip(encoder_layout(self.groups, self.cells_per_group), self.enc_tower):
       if kind == "combiner":
-        comb_enc.append(cell)
         comb_s.append(s)
       else:
         s = cell(s, train)
-    return s, comb_enc[::-1], comb_s[::-1]
+    return s, comb_s[::-1]
 
-  def _posterior_fn(self, x, train, eps, record=None):
-    """The ``latent_fn`` of q(z|x): group j's posterior from the encoder features and the
-    decoder state ``s``, z_j = mu_j + sigma_j eps_j (see ``_draw``), then the IAF cells.
-    Appends (q, p, log q(z), log p(z)) to ``record`` when given."""
-    top, comb_enc, comb_s = self._encode_tower(x, train)
+  def _enc_combiners(self):
+    kinds = encoder_layout(self.groups, self.cells_per_group)
+    return [c for k, c in zip(kinds, self.enc_tower) if k == "combiner"][::-1]
 
-    def latent(j, s):
-      if j == 0:
-        ftr = nn.elu(self.enc0(nn.elu(top)))
-        q = LatentNormal.from_raw(*split_params(self.enc_sampler[0](ftr)))
-      else:
-        mu_p, ls_p = split_params(self.dec_sampler[j - 1](nn.elu(s)).astype(jnp.float32))
-        ftr = comb_enc[j - 1](comb_s[j - 1], s)
-        mu_q, ls_q = split_params(self.enc_sampler[j](ftr).astype(jnp.float32))
-        q = LatentNormal.from_raw(mu_p + mu_q, ls_p + ls_q)
-      z = self._draw(q, eps, j)
-      z, log_q = self._flows(z, ftr, j * self.num_flows, q.log_p(z))
-      if record is not None:
-        p = (LatentNormal.from_raw(jnp.zeros_like(z), jnp.zeros_like(z)) if j == 0
-             else LatentNormal.from_raw(mu_p, ls_p))
-        record.append((q, p, log_q, p.log_p(z)))
+  def _first_latent(self, batch, mode, inputs, records):
+    """z_0 [B,h_top,w_top,L] of group 0: q from the top encoder feature, N(0, 1.01^2 T^2)
+    prior, or given."""
+    if mode == "posterior":
+      ftr = nn.elu(self.enc0(nn.elu(inputs["top"])))
+      q = LatentNormal.from_raw(*split_params(self.enc_sampler[0](ftr)))
+      eps = inputs["eps"]
+      z = draw(q, eps if eps is None or isinstance(eps, str) else eps[0],
+               lambda: self.make_rng("sample"))
+      z, log_q = run_flows(self.nf_cells[:self.num_flows], z, ftr, q.log_p(z))
+      p = LatentNormal.from_raw(jnp.zeros_like(z), jnp.zeros_like(z))
+      records.append(_one_group((q, p, log_q, p.log_p(z))))
       return z
+    if mode == "prior":
+      mu = jnp.zeros((batch,) + self.top_shape + (self.latents_per_group,), jnp.float32)
+      return LatentNormal.from_raw(mu, mu, inputs["temperature"]).sample(self.make_rng("sample"))
+    return inputs["zs"][0]
 
-    return latent
+  def _latent(self, j, s, mode, inputs, enc_comb, records):
+    """z_j for j >= 1 in the unrolled layout (``dgmjax.nvae.groups``)."""
+    if mode == "posterior":
+      eps = inputs["eps"]
+      nf = self.num_flows
+      z, rec = posterior_group(
+          s, inputs["feats"][j - 1], eps if eps is None or isinstance(eps, str) else eps[j],
+          lambda: self.make_rng("sample"), self.dec_sampler[j - 1], enc_comb[j - 1],
+          self.enc_sampler[j], self.nf_cells[j * nf:(j + 1) * nf])
+      records.append(_one_group(rec))
+      return z
+    if mode == "prior":
+      return prior_group(s, inputs["temperature"], self.make_rng("sample"),
+                         self.dec_sampler[j - 1])
+    return inputs["zs"][j]
 
-  def _decode_tower(self, batch, train, latent_fn):
-    """The decoder from ``prior_ftr0`` (batch ``batch``) to logits [B,H,W,out]; at the
-    j-th combiner (decoder order) ``latent_fn(j, s)`` gives z_j [B,h_j,w_j,L] from the
-    decoder state s [B,h_j,w_j,C_j]."""
+  def _scan_scale(self, t, start, count, s, train, mode, inputs, records):
+    """Decoder groups j = start..start+count-1 (all in decoder scale t) as one scan:
+    (new s, z stacked [count,B,h,w,L])."""
+    if mode == "posterior":
+      xs = {"s_enc": inputs["feats"][t]}
+      eps = inputs["eps"]
+      eps_mode = eps if eps is None or isinstance(eps, str) else None
+      if eps_mode is None and eps is not None:
+        xs["eps"] = jnp.stack([eps[j] for j in range(start, start + count)])
+    elif mode == "prior":
+      eps_mode = None
+      xs = {"temperature": jnp.broadcast_to(jnp.asarray(inputs["temperature"], jnp.float32),
+                                            (count,))}
+    else:
+      eps_mode = None
+      xs = {"z": jnp.stack([inputs["zs"][j] for j in range(start, start + count)])}
+    s, (zs, rec) = scan_groups(lambda m, c, x: m(c, train, mode, x, eps_mode),
+                               self.dec_groups[t], s, xs, count)
+    if rec is not None:
+      records.append(rec)
+    return s, zs
+
+  def _decode_tower(self, batch, train, mode, inputs, records=None):
+    """The decoder from ``prior_ftr0`` (batch ``batch``) to (logits [B,H,W,out], the z_j
+    for j = 0..G-1 as a list of stacks [n,B,h,w,L] in decoder order). ``inputs``: "top", "feats" and "eps" (posterior: eps None, "mean"
+    or G arrays), "temperature" (prior) or "zs" (given). Posterior groups append their
+    (q, p, log q, log p) to ``records``, stacked on a leading group axis [n,B,h,w,L]
+    (n = 1 unrolled, the scale's group count when scanned), in decoder order."""
+    records = [] if records is None else records
     s = jnp.broadcast_to(self.prior_ftr0.astype(self.dtype)[None], (batch,) + self.prior_ftr0.shape)
-    idx = 0
-    for kind, cell in zip(decoder_layout(self.groups, self.cells_per_group), self.dec_tower):
-      if kind == "combiner":
-        s = cell(s, latent_fn(idx, s))
-        idx += 1
-      else:
-        s = cell(s, train)
+    z = self._first_latent(batch, mode, inputs, records)
+    zs, j = [z[None]], 1
+    if self.scan:
+      s = self.dec_top(s, z)
+      n = len(self.groups)
+      for t in range(n):
+        count = self.groups[n - 1 - t] - (1 if t == 0 else 0)
+        if count:
+          s, new = self._scan_scale(t, j, count, s, train, mode, inputs, records)
+          zs.append(new)
+          j += count
+        if t < n - 1:
+          s = self.dec_up[t](s, train)
+    else:
+      enc_comb = self._enc_combiners() if mode == "posterior" else None
+      kinds = decoder_layout(self.groups, self.cells_per_group)
+      for i, (kind, cell) in enumerate(zip(kinds, self.dec_tower)):
+        if kind == "combiner":
+          if i:
+            z = self._latent(j, s, mode, inputs, enc_comb, records)
+            zs.append(z[None])
+            j += 1
+          s = cell(s, z)
+        else:
+          s = cell(s, train)
     for cell in self.post_process:
       s = cell(s, train)
-    return self.image_conditional(nn.elu(s)).astype(jnp.float32)
+    return self.image_conditional(nn.elu(s)).astype(jnp.float32), zs
+
+  def _posterior_inputs(self, x, train, eps):
+    if not (eps is None or isinstance(eps, str) or len(eps) == self.num_groups):
+      raise ValueError(f"eps must hold {self.num_groups} arrays (one per latent group); "
+                       f"got {len(eps)}")
+    if isinstance(eps, str) and eps != "mean":
+      raise ValueError(f"eps must be None, 'mean' or a sequence of arrays; got {eps!r}")
+    top, feats = self._encode_tower(x, train)
+    return {"top": top, "feats": feats, "eps": eps}
 
   def __call__(self, x, train: bool = False, eps=None):
     """x: float [B,H,W,C] in [-1,1] -> (logits [B,H,W,out], terms). ``eps`` (optional):
@@ -268,15 +377,17 @@ class NVAENet(nn.Module):
     ``log_p`` [B] (sums over all latents) and ``kl_diag`` [G, L] (batch mean of the
     spatial sums: the official active-unit statistic)."""
     pairs = []
-    logits = self._decode_tower(x.shape[0], train, self._posterior_fn(x, train, eps, pairs))
+    logits, _ = self._decode_tower(x.shape[0], train, "posterior",
+                                   self._posterior_inputs(x, train, eps), pairs)
     kls, diags, lq, lp = [], [], 0.0, 0.0
-    for q, p, log_q, log_p in pairs:
+    for q, p, log_q, log_p in pairs:                   # each [n,B,h,w,L]
       kl = log_q - log_p if self.num_flows > 0 else q.kl(p)
-      kls.append(jnp.sum(kl, axis=(1, 2, 3)))
-      diags.append(jnp.mean(jnp.sum(kl, axis=(1, 2)), axis=0))
-      lq = lq + jnp.sum(log_q, axis=(1, 2, 3))
-      lp = lp + jnp.sum(log_p, axis=(1, 2, 3))
-    return logits, {"kl": jnp.stack(kls), "kl_diag": jnp.stack(diags), "log_q": lq, "log_p": lp}
+      kls.append(jnp.sum(kl, axis=(2, 3, 4)))
+      diags.append(jnp.mean(jnp.sum(kl, axis=(2, 3)), axis=1))
+      lq = lq + jnp.sum(log_q, axis=(0, 2, 3, 4))
+      lp = lp + jnp.sum(log_p, axis=(0, 2, 3, 4))
+    return logits, {"kl": jnp.concatenate(kls), "kl_diag": jnp.concatenate(diags),
+                    "log_q": lq, "log_p": lp}
 
   def encode(self, x, eps=None, train: bool = False):
     """x: float [B,H,W,C] in [-1,1] -> [z_j [B,h_j,w_j,L] for j = 0..G-1] (decoder order,
@@ -285,32 +396,19 @@ class NVAENet(nn.Module):
     (z_j = mu_j(x, z_<j) before the flows), or a sequence of G noise arrays as in
     ``__call__``. (The decoder tower runs too, as the posterior of group j needs the
     decoder state; its unused output is dead code under jit.)"""
-    zs, latent = [], self._posterior_fn(x, train, eps)
-
-    def keep(j, s):
-      zs.append(latent(j, s))
-      return zs[-1]
-
-    self._decode_tower(x.shape[0], train, keep)
-    return zs
+    stacks = self._decode_tower(x.shape[0], train, "posterior",
+                                self._posterior_inputs(x, train, eps))[1]
+    return [z for stack in stacks for z in stack]
 
   def decode(self, zs, train: bool = False):
     """[z_j [B,h_j,w_j,L]] (decoder order, G arrays) -> logits [B,H,W,out]: the decoder
     on given latents (the prior is not consulted)."""
     zs = list(zs)
-    if len(zs) != len(self.enc_sampler):
-      raise ValueError(f"decode expects {len(self.enc_sampler)} latent groups; got {len(zs)}")
-    return self._decode_tower(zs[0].shape[0], train, lambda j, s: zs[j])
+    if len(zs) != self.num_groups:
+      raise ValueError(f"decode expects {self.num_groups} latent groups; got {len(zs)}")
+    return self._decode_tower(zs[0].shape[0], train, "given", {"zs": zs})[0]
 
   def sample(self, num: int, temperature=1.0, train: bool = False):
     """Ancestral sampling at ``temperature`` (every sigma scaled): z_0 ~ N(0, 1.01^2 T^2),
     z_j ~ p_j(. | z_<j): logits [num,H,W,out]."""
-
-    def prior(j, s):
-      if j == 0:
-        mu = ls = jnp.zeros((num,) + self.top_shape + (self.latents_per_group,), jnp.float32)
-      else:
-        mu, ls = split_params(self.dec_sampler[j - 1](nn.elu(s)))
-      return LatentNormal.from_raw(mu, ls, temperature).sample(self.make_rng("sample"))
-
-    return self._decode_tower(num, train, prior)
+    return self._decode_tower(num, train, "prior", {"temperature": temperature})[0]

@@ -133,6 +133,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
   dtype: Any = "float32"
   depthwise_impl: str = "shift"
   dmol_edge: str = "exact"
+  scan: bool = False
   name: str = dataclasses.field(default="nvae", init=False)
 
   def __post_init__(self):
@@ -211,7 +212,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
                    postprocess_blocks=self.postprocess_blocks,
                    postprocess_cells=self.postprocess_cells, num_flows=self.num_flows,
                    use_se=self.use_se, remat=self.remat, dtype=self.dtype,
-                   depthwise_impl=self.depthwise_impl)
+                   depthwise_impl=self.depthwise_impl, scan=self.scan)
 
   @property
   def num_dims(self) -> int:

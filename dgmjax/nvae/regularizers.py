@@ -95,12 +95,14 @@ def group_key(shape) -> str:
 
 
 def group_weights(sown) -> dict:
-  """Stacks the sown kernel matrices by shape: {"RxC": [N, R, C]} in a fixed order."""
-  leaves = jax.tree_util.tree_leaves(sown)
+  """Stacks the sown kernel matrices by shape: {"RxC": [N, R, C]}, in the order of the
+  sown tree's leaves (module paths); a leaf [N,R,C] (sown by a scanned layer) gives its N
+  members in turn."""
   groups: dict = {}
-  for w in leaves:
-    groups.setdefault(group_key(w.shape), []).append(w)
-  return {k: jnp.stack(ws) for k, ws in groups.items()}
+  for w in jax.tree_util.tree_leaves(sown):
+    w = w if w.ndim == 3 else w[None]           # [N,R,C]: sown inside a scan over N groups
+    groups.setdefault(group_key(w.shape[1:]), []).append(w)
+  return {k: jnp.concatenate(ws) for k, ws in groups.items()}
 
 
 def init_spectral_state(rng, weights: dict, num_iter: int = 10 * NUM_POWER_ITER) -> dict:
@@ -137,14 +139,15 @@ def spectral_loss(weights: dict, state: dict, num_iter: int = NUM_POWER_ITER):
 
 
 def batchnorm_loss(params) -> jax.Array:
-  """sum over BatchNorm layers of max |scale| (every dict holding a ``scale`` leaf)."""
+  """sum over BatchNorm layers of max_c |scale_c| (every dict holding a ``scale`` leaf;
+  a scale [N,C] stacked by the scanned layout counts as N layers)."""
   total = jnp.float32(0.0)
 
   def walk(tree):
     nonlocal total
     if isinstance(tree, dict) or hasattr(tree, "items"):
       if "scale" in tree and not hasattr(tree["scale"], "items"):
-        total = total + jnp.max(jnp.abs(tree["scale"]))
+        total = total + jnp.sum(jnp.max(jnp.abs(tree["scale"]), axis=-1))
       for k, v in tree.items():
         if hasattr(v, "items"):
           walk(v)
