@@ -32,14 +32,20 @@ orders.
 
 The model must have the checkpoint's architecture (filters = ``nr_filters``, resnets =
 ``nr_resnet``, kernel_size, normalization, mask_weight, conv_bias, and the head: 10 M
-outputs for RGB, 3 M greyscale, 2 for ``--binarize``). The expected tree is that of
-``model.init``; every one of its leaves is taken from the state_dict with its expected
-shape, and any key left over is an error, so a missing, unexpected or mis-shaped key is a
-ValueError naming it.
+outputs for RGB, 3 M greyscale, 2 for ``--binarize``); ``scan`` either way: with
+``scan=True`` the per-resnet arrays come back stacked on a leading [num] axis under
+``up_layers_i/u_stream/...`` / ``down_layers_i/u_stream/...``
+(``dgmjax.lmconv.network.stack_resnets`` of the unrolled tree above; ``unstack_resnets``
+gives back the official per-resnet layout, e.g. to export a scanned model). The expected
+tree is that of the unrolled model's ``init``; every one of its leaves is taken from the
+state_dict with its expected shape, and any key left over is an error, so a missing,
+unexpected or mis-shaped key is a ValueError naming it; the result is checked against
+``model.init``'s structure and shapes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Mapping
 
@@ -49,6 +55,7 @@ import numpy as np
 
 from dgmjax.convert.common import (StateDict, check_model, load_checkpoint,
                                    torch_conv_to_flax)
+from dgmjax.lmconv.network import stack_resnets
 
 _INDEXED = ("up_layers", "down_layers", "u_stream", "downsize_u_stream", "upsize_u_stream")
 _PLAIN = ("u_init", "conv_input", "conv_out")
@@ -139,7 +146,7 @@ def load_lmconv(path_or_state_dict, model, *, use_ema: bool = False) -> dict:
 
   Returns:
     variables ``{"params": tree}`` of float32 arrays with exactly the structure and shapes
-    of ``model.init``.
+    of ``model.init`` (the stacked layout when ``model.scan``).
 
   Raises:
     ValueError: a missing, unexpected or mis-shaped key (named), or a checkpoint holding
@@ -149,11 +156,22 @@ def load_lmconv(path_or_state_dict, model, *, use_ema: bool = False) -> dict:
   raw = _unwrap(load_checkpoint(path_or_state_dict), use_ema)
   sd = StateDict(raw)
   x = np.zeros((1,) + tuple(model.image_shape), np.uint8)
-  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
+  unrolled = dataclasses.replace(model, scan=False) if model.scan else model
+  abstract = jax.eval_shape(unrolled.init, jax.random.PRNGKey(0), x)["params"]
   params = _convert(sd, abstract, ())
   sd.finish()
   params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
-  return {"params": params}
+  variables = {"params": params}
+  if model.scan:
+    variables = stack_resnets(variables)
+    want = jax.tree_util.tree_map(lambda a: a.shape,
+                                  jax.eval_shape(model.init, jax.random.PRNGKey(0), x))
+    got = jax.tree_util.tree_map(lambda a: a.shape, variables)
+    if got != want:
+      raise ValueError("converted variables do not match the scanned model's structure: "
+                       f"{jax.tree_util.tree_structure(got)} vs "
+                       f"{jax.tree_util.tree_structure(want)}")
+  return variables
 
 
 # ---- official arguments -> create("lmconv") kwargs ----------------------------------

@@ -63,7 +63,15 @@ class LMConvModel(ImageModel):
   conv_bias: biases in the masked convolutions.
   per_example_orders: training draws one order per example instead of per batch.
   remat: rematerialise each gated resnet in the backward pass: False, True or a
-    ``jax.checkpoint_policies`` name (``dgmjax.nn.remat``).
+    ``jax.checkpoint_policies`` name (``dgmjax.nn.remat``); with ``scan`` it applies to
+    the scan body (one gated resnet).
+  scan: run each stream's gated resnets as one ``nn.scan`` with parameters stacked on a
+    leading [R] (or [R+1]) axis (``network`` module docstring): the compiled network has
+    six resnet bodies whatever ``resnets`` is, so compile time stops growing with R.
+    The same model as ``scan=False`` (``network.stack_resnets`` / ``unstack_resnets``
+    convert the variables); sampling and completion run the unrolled network on the
+    unstacked parameters (``sampling``), so their compile time still grows with R.
+    Config key ``model.scan`` (e.g. ``--config.model.scan=True``).
   dtype: compute dtype ("float32" or "bfloat16"); params and likelihoods stay float32.
   """
   filters: int = 32
@@ -80,6 +88,7 @@ class LMConvModel(ImageModel):
   per_example_orders: bool = False
   remat: bool | str = False
   dtype: Any = "float32"
+  scan: bool = False
   name: str = dataclasses.field(default="lmconv", init=False)
 
   def __post_init__(self):
@@ -97,7 +106,7 @@ class LMConvModel(ImageModel):
                        f"got {self.normalization!r}")
     if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"lmconv: dropout must be a float in [0, 1); got {self.dropout!r}")
-    for key in ("mask_weight", "conv_bias", "per_example_orders"):
+    for key in ("mask_weight", "conv_bias", "per_example_orders", "scan"):
       if not isinstance(getattr(self, key), bool):
         raise ValueError(f"lmconv: {key} must be a bool; got {getattr(self, key)!r}")
     s("remat", check_remat(self.remat, "lmconv"))
@@ -124,7 +133,7 @@ class LMConvModel(ImageModel):
         kernel_size=self.kernel_size, max_dilation=self.max_dilation,
         normalization=self.normalization, dropout=float(self.dropout),
         conv_bias=self.conv_bias, mask_weight=self.mask_weight, remat=self.remat,
-        dtype=self.compute_dtype)
+        dtype=self.compute_dtype, scan=self.scan)
 
   @property
   def order_array(self) -> np.ndarray:
@@ -133,7 +142,8 @@ class LMConvModel(ImageModel):
 
   @property
   def conv_input_channels(self) -> list[int]:
-    """Input channels of every masked convolution, in call order."""
+    """Input channels of every masked convolution, in the unrolled network's call order
+    (the sampler's caches); the same list with ``scan`` True or False."""
     h, w, c = self.image_shape
     engine = FullEngine([m[0] for m in self._mask_arrays])
     jax.eval_shape(lambda: self.network.init(jax.random.PRNGKey(0),

@@ -54,6 +54,29 @@ conv has ``mask_weight`` [k,k,Cout] (official ``mask_weight`` [Cout,k,k]). ``n_o
 set by the head (``heads.num_outputs``; 100 for 10-mixture RGB, 30 greyscale, 2 for the
 official binarised 2-way softmax).
 
+Scanned layout (``scan=True``). Each of the six streams runs its ``num`` gated resnets
+(num = R for ``up_layers_{0,1,2}`` and ``down_layers_0``, R+1 for ``down_layers_{1,2}``)
+as ONE ``flax.linen.scan`` over a gated-resnet body (``ScannedStream``), so the network
+compiles six bodies whatever R is, instead of 6R+2 resnets. The body's parameters are
+stacked on a leading [num] axis under the scan module ``u_stream``:
+
+    up_layers_{i}/u_stream/conv_input/{kernel [num,k,k,2F,F], bias [num,F]}
+    up_layers_{i}/u_stream/conv_out/{kernel [num,k,k,2F,2F], bias [num,2F]}
+    down_layers_{i}/u_stream/conv_input, conv_out             as above
+    down_layers_{i}/u_stream/nin_skip/{kernel [num,2F,F], scale [num,F], bias [num,F]}
+
+(plus ``scale`` [num,Cout] / ``mask_weight`` [num,k,k,Cout] with those options), i.e.
+``X/u_stream/...[j] == X/u_stream_j/...`` of the unrolled tree; every other parameter
+keeps its unrolled path. ``stack_resnets`` / ``unstack_resnets`` convert between the two
+layouts (same model, same outputs). Up stream i: carry u [B,H,W,F], no per-step input;
+the per-step outputs come back stacked as ys [num,B,H,W,F] and are unstacked into the
+list L. Down stream i: carry u, per-step input the skips [num,B,H,W,F] stacked in the
+order they are consumed (``a_j = L.pop()`` for j = 0..num-1). The engine and the
+``deterministic`` flag are broadcast (static); the params and dropout RNGs are split per
+step. The one-pixel ``StepEngine`` keeps one cache per convolution call, in call order,
+which a scan body (one trace for all steps) cannot address; the sampler therefore runs
+the unrolled network on ``unstack_resnets`` of the scanned variables (``sampling``).
+
 The convolutions are delegated to an ``engine`` so that the same module code runs the
 whole image (``FullEngine``: ``conv.locally_masked_conv`` with the masks) or one pixel
 per example with cached activations (``StepEngine``, used by the sampler).
@@ -62,7 +85,8 @@ per example with cached activations (``StepEngine``, used by the sampler).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+import re
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -91,14 +115,26 @@ def pono(x, eps=1e-5):
 
 class FullEngine:
   """Runs masked convolutions over the whole image with masks (first, later, dilated),
-  each [H,W,k,k] or [B,H,W,k,k]. Records each conv's input channel count."""
+  each [H,W,k,k] or [B,H,W,k,k].
 
-  def __init__(self, masks: Sequence[jax.Array]):
+  ``channels``: the input channel count of every convolution, in the call order of the
+  UNROLLED network (the order of ``StepEngine``'s caches; read by
+  ``LMConvModel.conv_input_channels``). A scanned stream runs its body with ``quiet()``
+  (a scan traces its body more than once, and once stands for ``num`` layers) and appends
+  its layers' widths itself, so the list is the same for ``scan`` True and False."""
+
+  def __init__(self, masks: Sequence[jax.Array], record: bool = True):
     self.masks = tuple(masks)
+    self.record = record
     self.channels: list[int] = []
 
+  def quiet(self) -> "FullEngine":
+    """An engine with the same masks that records nothing (for a scan body)."""
+    return FullEngine(self.masks, record=False)
+
   def conv(self, x, kernel, bias, mask_weight, kind, dilation):
-    self.channels.append(x.shape[-1])
+    if self.record:
+      self.channels.append(x.shape[-1])
     return locally_masked_conv(x, kernel, bias, self.masks[kind], dilation, mask_weight)
 
 
@@ -179,7 +215,10 @@ class NIN(nn.Module):
 
 
 class GatedResnet(nn.Module):
-  """The official ``gated_resnet`` with locally masked convolutions (mask B)."""
+  """The official ``gated_resnet`` with locally masked convolutions (mask B).
+
+  ``__call__(u, a, engine, deterministic)``: u [B,H,W,F] (or [B,F] with a StepEngine), a
+  the skip input of the same shape (``skip=True``) or None -> [same shape as u]."""
   filters: int
   skip: bool
   conv_kwargs: Any
@@ -204,12 +243,30 @@ class GatedResnet(nn.Module):
     h1, h2 = jnp.split(h, 2, axis=-1)
     return u + norm(h1) * jax.nn.sigmoid(h2)
 
+  @staticmethod
+  def conv_input_widths(width: int, filters: int) -> tuple[int, int]:
+    """Input channels of (conv_input, conv_out) for u of ``width`` channels: both see a
+    concat_elu, i.e. (2 * width, 2 * filters)."""
+    return 2 * width, 2 * filters
+
+
+class _ResnetStep(GatedResnet):
+  """``GatedResnet`` as an ``nn.scan`` body: (carry u, per-step a) -> (u', y) with y = u'
+  when ``emit`` (up streams: the outputs are the down stream's skips) else None."""
+  emit: bool = True
+
+  @nn.compact
+  def __call__(self, u, a, engine, deterministic):
+    u = super().__call__(u, a, engine, deterministic)
+    return u, (u if self.emit else None)
+
 
 class Stream(nn.Module):
   """``num`` gated resnets in a row (official ``OurPixelCNNLayer_up``/``_down``).
 
   ``skips``: None (up stream) or the list of ``num`` skip inputs (down stream). Returns
-  the list of the resnets' outputs.
+  the list of the resnets' outputs. Parameters ``u_stream_{j}/...`` (the unrolled layout;
+  ``ScannedStream`` is the scanned one).
   """
   num: int
   skip: bool
@@ -232,8 +289,54 @@ class Stream(nn.Module):
     return outs
 
 
+class ScannedStream(nn.Module):
+  """``Stream`` with its ``num`` gated resnets run as ONE ``nn.scan`` (``scan=True``).
+
+  Parameters: ``u_stream/...`` stacked on a leading [num] axis (module docstring).
+  ``__call__(u, skips, engine, deterministic)``: u [B,H,W,F]; skips None (up stream) or
+  the list of ``num`` skip inputs [B,H,W,F], consumed in list order (stacked to
+  [num,B,H,W,F] as the scan's xs). Returns the list of the ``num`` outputs (up stream,
+  from the stacked ys [num,B,H,W,F]); a down stream returns only its last output, as a
+  one-element list (the network reads nothing else, so no ys are built). ``remat``
+  rematerialises the scan body. Needs a ``FullEngine`` (see the module docstring).
+  """
+  num: int
+  skip: bool
+  filters: int
+  conv_kwargs: Any
+  pono: bool
+  dropout: float
+  remat: bool | str = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, u, skips, engine, deterministic):
+    if not isinstance(engine, FullEngine):
+      raise TypeError(f"a scanned LMConv stream runs with a FullEngine only, not "
+                      f"{type(engine).__name__}; run the unrolled network (scan=False) on "
+                      f"unstack_resnets(variables) instead (as the sampler does)")
+    body = remat_module(_ResnetStep, self.remat, static_argnums=(3, 4))
+    scan = nn.scan(body, variable_axes={"params": 0},
+                   split_rngs={"params": True, "dropout": True},
+                   in_axes=(0, nn.broadcast, nn.broadcast), length=self.num)
+    xs = jnp.stack(skips) if self.skip else None
+    width = u.shape[-1]
+    u, ys = scan(self.filters, self.skip, self.conv_kwargs, self.pono, self.dropout,
+                 self.dtype, not self.skip, name="u_stream")(u, xs, engine.quiet(),
+                                                             deterministic)
+    if engine.record:
+      engine.channels.extend(GatedResnet.conv_input_widths(width, self.filters) * self.num)
+    if ys is None:
+      return [u]
+    return [ys[j] for j in range(self.num)]
+
+
 class LMConvNetwork(nn.Module):
-  """``OurPixelCNN``: x in [-1,1] [B,H,W,C] (or [B,C] with a StepEngine) -> [.., n_out]."""
+  """``OurPixelCNN``: x in [-1,1] [B,H,W,C] (or [B,C] with a StepEngine) -> [.., n_out].
+
+  ``scan``: each stream's gated resnets as one ``nn.scan`` with stacked parameters
+  (``ScannedStream``; compile time flat in R; FullEngine only); False: unrolled
+  (``Stream``, the official parameter tree)."""
   num_outputs: int
   filters: int = 160
   resnets: int = 5
@@ -245,6 +348,7 @@ class LMConvNetwork(nn.Module):
   mask_weight: bool = False
   remat: bool | str = False
   dtype: Any = jnp.float32
+  scan: bool = False
 
   @nn.compact
   def __call__(self, x, engine, deterministic: bool = True):
@@ -253,8 +357,9 @@ class LMConvNetwork(nn.Module):
     norm = pono if use_pono else (lambda v: v)
     ck = dict(kernel_size=self.kernel_size, weight_norm=self.normalization == "weight_norm",
               use_bias=self.conv_bias, mask_weight=self.mask_weight, dtype=self.dtype)
-    stream = lambda num, skip, name: Stream(num, skip, f, ck, use_pono, self.dropout,
-                                            self.remat, self.dtype, name=name)
+    stream_cls = ScannedStream if self.scan else Stream
+    stream = lambda num, skip, name: stream_cls(num, skip, f, ck, use_pono, self.dropout,
+                                                self.remat, self.dtype, name=name)
 
     x = x.astype(self.dtype)
     x = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)
@@ -276,3 +381,59 @@ class LMConvNetwork(nn.Module):
         u = norm(u)
     out = NIN(self.num_outputs, self.dtype, name="nin_out")(jax.nn.elu(u))
     return out.astype(jnp.float32)
+
+
+# ---- layouts: unrolled (u_stream_j) <-> scanned (u_stream, leading [num] axis) ---------
+
+_STREAM = re.compile(r"(up|down)_layers_\d+")
+_RESNET = re.compile(r"u_stream_(\d+)")
+
+
+def stack_resnets(variables: Mapping[str, Any]) -> dict:
+  """Unrolled variables -> the ``scan=True`` layout. Same model, same outputs.
+
+  In every collection, ``{up,down}_layers_i/u_stream_j/<leaf path>`` (j = 0..num-1) become
+  ``{up,down}_layers_i/u_stream/<leaf path>`` with the num arrays stacked on a new leading
+  axis ([num, *shape]); every other entry is kept as it is. Variables already in the
+  scanned layout pass through unchanged. ValueError if a stream's indices have gaps.
+  """
+  out = {}
+  for col, tree in variables.items():
+    out[col] = {}
+    for name, sub in tree.items():
+      idx = sorted(int(m.group(1)) for m in map(_RESNET.fullmatch, sub) if m) \
+          if _STREAM.fullmatch(name) and isinstance(sub, Mapping) else []
+      if not idx:
+        out[col][name] = sub
+        continue
+      if idx != list(range(len(idx))):
+        raise ValueError(f"{col}/{name}: u_stream indices {idx} are not 0..{len(idx) - 1}")
+      rest = {k: v for k, v in sub.items() if not _RESNET.fullmatch(k)}
+      if "u_stream" in rest:
+        raise ValueError(f"{col}/{name} holds both u_stream and u_stream_j entries")
+      rest["u_stream"] = jax.tree_util.tree_map(lambda *t: jnp.stack(t),
+                                                *[sub[f"u_stream_{j}"] for j in idx])
+      out[col][name] = rest
+  return out
+
+
+def unstack_resnets(variables: Mapping[str, Any]) -> dict:
+  """The inverse of ``stack_resnets``: ``{up,down}_layers_i/u_stream/<leaf path>`` with a
+  leading [num] axis -> ``{up,down}_layers_i/u_stream_j/<leaf path>`` = the j-th slice,
+  j = 0..num-1 (the unrolled, official layout: e.g. to sample, which runs the unrolled
+  network, or to export). Unrolled variables pass through unchanged."""
+  out = {}
+  for col, tree in variables.items():
+    out[col] = {}
+    for name, sub in tree.items():
+      stacked = sub.get("u_stream") \
+          if _STREAM.fullmatch(name) and isinstance(sub, Mapping) else None
+      if stacked is None:
+        out[col][name] = sub
+        continue
+      num = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+      rest = {k: v for k, v in sub.items() if k != "u_stream"}
+      for j in range(num):
+        rest[f"u_stream_{j}"] = jax.tree_util.tree_map(lambda a, j=j: a[j], stacked)
+      out[col][name] = rest
+  return out

@@ -35,6 +35,17 @@ What would make it faster still:
   Generation for Convolutional Autoregressive Models") is the special case of the
   cache used here; LMConv's masks make it work for any order.
 
+Scanned models (``scan=True``): both methods run the UNROLLED network
+(``network.Stream``) on ``network.unstack_resnets`` of the stacked parameters, an exact
+re-layout of the same weights. The cached method needs it: ``StepEngine`` hands out its
+caches by call order (the n-th convolution call reads and writes ``caches[n]``), and a
+scan body is traced once for all its steps, so its two convolutions would get the same
+two caches at every step instead of their layer's own (the scan would have to take the
+layers' caches as stacked per-step inputs and return them as per-step outputs; not
+done). The naive method uses the unrolled network too, so that both methods, and scanned
+and unrolled models, draw the same samples from the same key. The price: the sampler's
+compile time still grows with R.
+
 Completion: the order puts every observed pixel first (``orders.observed_first``); the
 loop visits all positions, keeping the observed value where a pixel is observed and
 sampling it otherwise, so observed pixels come back unchanged and each hidden pixel is
@@ -49,7 +60,7 @@ from jax import lax
 
 from dgmjax import images
 from dgmjax.lmconv import heads, masks as masks_lib
-from dgmjax.lmconv.network import FullEngine, StepEngine
+from dgmjax.lmconv.network import FullEngine, StepEngine, unstack_resnets
 
 METHODS = ("cached", "naive")
 
@@ -71,7 +82,8 @@ def generate(model, params, rng, canvas, order, fixed, *, method="cached",
 
   Args:
     model: an ``LMConvModel``.
-    params: its ``variables["params"]``.
+    params: its ``variables["params"]`` (stacked when ``model.scan``: the unrolled network
+      runs on their unstacked copy, see the module docstring).
     rng: PRNG key; step t uses ``fold_in(rng, t)`` whatever the method.
     canvas: uint8 [B,H,W,C] initial image (values used where ``fixed``).
     order: int32 [H*W] generation order (may be traced).
@@ -88,6 +100,13 @@ def generate(model, params, rng, canvas, order, fixed, *, method="cached",
   n_out = model.num_outputs
   mk = masks_lib.network_masks(order, h, w, model.kernel_size, model.max_dilation)
   net = model.network
+  if net.scan:   # the unrolled network on the unstacked weights (module docstring)
+    net = net.clone(scan=False)
+    params = unstack_resnets({"params": params})["params"]
+  if net.remat:
+    # Nothing is differentiated here, and StepEngine's cache writes inside a
+    # rematerialised (jax.checkpoint) block would leak its tracers.
+    net = net.clone(remat=False)
   variables = {"params": params}
 
   def draw(t, out):

@@ -5,13 +5,15 @@ tests/testdata/state_dicts; the locally masked conv equals ``F.conv2d`` under an
 all-ones mask and its hand-written backward equals autograd's; the masks follow the
 order; the likelihood sums to one over tiny image spaces and is autoregressive in the order.
 Import: the same weights, input and order give the same per-pixel and total
-log-likelihood in dgmjax (1e-4 relative) for the binarised, RGB and greyscale heads;
+log-likelihood in dgmjax (1e-4 relative) for the binarised, RGB and greyscale heads, and
+for a scanned model (``scan=True``: the per-resnet arrays stacked);
 missing, unexpected and mis-shaped keys are ValueErrors naming the key; .pt files load
 through ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 
 import dgmjax
 from dgmjax.convert.lmconv import load_lmconv
+from dgmjax.lmconv.network import stack_resnets
 from experiments.pytorch import lmconv as tl
 
 REF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata",
@@ -200,19 +203,20 @@ PARITY_CONFIGS = {
 }
 
 
-def _pair(name):
+def _pair(name, resnets=1, scan=False):
   (h, w, c), num_bins, kw = PARITY_CONFIGS[name]
   torch.manual_seed(0)
-  tm = tl.OurPixelCNN(nr_resnet=1, nr_filters=16, nr_logistic_mix=10, input_channels=c,
+  tm = tl.OurPixelCNN(nr_resnet=resnets, nr_filters=16, nr_logistic_mix=10, input_channels=c,
                       kernel_size=3, max_dilation=2, dropout_prob=0.0, num_bins=num_bins,
                       **kw).eval()
   with torch.no_grad():  # away from the init, so a swapped or mis-transposed weight shows
     for p in tm.parameters():
       p.add_(0.1 * torch.randn_like(p))
   jm = dgmjax.models.create(
-      "lmconv", image_shape=(h, w, c), num_bins=num_bins, filters=16, resnets=1, mixtures=10,
-      kernel_size=3, max_dilation=2, orders=("s_curve",),
-      normalization=kw["normalization"], mask_weight=kw.get("conv_mask_weight", False))
+      "lmconv", image_shape=(h, w, c), num_bins=num_bins, filters=16, resnets=resnets,
+      mixtures=10, kernel_size=3, max_dilation=2, orders=("s_curve",),
+      normalization=kw["normalization"], mask_weight=kw.get("conv_mask_weight", False),
+      scan=scan)
   return tm, jm
 
 
@@ -224,8 +228,22 @@ def binarized_pair():
 @pytest.mark.parametrize("name", sorted(PARITY_CONFIGS))
 def test_parity_with_pytorch(name):
   tm, jm = _pair(name)
-  h, w, c = jm.image_shape
+  _check_parity(tm, jm, load_lmconv(tm.state_dict(), jm))
+
+
+def test_parity_with_pytorch_scanned():
+  # nr_resnet=2: stacks of 2 (up_layers, down_layers_0) and 3 (down_layers_1/2) resnets
+  tm, jm = _pair("grey_dmol_wn", resnets=2, scan=True)
   variables = load_lmconv(tm.state_dict(), jm)
+  unrolled = load_lmconv(tm.state_dict(), dataclasses.replace(jm, scan=False))
+  assert "u_stream" in variables["params"]["down_layers_1"]
+  assert variables["params"]["down_layers_1"]["u_stream"]["conv_out"]["kernel"].shape[0] == 3
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables, stack_resnets(unrolled))
+  _check_parity(tm, jm, variables)
+
+
+def _check_parity(tm, jm, variables):
+  h, w, c = jm.image_shape
   rng = np.random.default_rng(0)
   x = rng.integers(0, jm.num_bins, (2, h, w, c)).astype(np.uint8)
   order = rng.permutation(h * w)  # any order, not only the configured one
