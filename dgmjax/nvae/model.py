@@ -104,6 +104,15 @@ class NVAEModel(LatentsAndBN, ImageModel):
   weight_decay_norm_anneal. The residual normal posterior [--res_dist] and the
   ``res_mbconv`` cells are always used. ``dmol_edge``: "exact" | "official" top/bottom
   bins of the mixture likelihood (module docstring).
+
+  ``scan``: run each scale's repeated groups (encoder cells; decoder cells, samplers,
+  combiners and IAF cells) as one ``nn.scan`` body with parameters stacked on a leading
+  group axis (``dgmjax.nvae.groups``): the train step's trace, and with it XLA's compile
+  time, no longer grows with ``groups_per_scale``. Same model as ``scan=False``:
+  ``dgmjax.nvae.layout.stack_groups`` / ``unstack_groups`` convert the variables (the
+  official checkpoint layout is the unrolled one; ``load_nvae`` gives either). The scan
+  splits the "sample" RNG per group, so the two layouts draw different posterior noise
+  from one key. Config key ``model.scan`` (variant ``:scan``).
   """
   channels: int = 32
   scales: int = 1
@@ -186,6 +195,8 @@ class NVAEModel(LatentsAndBN, ImageModel):
         self.weight_decay_norm <= 0 or self.weight_decay_norm_init <= 0)):
       raise ValueError("weight_decay_norm must be >= 0, and > 0 with weight_decay_norm_init "
                        "> 0 when weight_decay_norm_anneal is set")
+    if not isinstance(self.scan, (bool, np.bool_)):
+      raise ValueError(f"scan must be True or False; got {self.scan!r}")
     set_("dtype", getattr(jnp, check_dtype(self.dtype, "nvae").name))
     set_("remat", check_remat(self.remat, "nvae"))
     set_("_groups", groups_per_scale(self.scales, self.groups_per_scale, self.ada_groups,

@@ -63,6 +63,9 @@ SHARED_VARIANTS = {
     "remat": "model.remat = 'full': each repeated block's activations are recomputed in the "
              "backward pass (least memory; any jax.checkpoint_policies name via "
              "--config.model.remat=...)",
+    "scan": "model.scan = True: each run of repeated blocks (Glow's steps per level, "
+            "LMConv's gated resnets per stream, NVAE's groups per scale) is one nn.scan "
+            "body with stacked parameters: compile time flat in depth",
 }
 _TUNABLE_MODELS = ("glow", "lmconv", "nvae")
 
@@ -81,19 +84,21 @@ def split_variant(variant: str | None, own=()) -> tuple[str | None, tuple[str, .
 
 def finalize(c: ml_collections.ConfigDict, shared=()) -> ml_collections.ConfigDict:
   """Applies the ``shared`` variants (``SHARED_VARIANTS``), gives glow/lmconv/nvae configs
-  their ``model.dtype`` ("float32") and ``model.remat`` ("none") keys when a file sets
-  none, so both can be overridden from the command line; locks the config (no new keys)."""
+  their ``model.dtype`` ("float32"), ``model.remat`` ("none") and ``model.scan`` (False)
+  keys when a file sets none, so each can be overridden from the command line; locks the
+  config (no new keys)."""
   if c.model.name in _TUNABLE_MODELS:
-    if "dtype" not in c.model:
-      c.model.dtype = "float32"
-    if "remat" not in c.model:
-      c.model.remat = "none"
+    for key, default in (("dtype", "float32"), ("remat", "none"), ("scan", False)):
+      if key not in c.model:
+        c.model[key] = default
   elif shared:
     raise ValueError(f"variants {list(shared)} apply to {_TUNABLE_MODELS} configs only")
   if "bf16" in shared:
     c.model.dtype = "bfloat16"
   if "remat" in shared:
     c.model.remat = "full"
+  if "scan" in shared:
+    c.model.scan = True
   c.lock()
   return c
 

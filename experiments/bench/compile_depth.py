@@ -9,9 +9,10 @@ small width and at depth d and 4d, each in its own subprocess (no cache shared):
 
 - glow: K = 8 and 32 steps per level (L=3, width 64, 16x16x3, B8), unrolled (default) and
   ``scan=True`` (each level's steps are one ``nn.scan`` body) and ``reversible=True``;
-- lmconv: R = 1 and 4 gated resnets per stage (F=32, 16x16x1, B8; unrolled: no scanned
-  layout yet);
-- nvae: 2 and 8 groups per scale (channels 16, 2 scales, 16x16x1, B8; unrolled).
+- lmconv: R = 1 and 4 gated resnets per stage (F=32, 16x16x1, B8), unrolled and
+  ``scan=True`` (each stream's resnets one ``nn.scan`` body);
+- nvae: 2 and 8 groups per scale (channels 16, 2 scales, 16x16x1, B8), unrolled and
+  ``scan=True`` (each scale's groups one ``nn.scan`` body).
 
 Prints seconds per depth and the ratio compile(4d) / compile(d): ~4 for code that is
 unrolled (XLA compiles every copy), ~1 when the repeated blocks are one loop body.
@@ -26,8 +27,8 @@ from experiments.bench import common
 
 CASES = {
     "glow": [("unrolled", {}), ("scan", {"scan": True}), ("reversible", {"reversible": True})],
-    "lmconv": [("unrolled", {})],
-    "nvae": [("unrolled", {})],
+    "lmconv": [("unrolled", {}), ("scan", {"scan": True})],
+    "nvae": [("unrolled", {}), ("scan", {"scan": True})],
 }
 DEPTH_KEY = {"glow": "steps", "lmconv": "resnets", "nvae": "groups_per_scale"}
 DEPTHS = {"glow": (8, 32), "lmconv": (1, 4), "nvae": (2, 8)}

@@ -45,16 +45,19 @@ def test_at_least_one_config_per_model():
 
 
 @pytest.mark.parametrize("path", MODEL_CONFIGS, ids=os.path.basename)
-def test_shared_variants_set_dtype_and_remat(path):
+def test_shared_variants_set_dtype_remat_and_scan(path):
   plain = config_lib.load_config(path)
   assert plain.model.dtype == "float32" and plain.model.remat in ("none", "full")
-  both = config_lib.load_config(path + ":smoke+bf16+remat")
-  assert both.model.dtype == "bfloat16" and both.model.remat == "full"
+  assert plain.model.scan in (False, True)
+  both = config_lib.load_config(path + ":smoke+bf16+remat+scan")
+  assert both.model.dtype == "bfloat16" and both.model.remat == "full" and both.model.scan
   smoke = config_lib.load_config(path + ":smoke")
-  assert {k: v for k, v in both.model.items() if k not in ("dtype", "remat")} == \
-      {k: v for k, v in smoke.model.items() if k not in ("dtype", "remat")}
+  shared = ("dtype", "remat", "scan")
+  assert {k: v for k, v in both.model.items() if k not in shared} == \
+      {k: v for k, v in smoke.model.items() if k not in shared}
   model = _model(both)
   assert model.dtype == jnp.bfloat16 or jnp.dtype(model.dtype) == jnp.bfloat16
+  assert model.scan is True
   # the paper-size bf16 model builds (shapes only: nothing is computed)
   assert _model(config_lib.load_config(path + ":bf16")) is not None
   with pytest.raises(ValueError, match="unknown variant 'bf61'"):
