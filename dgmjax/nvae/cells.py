@@ -66,6 +66,7 @@ class Cell(nn.Module):
   use_se: bool = True
   dtype: Dtype = jnp.float32
   depthwise_impl: str = "shift"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -80,8 +81,9 @@ class Cell(nn.Module):
       skip = x
     if t.endswith("pre") or t.endswith("enc"):
       s = BNSwishConv(self.features, stride=2 if t.startswith("down") else 1,
-                      dtype=self.dtype, name="ops_0")(x, train)
-      s = BNSwishConv(self.features, dtype=self.dtype, name="ops_1")(s, train)
+                      dtype=self.dtype, conv_impl=self.conv_impl, name="ops_0")(x, train)
+      s = BNSwishConv(self.features, dtype=self.dtype, conv_impl=self.conv_impl,
+                      name="ops_1")(s, train)
     else:
       s = InvertedResidual(self.features, ex=6 if t.endswith("dec") else 3,
                            upsample=t.startswith("up"), dtype=self.dtype,

@@ -104,15 +104,17 @@ class DecGroup(nn.Module):
   num_flows: int
   dtype: Any = jnp.float32
   depthwise_impl: str = "shift"
+  conv_impl: str = "auto"
 
   def setup(self):
     dt, nz = self.dtype, self.latents
     self.cells = [self.cell_fn() for _ in range(self.num_cells)]
     self.dec_sampler = WNConv(2 * nz, 1, use_bias=True, dtype=dt)
     self.enc_combiner = EncCombiner(self.features, dtype=dt)
-    self.enc_sampler = WNConv(2 * nz, 3, padding=1, use_bias=True, dtype=dt)
-    self.flows = [PairedCellAR(nz, dtype=dt, depthwise_impl=self.depthwise_impl)
-                  for _ in range(self.num_flows)]
+    self.enc_sampler = WNConv(2 * nz, 3, padding=1, use_bias=True, dtype=dt,
+                              conv_impl=self.conv_impl)
+    self.flows = [PairedCellAR(nz, dtype=dt, depthwise_impl=self.depthwise_impl,
+                               conv_impl=self.conv_impl) for _ in range(self.num_flows)]
     self.dec_combiner = DecCombiner(self.features, dtype=dt)
 
   def __call__(self, s, train: bool, mode: str, xs: dict, eps_mode=None):

@@ -139,19 +139,21 @@ class NVAENet(nn.Module):
   remat: bool | str = False
   dtype: Any = jnp.float32
   depthwise_impl: str = "shift"
+  conv_impl: str = "auto"
   scan: bool = False
 
   def setup(self):
     ch, dt, se = self.channels, self.dtype, self.use_se
+    impls = dict(depthwise_impl=self.depthwise_impl, conv_impl=self.conv_impl)
     cell_cls = remat_module(Cell, self.remat, static_argnums=(2,))
-    mk = lambda f, t: cell_cls(int(f), t, use_se=se, dtype=dt, depthwise_impl=self.depthwise_impl)
-    factory = lambda f, t: functools.partial(cell_cls, int(f), t, use_se=se, dtype=dt,
-                                             depthwise_impl=self.depthwise_impl)
+    mk = lambda f, t: cell_cls(int(f), t, use_se=se, dtype=dt, **impls)
+    factory = lambda f, t: functools.partial(cell_cls, int(f), t, use_se=se, dtype=dt, **impls)
+    conv3 = lambda f: WNConv(f, 3, padding=1, use_bias=True, dtype=dt, conv_impl=self.conv_impl)
     num_scales = len(self.groups)
     h, w, _ = self.image_shape
     red = 2 ** (self.preprocess_blocks + num_scales - 1)
     self.top_shape = (h // red, w // red)
-    self.stem = WNConv(ch, 3, padding=1, use_bias=True, dtype=dt)
+    self.stem = conv3(ch)
     pre, mult = [], 1
     for _ in range(self.preprocess_blocks):
       for c in range(self.preprocess_cells):
@@ -185,15 +187,13 @@ class NVAENet(nn.Module):
     self.enc0 = WNConv(ch * mult, 1, use_bias=True, dtype=dt)
     if self.scan:
       # Group 0 (no cells, fixed prior) stays unrolled under its official names.
-      self.enc_sampler = [WNConv(2 * nz, 3, padding=1, use_bias=True, dtype=dt)]
-      self.nf_cells = [PairedCellAR(nz, dtype=dt, depthwise_impl=self.depthwise_impl)
-                       for _ in range(self.num_flows)]
+      self.enc_sampler = [conv3(2 * nz)]
+      self.nf_cells = [PairedCellAR(nz, dtype=dt, **impls) for _ in range(self.num_flows)]
       self.dec_top = DecCombiner(ch * mult, dtype=dt)
       dec_groups, dec_up = [], []
       for s in range(num_scales):
         dec_groups.append(DecGroup(factory(ch * mult, "normal_dec"), ncells, ch * mult, nz,
-                                   self.num_flows, dtype=dt,
-                                   depthwise_impl=self.depthwise_impl))
+                                   self.num_flows, dtype=dt, **impls))
         if s < num_scales - 1:
           dec_up.append(mk(ch * mult // CHANNEL_MULT, "up_dec"))
           mult //= CHANNEL_MULT
@@ -202,9 +202,9 @@ class NVAENet(nn.Module):
       enc_s, dec_s, nf = [], [], []
       for s in range(num_scales):
         for g in range(self.groups[num_scales - s - 1]):
-          enc_s.append(WNConv(2 * nz, 3, padding=1, use_bias=True, dtype=dt))
+          enc_s.append(conv3(2 * nz))
           for _ in range(self.num_flows):
-            nf.append(PairedCellAR(nz, dtype=dt, depthwise_impl=self.depthwise_impl))
+            nf.append(PairedCellAR(nz, dtype=dt, **impls))
           if not (s == 0 and g == 0):
             dec_s.append(WNConv(2 * nz, 1, use_bias=True, dtype=dt))
       self.enc_sampler, self.dec_sampler, self.nf_cells = enc_s, dec_s, nf
@@ -227,7 +227,7 @@ class NVAENet(nn.Module):
         else:
           post.append(mk(ch * mult, "normal_post"))
     self.post_process = post
-    self.image_conditional = WNConv(self.out_channels, 3, padding=1, use_bias=True, dtype=dt)
+    self.image_conditional = conv3(self.out_channels)
     top_c = int(CHANNEL_MULT ** (self.preprocess_blocks + num_scales - 1) * ch)
     self.prior_ftr0 = self.param("prior_ftr0", nn.initializers.uniform(1.0),
                                  self.top_shape + (top_c,))

@@ -61,12 +61,14 @@ class CellAR(nn.Module):
   mirror: bool = False
   dtype: Dtype = jnp.float32
   depthwise_impl: str = "shift"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, z, ftr=None):
     del ftr
     nz, hidden = self.num_z, 6 * self.num_z
-    convz = _ConvZ(nz, hidden, self.mirror, self.dtype, self.depthwise_impl, name="conv")
+    convz = _ConvZ(nz, hidden, self.mirror, self.dtype, self.depthwise_impl, self.conv_impl,
+                   name="conv")
     h = convz(z)
     mu = _MuConv(nz, hidden, self.mirror, self.dtype, name="mu")(h)
     return z - mu.astype(z.dtype), jnp.zeros_like(z)
@@ -78,11 +80,13 @@ class _ConvZ(nn.Module):
   mirror: bool
   dtype: Dtype
   depthwise_impl: str
+  conv_impl: str
 
   @nn.compact
   def __call__(self, z):
     m0 = ar_conv_mask(3, self.nz, 1, self.hidden, True, self.mirror)
-    h = WNConv(self.hidden, 3, padding=1, mask=m0, dtype=self.dtype, name="convz_0")(z)
+    h = WNConv(self.hidden, 3, padding=1, mask=m0, dtype=self.dtype, conv_impl=self.conv_impl,
+               name="convz_0")(z)
     h = nn.elu(h)
     m2 = ar_conv_mask(5, self.hidden, self.hidden, self.hidden, False, self.mirror)
     h = WNConv(self.hidden, 5, padding=2, groups=self.hidden, mask=m2, dtype=self.dtype,
@@ -108,9 +112,11 @@ class PairedCellAR(nn.Module):
   num_z: int
   dtype: Dtype = jnp.float32
   depthwise_impl: str = "shift"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, z, ftr=None):
-    z, ld1 = CellAR(self.num_z, False, self.dtype, self.depthwise_impl, name="cell1")(z, ftr)
-    z, ld2 = CellAR(self.num_z, True, self.dtype, self.depthwise_impl, name="cell2")(z, ftr)
+    args = (self.dtype, self.depthwise_impl, self.conv_impl)
+    z, ld1 = CellAR(self.num_z, False, *args, name="cell1")(z, ftr)
+    z, ld2 = CellAR(self.num_z, True, *args, name="cell2")(z, ftr)
     return z, ld1 + ld2

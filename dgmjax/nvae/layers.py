@@ -24,6 +24,11 @@ Layouts (the PyTorch importer maps these one to one):
 
 The 5x5 depthwise convolutions run as 25 shifted multiply-adds with a hand-written VJP
 (``dgmjax.nn.depthwise``); ``depthwise_impl="grouped"`` selects XLA's grouped convolution.
+The stride-1 'same' k x k convolutions (k > 1: the encoder cells' 3x3, the stem, the
+samplers, the IAF cells' first conv, the output conv) run by ``dgmjax.nn.conv.conv_same``
+with ``conv_impl`` (default ``"auto"``: XLA's convolution on GPU/TPU; on CPU a
+hand-written matmul VJP, which XLA:CPU runs fast inside the ``scan=True`` layout's loops
+too, where it puts the derived backward convolutions on a slow generic path).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dgmjax.nn.conv import conv_same
 from dgmjax.nn.depthwise import depthwise_conv
 from dgmjax.nn.init import torch_uniform
 from dgmjax.nn.weight_norm import weight_norm
@@ -80,6 +86,7 @@ class WNConv(nn.Module):
   init_log_scale: float = 0.0
   dtype: Dtype = jnp.float32
   depthwise_impl: str = "shift"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
@@ -109,6 +116,9 @@ class WNConv(nn.Module):
       y = depthwise_conv(x, kernel, self.padding, self.dilation, self.depthwise_impl, taps)
     elif k == 1 and self.stride == 1 and self.groups == 1 and self.padding == 0:
       y = jnp.einsum("bhwi,io->bhwo", x, kernel[0, 0])
+    elif (k % 2 and self.stride == 1 and self.groups == 1 and self.dilation == 1
+          and self.padding == k // 2):
+      y = conv_same(x, kernel, self.conv_impl)
     else:
       y = jax.lax.conv_general_dilated(
           x, kernel, (self.stride, self.stride), [(self.padding, self.padding)] * 2,
@@ -231,12 +241,13 @@ class BNSwishConv(nn.Module):
   features: int
   stride: int = 1
   dtype: Dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = BatchNorm(act=True, dtype=self.dtype, name="bn_act")(x, train)
     return WNConv(self.features, 3, stride=self.stride, padding=1, use_bias=True,
-                  dtype=self.dtype, name="conv_0")(x)
+                  dtype=self.dtype, conv_impl=self.conv_impl, name="conv_0")(x)
 
 
 class ConvBNSwish(nn.Module):

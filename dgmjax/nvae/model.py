@@ -77,6 +77,7 @@ import numpy as np
 from dgmjax import images
 from dgmjax.image_model import (ImageModel, check_dtype, check_finite, check_ints,
                                  check_positive_int, check_temperatures)
+from dgmjax.nn.conv import IMPLS as conv_impls
 from dgmjax.nn.init import fast_init_key
 from dgmjax.nn.remat import check_remat
 from dgmjax.distributions import (bernoulli_log_prob, bernoulli_sample,
@@ -103,7 +104,9 @@ class NVAEModel(LatentsAndBN, ImageModel):
   kl_const_coeff, kl_balance, weight_decay_norm, weight_decay_norm_init,
   weight_decay_norm_anneal. The residual normal posterior [--res_dist] and the
   ``res_mbconv`` cells are always used. ``dmol_edge``: "exact" | "official" top/bottom
-  bins of the mixture likelihood (module docstring).
+  bins of the mixture likelihood (module docstring). ``depthwise_impl`` ("shift" |
+  "grouped") and ``conv_impl`` (``dgmjax.nn.conv.IMPLS``; "auto": XLA's convolution on
+  GPU/TPU, the matmul-VJP formulations on CPU) choose the kernels (``layers.py``).
 
   ``scan``: run each scale's repeated groups (encoder cells; decoder cells, samplers,
   combiners and IAF cells) as one ``nn.scan`` body with parameters stacked on a leading
@@ -141,6 +144,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
   remat: bool | str = False
   dtype: Any = "float32"
   depthwise_impl: str = "shift"
+  conv_impl: str = "auto"
   dmol_edge: str = "exact"
   scan: bool = False
   name: str = dataclasses.field(default="nvae", init=False)
@@ -191,6 +195,8 @@ class NVAEModel(LatentsAndBN, ImageModel):
       raise ValueError(f"dmol_edge must be one of {EDGES}; got {self.dmol_edge!r}")
     if self.depthwise_impl not in ("shift", "grouped"):
       raise ValueError(f"depthwise_impl must be 'shift' or 'grouped'; got {self.depthwise_impl!r}")
+    if self.conv_impl not in conv_impls:
+      raise ValueError(f"conv_impl must be one of {conv_impls}; got {self.conv_impl!r}")
     if self.weight_decay_norm < 0 or (self.weight_decay_norm_anneal and (
         self.weight_decay_norm <= 0 or self.weight_decay_norm_init <= 0)):
       raise ValueError("weight_decay_norm must be >= 0, and > 0 with weight_decay_norm_init "
@@ -223,7 +229,8 @@ class NVAEModel(LatentsAndBN, ImageModel):
                    postprocess_blocks=self.postprocess_blocks,
                    postprocess_cells=self.postprocess_cells, num_flows=self.num_flows,
                    use_se=self.use_se, remat=self.remat, dtype=self.dtype,
-                   depthwise_impl=self.depthwise_impl, scan=self.scan)
+                   depthwise_impl=self.depthwise_impl, conv_impl=self.conv_impl,
+                   scan=self.scan)
 
   @property
   def num_dims(self) -> int:

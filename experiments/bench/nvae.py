@@ -65,7 +65,8 @@ def _data(cfg, n, seed=0):
   return x
 
 
-def worker_jax(size: str, repeats: int, dtype: str = "float32", scan: bool = False) -> dict:
+def worker_jax(size: str, repeats: int, dtype: str = "float32", scan: bool = False,
+               conv_impl: str = "auto") -> dict:
   import jax
   import jax.numpy as jnp
   import optax
@@ -73,7 +74,7 @@ def worker_jax(size: str, repeats: int, dtype: str = "float32", scan: bool = Fal
 
   cfg = SIZES[size]
   model = dgmjax.models.create("nvae", cfg["image"], cfg["bins"], **cfg["hp"], **TRAINING,
-                               dtype=dtype, scan=scan)
+                               dtype=dtype, scan=scan, conv_impl=conv_impl)
   x = jnp.asarray(_data(cfg, cfg["batch"]))
   xi = jnp.asarray(_data(cfg, cfg["iw_batch"], 1))
   t0 = time.perf_counter()
@@ -116,7 +117,7 @@ def worker_jax(size: str, repeats: int, dtype: str = "float32", scan: bool = Fal
                         max(2, repeats // 2))
   return dict(train_step_s=train_s, train_step_min_s=train_min, sample_s=sample_s,
               sample_min_s=sample_min, iw_s=iw_s, iw_min_s=iw_min, compile_s=compile_s,
-              step_compile_s=step_compile_s, scan=scan,
+              step_compile_s=step_compile_s, scan=scan, conv_impl=conv_impl,
               init_s=init_s, peak_rss_mb=common.peak_rss_mb(), final_loss_bpd=state["loss"],
               xla_memory=common.xla_memory(step_c), dtype=dtype,
               params=int(sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))),
@@ -202,8 +203,8 @@ def depthwise(repeats: int = 5) -> dict:
 
 
 def _run_worker(kind: str, size: str, repeats: int, dtype: str = "float32",
-                scan: bool = False) -> dict:
-  extra = f", dtype={dtype!r}, scan={scan!r}" if kind == "jax" else ""
+                scan: bool = False, conv_impl: str = "auto") -> dict:
+  extra = f", dtype={dtype!r}, scan={scan!r}, conv_impl={conv_impl!r}" if kind == "jax" else ""
   return common.run_worker("experiments.bench.nvae", f"worker_{kind}({size!r}, {repeats}{extra})")
 
 
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
   common.add_dtype_argument(p)
   p.add_argument("--scan", action="store_true",
                  help="dgmjax's scanned layout (each scale's groups one nn.scan body)")
+  p.add_argument("--conv-impl", default="auto", help="dgmjax's conv_impl (dgmjax.nn.conv)")
   args = p.parse_args(argv)
   sizes = common.choices_argument(p, args.sizes, SIZES)
   threads = common.pin_threads(args.threads)
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
              "dtype": args.dtype, "sizes": {}}
   for size in sizes:
     torch_r = _run_worker("torch", size, args.repeats)
-    jax_r = _run_worker("jax", size, args.repeats, args.dtype, args.scan)
+    jax_r = _run_worker("jax", size, args.repeats, args.dtype, args.scan, args.conv_impl)
     results["sizes"][size] = {"config": SIZES[size], "pytorch": torch_r, "dgmjax": jax_r}
   results["device"] = next(iter(results["sizes"].values()))["dgmjax"]["device"] if sizes else ""
   print(f"platform: {results['platform']}; dgmjax device: {results['device']}")
