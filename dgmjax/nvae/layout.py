@@ -22,13 +22,13 @@ Everything else (stem, pre/post-processing, enc0, enc_sampler_0, nf_cells_k for 
 0, image_conditional, prior_ftr0) keeps its name. ``params``, ``batch_stats`` and
 ``readjusted_batch_stats`` convert exactly; the spectral power-iteration vectors
 (``spectral``, one row per kernel in the order of the sown kernels) are permuted to the
-other layout's kernel order, so a converted run continues bit for bit.
+other layout's kernel order, so a converted run continues bit for bit. The converters
+work on the host: moved arrays come back as numpy arrays (one copy of the variables).
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -125,7 +125,7 @@ def _stack_tree(tree, mapping):
   for path, members in buckets.items():
     if sorted(members) != list(range(len(members))):
       raise ValueError(f"groups of {'/'.join(path)} missing: have positions {sorted(members)}")
-    _set(out, path, jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+    _set(out, path, jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(m) for m in a]),
                                            *[members[p] for p in range(len(members))]))
   return out
 
@@ -135,7 +135,8 @@ def _unstack_tree(tree, mapping):
   for name, (path, pos) in mapping.items():
     sub = _get(tree, path)
     if sub is not None:
-      out[name] = sub if pos is None else jax.tree_util.tree_map(lambda a: a[pos], sub)
+      out[name] = sub if pos is None else jax.tree_util.tree_map(
+          lambda a: np.asarray(a)[pos], sub)
   n_in = len(jax.tree_util.tree_leaves(tree))
   n_out = len(jax.tree_util.tree_leaves({k: v for k, v in tree.items()
                                          if not k.startswith(_SCANNED_TOP)}))
@@ -181,7 +182,7 @@ def _permute_spectral(spectral, params_from, map_from, params_to, map_to):
   out = {}
   for k, members in dst.items():
     rows = np.asarray([src[k].index(m) for m in members])
-    out[k] = {a: jnp.asarray(spectral[k][a])[rows] for a in ("u", "v")}
+    out[k] = {a: np.asarray(spectral[k][a])[rows] for a in ("u", "v")}
   return out
 
 
