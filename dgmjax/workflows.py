@@ -73,7 +73,8 @@ def read_official_checkpoint(path, weights: str = "ema", *, hparams: Mapping | N
       always takes ``model_state_dict``. NVAE and Glow files store one set of weights.
     hparams: create() kwargs (image_shape and num_bins included) for a file that stores no
       arguments (a rosinality Glow or a bare LMConv state_dict): required there; for files
-      with arguments it is ignored (compare with ``hparams_conflicts`` first).
+      with arguments only its ``scan`` (the parameter layout, which official files do not
+      store) is used (compare the rest with ``hparams_conflicts`` first).
     model_name: when given, the file must hold this model.
 
   Returns:
@@ -88,10 +89,11 @@ def read_official_checkpoint(path, weights: str = "ema", *, hparams: Mapping | N
   name = detect_format(obj)
   if model_name is not None and model_name != name:
     raise ValueError(f"the checkpoint holds a {name!r} model; expected {model_name!r}")
+  layout = {"scan": True} if (hparams or {}).get("scan") else {}
   if name == "nvae":
     from dgmjax.convert import nvae as cn
     hp = cn.hparams_from_args(obj["args"])
-    model, variables = cn.load_nvae(obj)
+    model, variables = cn.load_nvae(obj, **layout)
     return name, hp, variables
   if name == "lmconv":
     from dgmjax.convert import lmconv as cl
@@ -103,7 +105,7 @@ def read_official_checkpoint(path, weights: str = "ema", *, hparams: Mapping | N
     else:
       hp = _need_hparams(hparams, name)
       use_ema = False
-    model = models.create(name, **hp)
+    model = models.create(name, **{**hp, **layout})
     return name, hp, cl.load_lmconv(obj, model, use_ema=use_ema)
   from dgmjax.convert import glow as cg
   hp = _need_hparams(hparams, name)

@@ -74,6 +74,12 @@ def test_lmconv_official_file_gives_the_baseline_likelihood(lmconv_file):
                                     orders_lib.parse("s_curve:all", 28, 28)).double().numpy()
   np.testing.assert_allclose(ens, want_ens, rtol=1e-4)
   assert np.all(np.asarray(ens) >= np.asarray(per).min(0))
+  # a config asking for the scanned layout gets the same weights stacked
+  _, _, stacked = workflows.read_official_checkpoint(path, weights="model",
+                                                     hparams={"scan": True})
+  from dgmjax.lmconv.network import stack_resnets
+  jax.tree_util.tree_map(np.testing.assert_array_equal, stacked, stack_resnets(variables))
+  assert "u_stream" in stacked["params"]["up_layers_0"]
 
 
 def test_nvae_official_file_reads_with_optimiser_states(tmp_path):
@@ -102,6 +108,11 @@ def test_nvae_official_file_reads_with_optimiser_states(tmp_path):
   assert lp.shape == (2,) and bool(jnp.all(jnp.isfinite(lp)))
   with pytest.raises(ValueError, match="expected 'lmconv'"):
     workflows.read_official_checkpoint(str(path), model_name="lmconv")
+  # a config asking for the scanned layout gets the same weights stacked
+  _, _, stacked = workflows.read_official_checkpoint(str(path), hparams={"scan": True})
+  from dgmjax.nvae.layout import stack_groups
+  jax.tree_util.tree_map(np.testing.assert_array_equal, stacked,
+                         stack_groups(model, variables))
 
 
 def test_glow_bare_state_dict_needs_a_config_and_gives_the_baseline_likelihood(tmp_path):

@@ -40,6 +40,11 @@ cell up-samples). Conv params: ``weight`` -> ``kernel`` (HWIO), ``bias``,
 ``log_weight_norm`` [O]; BN: ``weight``/``bias`` -> ``scale``/``bias`` and
 ``running_mean``/``running_var`` -> batch_stats ``mean``/``var``; Linear ``weight`` ->
 ``kernel`` transposed.
+
+That is the unrolled layout (``scan=False``, one module per cell). With ``scan=True`` the
+groups of each scale run as one ``nn.scan`` body (``groups.py``) and their parameters sit
+stacked under ``enc_groups_s``, ``dec_groups_t`` (plus ``enc_down_s``, ``dec_up_t``,
+``dec_top``); ``layout.py`` maps the two trees onto each other.
 """
 
 from __future__ import annotations
@@ -324,8 +329,9 @@ class NVAENet(nn.Module):
 
   def _decode_tower(self, batch, train, mode, inputs, records=None):
     """The decoder from ``prior_ftr0`` (batch ``batch``) to (logits [B,H,W,out], the z_j
-    for j = 0..G-1 as a list of stacks [n,B,h,w,L] in decoder order). ``inputs``: "top", "feats" and "eps" (posterior: eps None, "mean"
-    or G arrays), "temperature" (prior) or "zs" (given). Posterior groups append their
+    for j = 0..G-1 as a list of stacks [n,B,h,w,L] in decoder order). ``inputs``: "top",
+    "feats" and "eps" (posterior: eps None, "mean" or G arrays), "temperature" (prior) or
+    "zs" (given). Posterior groups append their
     (q, p, log q, log p) to ``records``, stacked on a leading group axis [n,B,h,w,L]
     (n = 1 unrolled, the scale's group count when scanned), in decoder order."""
     records = [] if records is None else records
