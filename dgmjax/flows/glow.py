@@ -34,6 +34,7 @@ from dgmjax.flows.reversible import rebuild_input, reversible_steps
 from dgmjax.flows.squeeze import squeeze2d, unsqueeze2d
 from dgmjax.flows.step_spec import StepSpec
 from dgmjax.nn.remat import remat_module
+from dgmjax.nn.stacking import stack_trees, unstack_tree
 
 PERMUTATIONS = ("lu", "conv", "reverse", "shuffle")
 COUPLINGS = ("affine", "additive")
@@ -355,7 +356,7 @@ def stack_steps(variables: dict) -> dict:
         continue
       rest = {k: v for k, v in sub.items() if not k.startswith("flows_")}
       steps = [sub[k] for k in keys]
-      rest["flows"] = {"scan": {"step": jax.tree_util.tree_map(lambda *t: jnp.stack(t), *steps)}}
+      rest["flows"] = {"scan": {"step": stack_trees(steps)}}
       out[col][name] = rest
   return out
 
@@ -374,10 +375,9 @@ def unstack_steps(variables: dict) -> dict:
       if stacked is None:
         out[col][name] = sub
         continue
-      k = jax.tree_util.tree_leaves(stacked)[0].shape[0]
       rest = {n: v for n, v in sub.items() if n != "flows"}
-      for i in range(k):
-        rest[f"flows_{i}"] = jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
+      for i, step in enumerate(unstack_tree(stacked)):
+        rest[f"flows_{i}"] = step
       out[col][name] = rest
   return out
 

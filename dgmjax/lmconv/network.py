@@ -94,6 +94,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from dgmjax.nn.init import torch_uniform
+from dgmjax.nn.stacking import stack_trees, unstack_tree
 from dgmjax.nn.remat import remat_module
 from dgmjax.nn.shift_conv import locally_masked_conv, locally_masked_conv_at
 from dgmjax.nn.weight_norm import norm as wn_norm, weight_norm
@@ -261,13 +262,8 @@ class _ResnetStep(GatedResnet):
     return u, (u if self.emit else None)
 
 
-class Stream(nn.Module):
-  """``num`` gated resnets in a row (official ``OurPixelCNNLayer_up``/``_down``).
-
-  ``skips``: None (up stream) or the list of ``num`` skip inputs (down stream). Returns
-  the list of the resnets' outputs. Parameters ``u_stream_{j}/...`` (the unrolled layout;
-  ``ScannedStream`` is the scanned one).
-  """
+class _StreamFields(nn.Module):
+  """The fields of a stream of ``num`` gated resnets (``Stream``, ``ScannedStream``)."""
   num: int
   skip: bool
   filters: int
@@ -276,6 +272,15 @@ class Stream(nn.Module):
   dropout: float
   remat: bool | str = False
   dtype: Any = jnp.float32
+
+
+class Stream(_StreamFields):
+  """``num`` gated resnets in a row (official ``OurPixelCNNLayer_up``/``_down``).
+
+  ``skips``: None (up stream) or the list of ``num`` skip inputs (down stream). Returns
+  the list of the resnets' outputs. Parameters ``u_stream_{j}/...`` (the unrolled layout;
+  ``ScannedStream`` is the scanned one).
+  """
 
   @nn.compact
   def __call__(self, u, skips, engine, deterministic):
@@ -289,7 +294,7 @@ class Stream(nn.Module):
     return outs
 
 
-class ScannedStream(nn.Module):
+class ScannedStream(_StreamFields):
   """``Stream`` with its ``num`` gated resnets run as ONE ``nn.scan`` (``scan=True``).
 
   Parameters: ``u_stream/...`` stacked on a leading [num] axis (module docstring).
@@ -300,14 +305,6 @@ class ScannedStream(nn.Module):
   one-element list (the network reads nothing else, so no ys are built). ``remat``
   rematerialises the scan body. Needs a ``FullEngine`` (see the module docstring).
   """
-  num: int
-  skip: bool
-  filters: int
-  conv_kwargs: Any
-  pono: bool
-  dropout: float
-  remat: bool | str = False
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, u, skips, engine, deterministic):
@@ -411,8 +408,7 @@ def stack_resnets(variables: Mapping[str, Any]) -> dict:
       rest = {k: v for k, v in sub.items() if not _RESNET.fullmatch(k)}
       if "u_stream" in rest:
         raise ValueError(f"{col}/{name} holds both u_stream and u_stream_j entries")
-      rest["u_stream"] = jax.tree_util.tree_map(lambda *t: jnp.stack(t),
-                                                *[sub[f"u_stream_{j}"] for j in idx])
+      rest["u_stream"] = stack_trees([sub[f"u_stream_{j}"] for j in idx])
       out[col][name] = rest
   return out
 
@@ -431,9 +427,8 @@ def unstack_resnets(variables: Mapping[str, Any]) -> dict:
       if stacked is None:
         out[col][name] = sub
         continue
-      num = jax.tree_util.tree_leaves(stacked)[0].shape[0]
       rest = {k: v for k, v in sub.items() if k != "u_stream"}
-      for j in range(num):
-        rest[f"u_stream_{j}"] = jax.tree_util.tree_map(lambda a, j=j: a[j], stacked)
+      for j, resnet in enumerate(unstack_tree(stacked)):
+        rest[f"u_stream_{j}"] = resnet
       out[col][name] = rest
   return out

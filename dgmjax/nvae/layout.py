@@ -32,6 +32,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from dgmjax.nn.stacking import stack_trees
 from dgmjax.nvae.regularizers import group_key
 
 TREES = ("params", "batch_stats", "readjusted_batch_stats")
@@ -125,8 +126,7 @@ def _stack_tree(tree, mapping):
   for path, members in buckets.items():
     if sorted(members) != list(range(len(members))):
       raise ValueError(f"groups of {'/'.join(path)} missing: have positions {sorted(members)}")
-    _set(out, path, jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(m) for m in a]),
-                                           *[members[p] for p in range(len(members))]))
+    _set(out, path, stack_trees([members[p] for p in range(len(members))], xp=np))
   return out
 
 
@@ -136,7 +136,7 @@ def _unstack_tree(tree, mapping):
     sub = _get(tree, path)
     if sub is not None:
       out[name] = sub if pos is None else jax.tree_util.tree_map(
-          lambda a: np.asarray(a)[pos], sub)
+          lambda a: np.asarray(a)[pos], sub)     # one slice: unstack_tree would take all
   n_in = len(jax.tree_util.tree_leaves(tree))
   n_out = len(jax.tree_util.tree_leaves({k: v for k, v in tree.items()
                                          if not k.startswith(_SCANNED_TOP)}))
