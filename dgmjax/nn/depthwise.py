@@ -6,8 +6,9 @@ like PyTorch's and XLA's. ``impl="shift"`` sums k*k shifted multiply-adds of the
 input with the gradient rule of ``_depthwise_shift_bwd``; ``impl="grouped"`` is XLA's
 ``feature_group_count=C`` convolution. They agree to float rounding in values and
 gradients (tests/nn/test_nn_depthwise.py). XLA's grouped convolution is slow on CPU
-(experiments/results/HISTORY.md has the measurements behind the default): NVAE's 5x5
-depthwise convolutions use ``"shift"``.
+(experiments/results/HISTORY.md has the measurements behind the default): ``"auto"``
+is ``"shift"`` on CPU and XLA's ``"grouped"`` on GPU/TPU (cuDNN's / the TPU's native
+depthwise kernels; not measured there yet: ``dgmjax bench nvae`` times both).
 """
 
 from __future__ import annotations
@@ -18,25 +19,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+IMPLS = ("auto", "shift", "grouped")
 
-def depthwise_conv(x, kernel, padding: int, dilation: int = 1, impl: str = "shift",
+
+def resolve_impl(impl: str, backend: str | None = None) -> str:
+  """The concrete formulation ``impl`` stands for ("auto": shift on CPU, else grouped)."""
+  if impl not in IMPLS:
+    raise ValueError(f"depthwise impl must be one of {IMPLS}; got {impl!r}")
+  if impl != "auto":
+    return impl
+  return "shift" if (backend or jax.default_backend()) == "cpu" else "grouped"
+
+
+def depthwise_conv(x, kernel, padding: int, dilation: int = 1, impl: str = "auto",
                    taps=None):
   """Stride-1 depthwise convolution (cross-correlation, like PyTorch/XLA).
 
   x: [B,H,W,C]; kernel: [k,k,1,C] -> [B,H,W,C] for ``padding = dilation*(k-1)/2``.
-  ``impl="shift"``: y = sum over taps (i, j) of shift_ij(pad(x)) * kernel[i,j,0], with
-  the hand-written gradient of ``_depthwise_shift``; ``"grouped"``: XLA's
+  ``impl`` (``IMPLS``; "auto" per backend, module docstring): ``"shift"``: y = sum over
+  taps (i, j) of shift_ij(pad(x)) * kernel[i,j,0], with the hand-written gradient of
+  ``_depthwise_shift``; ``"grouped"``: XLA's
   ``feature_group_count=C`` convolution. ``taps`` (shift only): the (i, j) taps to sum,
   default all k*k; a masked kernel whose other taps are zero for every channel (NVAE's
   autoregressive 5x5: 13 of 25) skips them.
   """
   c = x.shape[-1]
+  impl = resolve_impl(impl)
   if impl == "grouped":
     return jax.lax.conv_general_dilated(
         x, kernel, (1, 1), [(padding, padding)] * 2, rhs_dilation=(dilation, dilation),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
-  if impl != "shift":
-    raise ValueError(f"depthwise impl must be 'shift' or 'grouped'; got {impl!r}")
   k = kernel.shape[0]
   if 2 * padding != dilation * (k - 1):
     raise ValueError(f"shift depthwise conv keeps the size: padding must be dilation*(k-1)/2 "

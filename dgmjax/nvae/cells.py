@@ -31,7 +31,7 @@ class InvertedResidual(nn.Module):
   ex: int = 6
   upsample: bool = False
   dtype: Dtype = jnp.float32
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -65,7 +65,7 @@ class Cell(nn.Module):
   cell_type: str
   use_se: bool = True
   dtype: Dtype = jnp.float32
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
   conv_impl: str = "auto"
 
   @nn.compact

@@ -103,7 +103,7 @@ class DecGroup(nn.Module):
   latents: int
   num_flows: int
   dtype: Any = jnp.float32
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
   conv_impl: str = "auto"
 
   def setup(self):

@@ -143,7 +143,7 @@ class NVAENet(nn.Module):
   use_se: bool = True
   remat: bool | str = False
   dtype: Any = jnp.float32
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
   conv_impl: str = "auto"
   scan: bool = False
 

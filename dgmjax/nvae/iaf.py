@@ -60,7 +60,7 @@ class CellAR(nn.Module):
   num_z: int
   mirror: bool = False
   dtype: Dtype = jnp.float32
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
   conv_impl: str = "auto"
 
   @nn.compact
@@ -111,7 +111,7 @@ class PairedCellAR(nn.Module):
   """Two IAF cells, the second with mirrored masks (official ``PairedCellAR``)."""
   num_z: int
   dtype: Dtype = jnp.float32
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
   conv_impl: str = "auto"
 
   @nn.compact

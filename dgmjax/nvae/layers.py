@@ -22,8 +22,9 @@ Layouts (the PyTorch importer maps these one to one):
   ``"spectral_weights"`` when that collection is mutable: the spectral regulariser
   (``dgmjax.nvae.regularizers``) needs exactly the weights used by the forward pass.
 
-The 5x5 depthwise convolutions run as 25 shifted multiply-adds with a hand-written VJP
-(``dgmjax.nn.depthwise``); ``depthwise_impl="grouped"`` selects XLA's grouped convolution.
+The 5x5 depthwise convolutions run by ``dgmjax.nn.depthwise`` with ``depthwise_impl``
+(default ``"auto"``: on CPU 25 shifted multiply-adds with a hand-written VJP, on GPU/TPU
+XLA's grouped convolution; ``"shift"`` / ``"grouped"`` choose one).
 The stride-1 'same' k x k convolutions (k > 1: the encoder cells' 3x3, the stem, the
 samplers, the IAF cells' first conv, the output conv) run by ``dgmjax.nn.conv.conv_same``
 with ``conv_impl`` (default ``"auto"``: XLA's convolution on GPU/TPU; on CPU a
@@ -85,7 +86,7 @@ class WNConv(nn.Module):
   mask: Any = None
   init_log_scale: float = 0.0
   dtype: Dtype = jnp.float32
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
   conv_impl: str = "auto"
 
   @nn.compact
@@ -256,7 +257,7 @@ class ConvBNSwish(nn.Module):
   kernel_size: int = 1
   groups: int = 1
   dtype: Dtype = jnp.float32
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):

@@ -78,6 +78,7 @@ from dgmjax import images
 from dgmjax.image_model import (ImageModel, check_dtype, check_finite, check_ints,
                                  check_positive_int, check_temperatures)
 from dgmjax.nn.conv import IMPLS as conv_impls
+from dgmjax.nn.depthwise import IMPLS as depthwise_impls
 from dgmjax.nn.init import fast_init_key
 from dgmjax.nn.remat import check_remat
 from dgmjax.distributions import (bernoulli_log_prob, bernoulli_sample,
@@ -104,9 +105,10 @@ class NVAEModel(LatentsAndBN, ImageModel):
   kl_const_coeff, kl_balance, weight_decay_norm, weight_decay_norm_init,
   weight_decay_norm_anneal. The residual normal posterior [--res_dist] and the
   ``res_mbconv`` cells are always used. ``dmol_edge``: "exact" | "official" top/bottom
-  bins of the mixture likelihood (module docstring). ``depthwise_impl`` ("shift" |
-  "grouped") and ``conv_impl`` (``dgmjax.nn.conv.IMPLS``; "auto": XLA's convolution on
-  GPU/TPU, the matmul-VJP formulations on CPU) choose the kernels (``layers.py``).
+  bins of the mixture likelihood (module docstring). ``depthwise_impl`` ("auto": "shift"
+  on CPU, XLA's "grouped" on GPU/TPU) and ``conv_impl`` (``dgmjax.nn.conv.IMPLS``;
+  "auto": XLA's convolution on GPU/TPU, the matmul-VJP formulations on CPU) choose the
+  kernels (``layers.py``).
 
   ``scan``: run each scale's repeated groups (encoder cells; decoder cells, samplers,
   combiners and IAF cells) as one ``nn.scan`` body with parameters stacked on a leading
@@ -143,7 +145,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
   num_power_iter: int = reg.NUM_POWER_ITER
   remat: bool | str = False
   dtype: Any = "float32"
-  depthwise_impl: str = "shift"
+  depthwise_impl: str = "auto"
   conv_impl: str = "auto"
   dmol_edge: str = "exact"
   scan: bool = False
@@ -193,8 +195,9 @@ class NVAEModel(LatentsAndBN, ImageModel):
                        f"got {self.kl_const_coeff!r}")
     if self.dmol_edge not in EDGES:
       raise ValueError(f"dmol_edge must be one of {EDGES}; got {self.dmol_edge!r}")
-    if self.depthwise_impl not in ("shift", "grouped"):
-      raise ValueError(f"depthwise_impl must be 'shift' or 'grouped'; got {self.depthwise_impl!r}")
+    if self.depthwise_impl not in depthwise_impls:
+      raise ValueError(f"depthwise_impl must be one of {depthwise_impls}; "
+                       f"got {self.depthwise_impl!r}")
     if self.conv_impl not in conv_impls:
       raise ValueError(f"conv_impl must be one of {conv_impls}; got {self.conv_impl!r}")
     if self.weight_decay_norm < 0 or (self.weight_decay_norm_anneal and (

@@ -30,3 +30,19 @@ def test_depthwise_shift_equals_grouped(dilation):
     depthwise.depthwise_conv(x, k, 2, impl="fft")
   with pytest.raises(ValueError, match="padding must be"):
     depthwise.depthwise_conv(x, k, 1)
+
+
+def test_auto_impl_per_backend():
+  """"auto" is the shifted sum on CPU and XLA's grouped convolution elsewhere; an unknown
+  name is an error listing the choices."""
+  from dgmjax.nn.depthwise import resolve_impl
+  assert resolve_impl("auto", "cpu") == "shift"
+  assert resolve_impl("auto", "gpu") == resolve_impl("auto", "tpu") == "grouped"
+  assert resolve_impl("grouped", "cpu") == "grouped"
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 6, 6, 4))
+  k = jax.random.normal(jax.random.PRNGKey(1), (5, 5, 1, 4))
+  prims = lambda impl: {e.primitive.name for e in jax.make_jaxpr(
+      lambda a, b: depthwise.depthwise_conv(a, b, 2, impl=impl))(x, k).eqns}
+  assert prims("auto") == prims("shift") != prims("grouped")
+  with pytest.raises(ValueError, match="depthwise impl must be one of"):
+    depthwise.depthwise_conv(x, k, 2, impl="fast")
