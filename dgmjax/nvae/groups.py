@@ -33,10 +33,6 @@ from dgmjax.nvae.iaf import PairedCellAR
 from dgmjax.nvae.layers import SPECTRAL_COLLECTION, WNConv
 from dgmjax.nvae.latent import LatentNormal, split_params
 
-# The record of one posterior group: (q, p, log q(z) [B,h,w,L], log p(z) [B,h,w,L]).
-Record = tuple
-
-
 def draw(q: LatentNormal, eps, rng_fn: Callable[[], jax.Array]):
   """z = mu + sigma eps: eps from ``rng_fn()`` (None), 0 (``"mean"``) or the given array."""
   if eps is None:

@@ -49,14 +49,12 @@ stacked under ``enc_groups_s``, ``dec_groups_t`` (plus ``enc_down_s``, ``dec_up_
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
-
-import functools
-
 import jax
+import jax.numpy as jnp
 
 from dgmjax.nn.remat import remat_module
 from dgmjax.nvae.cells import Cell, DecCombiner, EncCombiner
@@ -107,6 +105,11 @@ def decoder_layout(groups, cells_per_group):
     if s < n - 1:
       kinds.append("up")
   return kinds
+
+
+def _eps_at(eps, j):
+  """Group j's posterior noise: None (the RNG) and "mean" stand for every group."""
+  return eps if eps is None or isinstance(eps, str) else eps[j]
 
 
 def _one_group(record):
@@ -277,9 +280,7 @@ class NVAENet(nn.Module):
     if mode == "posterior":
       ftr = nn.elu(self.enc0(nn.elu(inputs["top"])))
       q = LatentNormal.from_raw(*split_params(self.enc_sampler[0](ftr)))
-      eps = inputs["eps"]
-      z = draw(q, eps if eps is None or isinstance(eps, str) else eps[0],
-               lambda: self.make_rng("sample"))
+      z = draw(q, _eps_at(inputs["eps"], 0), lambda: self.make_rng("sample"))
       z, log_q = run_flows(self.nf_cells[:self.num_flows], z, ftr, q.log_p(z))
       p = LatentNormal.from_raw(jnp.zeros_like(z), jnp.zeros_like(z))
       records.append(_one_group((q, p, log_q, p.log_p(z))))
@@ -292,12 +293,11 @@ class NVAENet(nn.Module):
   def _latent(self, j, s, mode, inputs, enc_comb, records):
     """z_j for j >= 1 in the unrolled layout (``dgmjax.nvae.groups``)."""
     if mode == "posterior":
-      eps = inputs["eps"]
       nf = self.num_flows
       z, rec = posterior_group(
-          s, inputs["feats"][j - 1], eps if eps is None or isinstance(eps, str) else eps[j],
-          lambda: self.make_rng("sample"), self.dec_sampler[j - 1], enc_comb[j - 1],
-          self.enc_sampler[j], self.nf_cells[j * nf:(j + 1) * nf])
+          s, inputs["feats"][j - 1], _eps_at(inputs["eps"], j), lambda: self.make_rng("sample"),
+          self.dec_sampler[j - 1], enc_comb[j - 1], self.enc_sampler[j],
+          self.nf_cells[j * nf:(j + 1) * nf])
       records.append(_one_group(rec))
       return z
     if mode == "prior":
@@ -308,18 +308,18 @@ class NVAENet(nn.Module):
   def _scan_scale(self, t, start, count, s, train, mode, inputs, records):
     """Decoder groups j = start..start+count-1 (all in decoder scale t) as one scan:
     (new s, z stacked [count,B,h,w,L])."""
+    eps_mode = None
     if mode == "posterior":
       xs = {"s_enc": inputs["feats"][t]}
       eps = inputs["eps"]
-      eps_mode = eps if eps is None or isinstance(eps, str) else None
-      if eps_mode is None and eps is not None:
+      if eps is None or isinstance(eps, str):
+        eps_mode = eps
+      else:                                                 # one noise array per group
         xs["eps"] = jnp.stack([eps[j] for j in range(start, start + count)])
     elif mode == "prior":
-      eps_mode = None
       xs = {"temperature": jnp.broadcast_to(jnp.asarray(inputs["temperature"], jnp.float32),
                                             (count,))}
     else:
-      eps_mode = None
       xs = {"z": jnp.stack([inputs["zs"][j] for j in range(start, start + count)])}
     s, (zs, rec) = scan_groups(lambda m, c, x: m(c, train, mode, x, eps_mode),
                                self.dec_groups[t], s, xs, count)
@@ -369,8 +369,6 @@ class NVAENet(nn.Module):
     if not (eps is None or isinstance(eps, str) or len(eps) == self.num_groups):
       raise ValueError(f"eps must hold {self.num_groups} arrays (one per latent group); "
                        f"got {len(eps)}")
-    if isinstance(eps, str) and eps != "mean":
-      raise ValueError(f"eps must be None, 'mean' or a sequence of arrays; got {eps!r}")
     top, feats = self._encode_tower(x, train)
     return {"top": top, "feats": feats, "eps": eps}
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 from flax import traverse_util
+from flax.core import unfreeze
 
 from dgmjax.nn.stacking import stack_trees
 from dgmjax.nvae.regularizers import group_key
@@ -108,10 +109,6 @@ def _set(tree, path, value):
   tree[path[-1]] = value
 
 
-def _plain(tree):
-  return {k: _plain(v) for k, v in tree.items()} if hasattr(tree, "items") else tree
-
-
 def _stack_tree(tree, mapping):
   out, buckets = {}, {}
   for name, sub in tree.items():
@@ -132,17 +129,15 @@ def _stack_tree(tree, mapping):
 
 def _unstack_tree(tree, mapping):
   out = {k: v for k, v in tree.items() if not k.startswith(_SCANNED_TOP)}
+  count = lambda t: len(jax.tree_util.tree_leaves(t))
+  kept = count(out)
   for name, (path, pos) in mapping.items():
     sub = _get(tree, path)
     if sub is not None:
       out[name] = sub if pos is None else jax.tree_util.tree_map(
           lambda a: np.asarray(a)[pos], sub)     # one slice: unstack_tree would take all
-  n_in = len(jax.tree_util.tree_leaves(tree))
-  n_out = len(jax.tree_util.tree_leaves({k: v for k, v in tree.items()
-                                         if not k.startswith(_SCANNED_TOP)}))
-  moved = sum(len(jax.tree_util.tree_leaves(_get(tree, p))) for p in
-              {path for path, _ in mapping.values()} if _get(tree, p) is not None)
-  if n_out + moved != n_in:
+  moved = sum(count(_get(tree, p)) for p in {path for path, _ in mapping.values()})
+  if kept + moved != count(tree):
     raise ValueError("the variables hold scanned modules that the model's layout does not "
                      "have; were they made for another groups/cells/num_flows?")
   return out
@@ -155,7 +150,7 @@ def spectral_order(params, mapping=None) -> dict[str, list]:
   of the two layouts of one model can be matched (``mapping``: ``layout_map`` when
   ``params`` is scanned)."""
   reverse = {(path, pos): name for name, (path, pos) in (mapping or {}).items()}
-  flat = traverse_util.flatten_dict(_plain(params))
+  flat = traverse_util.flatten_dict(unfreeze(params))
   order: dict[str, list] = {}
   for path in sorted(p[:-1] for p in flat if p[-1] == "kernel"):
     shape = flat[path + ("kernel",)].shape
@@ -190,7 +185,8 @@ def stack_groups(model, variables: dict) -> dict:
   """Unrolled variables of ``model`` (an ``NVAEModel``; its ``scan`` flag is ignored)
   -> the ``scan=True`` layout (module docstring). Same model, same outputs."""
   mapping = _map_of(model)
-  out = {c: _stack_tree(_plain(t), mapping) if c in TREES else t for c, t in variables.items()}
+  out = {c: _stack_tree(unfreeze(t), mapping) if c in TREES else t
+         for c, t in variables.items()}
   if "spectral" in variables:
     out["spectral"] = _permute_spectral(variables["spectral"], variables["params"], None,
                                         out["params"], mapping)
@@ -201,7 +197,7 @@ def unstack_groups(model, variables: dict) -> dict:
   """The inverse of ``stack_groups``: ``scan=True`` variables -> the unrolled (official)
   layout, e.g. to export a scanned checkpoint or run it with ``scan=False``."""
   mapping = _map_of(model)
-  out = {c: _unstack_tree(_plain(t), mapping) if c in TREES else t
+  out = {c: _unstack_tree(unfreeze(t), mapping) if c in TREES else t
          for c, t in variables.items()}
   if "spectral" in variables:
     out["spectral"] = _permute_spectral(variables["spectral"], variables["params"], mapping,
