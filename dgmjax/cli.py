@@ -29,7 +29,10 @@ locked, so an override of a key that does not exist is an error. A config file i
 Python and runs as code: load only configs you trust.
 
 A user error (a bad flag, a missing file or checkpoint, an invalid setting, a workdir
-in use) prints one line ``dgmjax: error: ...`` and exits with status 2.
+in use) prints one line ``dgmjax: error: ...`` and exits with status 2; a run that
+diverged or filled the disk, one line and status 1. SIGTERM or Ctrl-C (SIGINT) during
+``train`` finishes the step in progress, saves it, prints one line naming the saved
+step and exits with 128 + the signal's number (143 and 130); rerun to resume.
 """
 
 from __future__ import annotations
@@ -135,8 +138,8 @@ def _require_checkpoint(workdir: str) -> None:
   if not os.path.isdir(workdir):
     raise UsageError(f"workdir {workdir} does not exist")
   if not ckpt_lib.has_checkpoint(workdir):
-    raise UsageError(f"no checkpoint in {workdir} (expected {workdir}/checkpoints/<step> or "
-                     f"{workdir}/best/<step>; run `dgmjax train` first)")
+    raise UsageError(f"no checkpoint in {workdir} (expected {workdir}/checkpoints/<step>; "
+                     f"run `dgmjax train` first)")
 
 
 def _print(obj) -> None:
@@ -268,12 +271,16 @@ def main(argv=None) -> int:
   try:
     return _run(cmd, rest)
   except Exception as e:  # pylint: disable=broad-except
-    from dgmjax.train.loop import TrainingDiverged
+    from dgmjax.train.checkpoint import DiskFull
+    from dgmjax.train.loop import TrainingDiverged, TrainingInterrupted
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, TrainingInterrupted):
+      print(f"dgmjax: {msg}", file=sys.stderr)
+      return 128 + e.signum
     if debug or not isinstance(e, _user_errors() + (TrainingDiverged,)):
       raise
-    msg = " ".join(str(e).split()) or type(e).__name__
     print(f"dgmjax: error: {msg}", file=sys.stderr)
-    return EXIT_FAILED if isinstance(e, TrainingDiverged) else EXIT_USAGE
+    return EXIT_FAILED if isinstance(e, (TrainingDiverged, DiskFull)) else EXIT_USAGE
 
 
 if __name__ == "__main__":

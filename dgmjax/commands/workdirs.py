@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 
@@ -61,32 +60,29 @@ def _config_from_json(text: str):
 
 
 def stored_config(workdir: str, which: str = "best"):
-  """The config a workdir stores, or None: ``meta["config"]`` of the newest checkpoint of
-  the kinds ``restore_for_eval(which)`` looks at, else ``WORKDIR/config.json``."""
-  import orbax.checkpoint as ocp
+  """The config a workdir stores, or None: ``meta["config"]`` of the first checkpoint
+  ``restore_for_eval(which)`` tries whose meta reads, else ``WORKDIR/config.json``.
+
+  A damaged ``config.json`` is a ValueError naming it and saying what to do."""
   from dgmjax.train import checkpoint as ckpt_lib
-  kinds = ("best", "last") if which == "best" else ("last",)
   checkpointer = ckpt_lib.Checkpointer(workdir, create=False)
-  absl_log = logging.getLogger("absl")
-  level = absl_log.level
-  absl_log.setLevel(logging.ERROR)       # orbax notes the state item it was not asked for
   try:
-    for kind in kinds:
-      mgr = checkpointer.manager(kind)
-      for step in sorted(mgr.all_steps(), reverse=True):
-        try:
-          meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        except Exception:  # pylint: disable=broad-except  (unreadable: try the next one)
-          continue
-        if isinstance(meta, dict) and isinstance(meta.get("config"), str):
-          return _config_from_json(meta["config"])
+    meta = checkpointer.read_meta(which)
   finally:
-    absl_log.setLevel(level)
     checkpointer.close()
+  if meta is not None and isinstance(meta.get("config"), str):
+    try:
+      return _config_from_json(meta["config"])
+    except ValueError:
+      pass
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.isfile(path):
-    with open(path, encoding="utf-8") as f:
-      return _config_from_json(f.read())
+    try:
+      with open(path, encoding="utf-8") as f:
+        return _config_from_json(f.read())
+    except ValueError as e:  # JSON and UTF-8 errors included
+      raise ValueError(f"{path} is damaged ({' '.join(str(e).split())[:200]}): pass "
+                       f"--config path/to/config.py[:variant], or restore the file") from None
   return None
 
 

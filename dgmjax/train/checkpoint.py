@@ -2,33 +2,48 @@
 
 Layout in a workdir::
 
-    checkpoints/<step>/{state, meta}   the last ``keep`` checkpoints (resume from here)
-    best/<step>/{state, meta}          the one with the lowest test bits/dim
-    quarantine/<kind>-<step>-<time>/   checkpoints that failed to restore, moved aside
+    checkpoints/<step>/{state, meta[, metrics]}   one orbax CheckpointManager
+    quarantine/checkpoints-<step>-<time>/         checkpoints that failed to restore
 
 ``state`` is the whole ``TrainState`` (params, optimiser state, EMA, batch statistics
-and other non-trainable collections); ``meta`` is JSON (data-iterator position,
-best test bits/dim, the config). orbax writes each checkpoint into a temporary
-directory and renames it only when complete, so a write interrupted by a crash or
-SIGKILL is never listed and never restored. Saving is asynchronous; call ``wait()``
-before exiting.
+and other non-trainable collections); ``meta`` is JSON (data-iterator position, best
+test bits/dim, the config, and ``test_bpd`` when the step was evaluated); ``metrics``
+(``{"test_bpd": x}``, orbax's own file) marks an evaluated checkpoint. One manager keeps
+the last ``keep`` checkpoints and, besides them, the evaluated one with the lowest test
+bits/dim, by orbax's ``preservation_policy`` (``LatestN`` or ``BestN``): a step is saved
+once, so no two saves (and no two multi-host commit barriers) can meet at one step.
+
+orbax writes each checkpoint into a temporary directory and renames it only when
+complete, so a write cut short (a crash, SIGKILL, a full disk) is never listed and never
+restored; the trainer's manager removes such leftovers when it starts. Saving is
+asynchronous: ``check()`` raises a finished save's error, ``wait()`` waits for the
+running one; a full disk is ``DiskFull``, which names the directory.
 
 What cannot wedge a run:
-- A save whose step is already present (a best checkpoint written just before a kill,
-  then the same step reached again after the resume) is a no-op: the state of a step
-  is a pure function of the run, so the checkpoint on disk is the one we would write.
-- ``restore_newest`` tries every checkpoint of both kinds, newest first, and takes the
-  first that restores cleanly with finite parameters; each one skipped is named in a
-  one-line warning with the reason. With ``quarantine=True`` (the trainer, which holds
-  the workdir lock) skipped checkpoints are moved to ``quarantine/``, never deleted,
-  so the resumed run can write those steps again.
+- A save whose step is already present is a no-op: the state of a step is a pure
+  function of the run, so the checkpoint on disk is the one we would write.
+- ``restore_newest`` tries every checkpoint, newest first (best first for
+  ``which="best"``), and takes the first that restores cleanly with finite parameters;
+  each one skipped is named in a one-line warning with the reason. With
+  ``quarantine=True`` (the trainer, which holds the workdir lock) skipped checkpoints are
+  moved to ``quarantine/``, never deleted, so the resumed run can write those steps again.
+- A damaged ``metrics`` file (orbax reads it to rank checkpoints) does not stop orbax:
+  the checkpoint's ``meta`` holds the same figure, which is used instead (the trainer
+  also rewrites the file); without it the checkpoint counts as not evaluated. One
+  warning names the file.
+- A workdir of the earlier layout (a second manager's ``best/<step>``) is read as it is;
+  the trainer moves ``best/`` into ``checkpoints/`` once, saying so in one line.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import math
 import os
 import shutil
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -39,86 +54,269 @@ import orbax.checkpoint as ocp
 log = logging.getLogger("dgmjax")
 
 KINDS = ("last", "best")
-_DIRS = {"last": "checkpoints", "best": "best"}
+DIRNAME = "checkpoints"
+LEGACY_BEST = "best"          # the best-checkpoint manager of the earlier layout
+QUARANTINE = "quarantine"
+METRIC = "test_bpd"
+_policies = ocp.checkpoint_managers
 
 
 class IncompatibleCheckpoint(ValueError):
   """A readable checkpoint whose arrays differ from what this config builds."""
 
 
+class SaveFailed(OSError):
+  """A checkpoint could not be written; the message names the directory and the cause."""
+
+
+class DiskFull(SaveFailed):
+  """A checkpoint (or another workdir file) could not be written: no space left."""
+
+
 class Restored(NamedTuple):
   state: Any
   meta: dict
   step: int
-  kind: str  # "last" or "best"
+  kind: str  # "best" when it is the best evaluated checkpoint, else "last"
 
 
 def has_checkpoint(workdir: str) -> bool:
-  """True when ``workdir`` holds at least one finished checkpoint of either kind.
+  """True when ``workdir`` holds at least one finished checkpoint.
 
   Looks at directory names only (no jax, no orbax): cheap enough for the CLI to call
   before it builds anything, and it creates nothing.
   """
-  for sub in _DIRS.values():
+  for sub in (DIRNAME, LEGACY_BEST):
     d = os.path.join(workdir, sub)
     if os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d)):
       return True
   return False
 
 
+def is_disk_full(e: BaseException | None) -> bool:
+  """Whether ``e`` or an exception it was raised from is ENOSPC (also as tensorstore's
+  text, which carries no errno)."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+      return True
+    if any(is_disk_full(x) for x in getattr(e, "exceptions", ())):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+  text = " ".join(f"{type(e).__name__}: {e}".split())
+  return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _bpd_of(metrics) -> float:
+  return float(metrics[METRIC])
+
+
+class _Quiet(logging.Filter):
+  """Drops orbax's note on every save without metrics (most saves are not evaluated)."""
+
+  def filter(self, record):
+    return "did not provide metrics" not in str(record.msg)
+
+
+logging.getLogger("absl").addFilter(_Quiet())
+
+
+class _Manager(ocp.CheckpointManager):
+  """orbax's manager; a damaged ``metrics`` file is read from the checkpoint's meta, or
+  as "not evaluated", with one warning naming it, instead of stopping orbax."""
+
+  def __init__(self, directory, options, repair: bool):
+    self._repair = repair
+    self._warned: set[str] = set()
+    self._warn_lock = threading.Lock()
+    super().__init__(directory, options=options)
+
+  def metrics(self, step: int):
+    path = os.path.join(str(self.directory), str(step), "metrics", "metrics")
+    try:
+      m = super().metrics(step)
+      if m is None:
+        return None
+      value = float(m[METRIC])
+      if not math.isfinite(value):
+        raise ValueError(f"{METRIC} is {value}")
+      return {METRIC: value}
+    except Exception as e:  # pylint: disable=broad-except  (damage: see the class doc)
+      reason = one_line(e, 120)
+    value = _meta_bpd(os.path.join(str(self.directory), str(step), "meta", "metadata"))
+    with self._warn_lock:
+      first = path not in self._warned
+      self._warned.add(path)
+    if value is None:
+      if first:
+        log.warning("damaged checkpoint metrics file %s (%s): checkpoint %d counts as not "
+                    "evaluated", path, reason, step)
+      return None
+    if first:
+      fixed = self._repair and _rewrite_json(path, {METRIC: value})
+      log.warning("damaged checkpoint metrics file %s (%s): using the test bits/dim %s "
+                  "stored in its meta%s", path, reason, value, "; rewrote it" if fixed else "")
+    return {METRIC: value}
+
+
+def _meta_bpd(path: str) -> float | None:
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = float(json.load(f)[METRIC])
+    return value if math.isfinite(value) else None
+  except Exception:  # pylint: disable=broad-except  (absent or damaged too: no figure)
+    return None
+
+
+def _rewrite_json(path: str, obj) -> bool:
+  if jax.process_index() != 0:
+    return False
+  try:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(obj, f)
+    os.replace(tmp, path)
+    return True
+  except OSError:
+    return False
+
+
+def _options(keep: int, create: bool, async_save: bool, read_only: bool = False):
+  return ocp.CheckpointManagerOptions(
+      create=create, read_only=read_only, enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=create and not read_only,
+      best_fn=_bpd_of, best_mode="min",
+      preservation_policy=_policies.AnyPreservationPolicy([
+          _policies.LatestN(n=keep),
+          _policies.BestN(get_metric_fn=_bpd_of, reverse=True, n=1,
+                          keep_checkpoints_without_metrics=False)]))
+
+
 class Checkpointer:
-  """Last-K and best-by-``test_bpd`` orbax managers over one workdir."""
+  """One orbax manager over ``workdir/checkpoints``: the last ``keep`` plus the best.
+
+  ``create=True`` (the trainer and ``import``, which hold the workdir lock) creates the
+  directory, removes unfinished temporary directories and repairs damaged metrics
+  files; ``create=False`` (eval, sample) changes nothing in the workdir.
+  """
 
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True,
                create: bool = True):
     self.workdir = os.path.abspath(workdir)
-    self.last = ocp.CheckpointManager(
-        os.path.join(self.workdir, _DIRS["last"]),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=create, enable_async_checkpointing=async_save))
-    self.best = ocp.CheckpointManager(
-        os.path.join(self.workdir, _DIRS["best"]),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=create, best_fn=lambda m: m["test_bpd"], best_mode="min",
-            enable_async_checkpointing=async_save))
+    self.directory = os.path.join(self.workdir, DIRNAME)
+    self.manager = _Manager(self.directory, _options(keep, create, async_save), repair=create)
+    self.legacy = None
+    if os.path.isdir(os.path.join(self.workdir, LEGACY_BEST)):
+      self.legacy = _Manager(os.path.join(self.workdir, LEGACY_BEST),
+                             _options(1, False, False, read_only=True), repair=False)
+    self._saving: int | None = None
 
-  def manager(self, kind: str) -> ocp.CheckpointManager:
-    if kind not in KINDS:
-      raise ValueError(f"checkpoint kind must be one of {KINDS}; got {kind!r}")
-    return self.last if kind == "last" else self.best
+  # ------------------------------------------------------------------------- saving
 
   @staticmethod
   def _args(state, meta):
     return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
 
-  def save(self, step: int, state, meta: dict[str, Any]) -> bool:
-    """Saves ``step`` unless it is already there; returns whether a save started."""
-    if int(step) in self.last.all_steps():
-      return False
-    return bool(self.last.save(int(step), args=self._args(state, meta), force=True))
+  def save(self, step: int, state, meta: dict[str, Any], test_bpd: float | None = None
+           ) -> bool:
+    """Starts saving ``step`` (asynchronously) unless it is already there; returns whether
+    a save started. ``test_bpd`` marks an evaluated step (it can then be the best one).
 
-  def save_best(self, step: int, state, meta: dict[str, Any], test_bpd: float) -> bool:
-    if int(step) in self.best.all_steps():
+    Raises ``DiskFull`` / ``SaveFailed`` for this save's or an earlier save's failure.
+    """
+    step = int(step)
+    self.check()
+    if step in self.manager.all_steps():
       return False
-    return bool(self.best.save(int(step), args=self._args(state, meta),
-                               metrics={"test_bpd": float(test_bpd)}, force=True))
+    metrics = None
+    if test_bpd is not None and math.isfinite(test_bpd):
+      metrics = {METRIC: float(test_bpd)}
+      meta = dict(meta, **metrics)
+    try:
+      started = bool(self.manager.save(step, args=self._args(state, meta), metrics=metrics,
+                                       force=True))
+    except Exception as e:  # pylint: disable=broad-except  (converted, see _failed)
+      raise self._failed(step, e) from None
+    self._saving = step if started else self._saving
+    return started
+
+  def check(self) -> None:
+    """Raises the error of a finished asynchronous save (no-op while it still runs)."""
+    if self._saving is not None and not self.manager.is_saving_in_progress():
+      self.wait()
+
+  def wait(self) -> None:
+    """Waits for the running save; ``DiskFull`` / ``SaveFailed`` if it failed."""
+    step, self._saving = self._saving, None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (converted, see _failed)
+      raise self._failed(step, e) from None
+
+  def _failed(self, step, e: BaseException) -> SaveFailed:
+    self.manager.reload()  # forget the step that was not written
+    where = os.path.join(self.directory, str(step)) if step is not None else self.directory
+    kept = ", ".join(str(s) for s in self.manager.all_steps()) or "none"
+    if is_disk_full(e):
+      return DiskFull(errno.ENOSPC, f"disk full: no space left on the device of {where} "
+                      f"while saving checkpoint {step}; the earlier checkpoints ({kept}) are "
+                      f"intact: free space, then rerun the same command to resume")
+    return SaveFailed(f"could not save checkpoint {where} ({one_line(e)}); the earlier "
+                      f"checkpoints ({kept}) are intact")
+
+  # ---------------------------------------------------------------------- listing
 
   def latest_step(self) -> int | None:
-    return self.last.latest_step()
+    return self.manager.latest_step()
 
-  def candidates(self, kinds=KINDS) -> list[tuple[int, str]]:
-    """(step, kind) of every listed checkpoint, newest first ("last" before "best")."""
-    out = [(s, k) for k in kinds for s in self.manager(k).all_steps()]
-    return sorted(out, key=lambda sk: (-sk[0], KINDS.index(sk[1])))
+  def best_step(self) -> int | None:
+    return self.manager.best_step() if self._bpds(self.manager) else None
 
-  def restore(self, abstract_state, step: int | None = None, which: str = "last"):
-    """Returns ``(state, meta)`` of ``step`` (default: latest / best) of kind ``which``,
-    shaped like ``abstract_state`` (arrays or ``jax.ShapeDtypeStruct`` with shardings)."""
-    mgr = self.manager(which)
+  def _managers(self):
+    return [m for m in (self.manager, self.legacy) if m is not None]
+
+  def _bpds(self, mgr) -> dict[int, float]:
+    out = {}
+    for s in mgr.all_steps():
+      m = mgr.metrics(s)
+      if m is not None:
+        out[s] = m[METRIC]
+    return out
+
+  def candidates(self, which: str = "last") -> list[tuple[int, Any, str]]:
+    """``(step, manager, kind)`` of every listed checkpoint in the order ``which`` tries
+    them: newest first for ``"last"``; for ``"best"`` the evaluated ones by test bits/dim,
+    then the others newest first."""
+    if which not in KINDS:
+      raise ValueError(f"checkpoint kind must be one of {KINDS}; got {which!r}")
+    listed = [(s, m) for m in self._managers() for s in m.all_steps()]
+    newest = sorted(listed, key=lambda sm: -sm[0])  # stable: checkpoints/ before best/
+    bpds = {(s, id(m)): v for m in self._managers() for s, v in self._bpds(m).items()}
+    ranked = sorted((sm for sm in newest if (sm[0], id(sm[1])) in bpds),
+                    key=lambda sm: bpds[(sm[0], id(sm[1]))])
+    best = ranked[0] if ranked else None
+    order = (ranked + [sm for sm in newest if sm not in ranked]) if which == "best" else newest
+    return [(s, m, "best" if (s, m) == best else "last") for s, m in order]
+
+  # ---------------------------------------------------------------------- restoring
+
+  def restore(self, abstract_state, step: int | None = None, which: str = "last",
+              manager=None):
+    """Returns ``(state, meta)`` of ``step`` (default: the first of ``which``), shaped like
+    ``abstract_state`` (arrays or ``jax.ShapeDtypeStruct`` with shardings)."""
+    mgr = manager or self.manager
     if step is None:
-      step = mgr.latest_step() if which == "last" else mgr.best_step()
-    if step is None:
-      raise ValueError(f"no complete checkpoint in {mgr.directory}")
+      found = self.candidates(which)
+      if not found:
+        raise ValueError(f"no complete checkpoint in {self.directory}")
+      step, mgr, _ = found[0]
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     out = mgr.restore(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -127,9 +325,26 @@ class Checkpointer:
       raise ValueError(f"meta of checkpoint {step} is {type(meta).__name__}, not a JSON object")
     return out["state"], dict(meta)
 
-  def restore_newest(self, abstract_state, kinds=KINDS, quarantine: bool = False
+  def read_meta(self, which: str = "last") -> dict | None:
+    """The ``meta`` of the first checkpoint of ``which`` whose meta reads, or None."""
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)     # orbax notes the state item it was not asked for
+    try:
+      for step, mgr, _ in self.candidates(which):
+        try:
+          meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception:  # pylint: disable=broad-except  (unreadable: try the next one)
+          continue
+        if isinstance(meta, dict):
+          return dict(meta)
+    finally:
+      absl_log.setLevel(level)
+    return None
+
+  def restore_newest(self, abstract_state, which: str = "last", quarantine: bool = False
                      ) -> Restored | None:
-    """The newest checkpoint of ``kinds`` that restores cleanly, or None if none does.
+    """The first checkpoint of ``which`` that restores cleanly, or None if none does.
 
     A checkpoint is skipped (warning naming it and why) when orbax or the JSON reader
     fails on it, or when it restores non-finite parameters. A checkpoint that reads
@@ -138,8 +353,8 @@ class Checkpointer:
     is moved.
     """
     wanted = _array_shapes(abstract_state)
-    for step, kind in self.candidates(kinds):
-      where = os.path.join(str(self.manager(kind).directory), str(step))
+    for step, mgr, kind in self.candidates(which):
+      where = os.path.join(str(mgr.directory), str(step))
       try:
         stored = _array_shapes(ocp.StandardCheckpointer().metadata(
             os.path.join(where, "state")).item_metadata)
@@ -148,36 +363,94 @@ class Checkpointer:
       if stored:  # metadata without arrays (a lost manifest, an emptied state/) is damage
         _check_compatible(where, stored, wanted)
       try:
-        state, meta = self.restore(abstract_state, step, kind)
+        state, meta = self.restore(abstract_state, step, manager=mgr)
         _check_finite(state)
+        if not isinstance(meta.get("data"), dict):
+          raise ValueError("its meta holds no data position")
         return Restored(state, meta, step, kind)
       except Exception as e:  # pylint: disable=broad-except  (any failure = skip it)
-        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-        log.warning("skipping checkpoint %s: %s", where, reason)
+        log.warning("skipping checkpoint %s: %s", where, one_line(e))
         if quarantine:
-          self._quarantine(kind, step)
+          self._quarantine(mgr, step)
     return None
 
-  def _quarantine(self, kind: str, step: int) -> None:
-    """Moves a bad checkpoint to ``quarantine/`` (process 0) and re-lists the managers."""
-    if jax.process_index() == 0:
-      src = os.path.join(str(self.manager(kind).directory), str(step))
-      dst = os.path.join(self.workdir, "quarantine",
-                         f"{_DIRS[kind]}-{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-      os.makedirs(os.path.dirname(dst), exist_ok=True)
-      if os.path.exists(src):
+  def _quarantine(self, mgr, step: int) -> None:
+    """Moves a bad checkpoint to ``quarantine/`` (process 0) and re-lists the manager.
+
+    OSError naming both paths when it cannot be moved (e.g. ``quarantine`` is a file).
+    """
+    src = os.path.join(str(mgr.directory), str(step))
+    name = os.path.basename(str(mgr.directory))
+    dst = os.path.join(self.workdir, QUARANTINE,
+                       f"{name}-{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    error = None
+    if jax.process_index() == 0 and os.path.exists(src):
+      try:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        while os.path.exists(dst):
+          dst += "+"
         shutil.move(src, dst)
         log.warning("moved it to %s", dst)
-    _sync(f"dgmjax_quarantine_{kind}_{step}")
-    self.manager(kind).reload()
+      except OSError as e:
+        error = e
+    if _any_process(error is not None):
+      raise OSError(f"cannot move the damaged checkpoint {src} to {dst} "
+                    f"({one_line(error) if error else 'failed on process 0'}); move or delete "
+                    f"it by hand, then rerun")
+    mgr.reload()
 
-  def wait(self) -> None:
-    self.last.wait_until_finished()
-    self.best.wait_until_finished()
+  def migrate_legacy(self) -> None:
+    """Moves the earlier layout's ``best/<step>`` into ``checkpoints/`` (one line).
+
+    A step already in ``checkpoints/`` gets the best one's ``metrics`` file; the duplicate
+    goes to ``quarantine/``. Call with the workdir lock held, on every process.
+    """
+    if self.legacy is None:
+      return
+    self.legacy.close()
+    self.legacy = None
+    src_dir = os.path.join(self.workdir, LEGACY_BEST)
+    moved, error = [], None
+    if jax.process_index() == 0:
+      try:
+        os.makedirs(self.directory, exist_ok=True)
+        stamp = time.strftime('%Y%m%d-%H%M%S')
+        for name in sorted(os.listdir(src_dir)):
+          src, dst = os.path.join(src_dir, name), os.path.join(self.directory, name)
+          if not name.isdigit():
+            continue
+          if not os.path.exists(dst):
+            shutil.move(src, dst)
+          else:
+            if (os.path.isdir(os.path.join(src, "metrics"))
+                and not os.path.exists(os.path.join(dst, "metrics"))):
+              shutil.copytree(os.path.join(src, "metrics"), os.path.join(dst, "metrics"))
+            os.makedirs(os.path.join(self.workdir, QUARANTINE), exist_ok=True)
+            shutil.move(src, os.path.join(self.workdir, QUARANTINE, f"best-{name}-{stamp}"))
+          moved.append(name)
+        shutil.rmtree(src_dir)
+      except OSError as e:
+        error = e
+    if _any_process(error is not None):
+      raise OSError(f"cannot move {src_dir} of the earlier layout into {self.directory} "
+                    f"({one_line(error) if error else 'failed on process 0'}); move its "
+                    f"<step> directories by hand, then rerun")
+    if jax.process_index() == 0:
+      log.warning("moved %s (the earlier layout's best checkpoint, step %s) into %s: one "
+                  "manager keeps the last and the best checkpoints now", src_dir,
+                  ", ".join(moved) or "none", self.directory)
+    self.manager.reload()
 
   def close(self) -> None:
-    self.last.close()
-    self.best.close()
+    """Closes the managers; a running save's error is raised (see ``wait``)."""
+    try:
+      self.wait()
+    finally:
+      for m in self._managers():
+        try:
+          m.close()
+        except Exception:  # pylint: disable=broad-except  (already reported by wait)
+          pass
 
 
 def _check_finite(state) -> None:
@@ -215,7 +488,9 @@ def _check_compatible(where: str, stored: dict, wanted: dict) -> None:
       f"with, or use a new --workdir")
 
 
-def _sync(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
+def _any_process(flag: bool) -> bool:
+  """True on every process when ``flag`` is true on process 0 (a barrier as well)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))

@@ -5,7 +5,8 @@ non-blocking). The kernel drops the lock when its process dies, however it dies
 (SIGKILL included), so a lock left by a killed trainer is taken over by the next one
 with no stale-pid guessing and no race between two restarts. The file's content
 (``{"pid", "host", "time"}``) only serves the error message of the trainer that is
-refused. On a multi-host run process 0 takes the lock and every process learns the
+refused; whatever it holds (a JSON list, garbage) is overwritten by the next owner.
+On a multi-host run process 0 takes the lock and every process learns the
 outcome, so all of them refuse together.
 
 flock is advisory and per open file description: it guards against another dgmjax
@@ -39,7 +40,11 @@ class WorkdirLock:
   def acquire(self) -> None:
     if not self.enabled:
       return
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise OSError(e.errno, f"cannot open the lock file {self.path} ({e.strerror}); if no "
+                    f"trainer runs in this workdir, remove it and rerun") from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -47,15 +52,21 @@ class WorkdirLock:
       os.close(fd)
       raise WorkdirLocked(f"workdir {os.path.dirname(self.path)} is in use by another trainer "
                           f"({holder}); stop it first, or use another --workdir") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "time": time.time()}).encode())
-    os.fsync(fd)
     self._fd = fd
+    try:  # the content only serves the refusal message: a full disk must not stop us
+      os.ftruncate(fd, 0)
+      os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                               "time": time.time()}).encode())
+      os.fsync(fd)
+    except OSError:
+      pass
 
   def release(self) -> None:
     if self._fd is not None:
-      os.ftruncate(self._fd, 0)
+      try:
+        os.ftruncate(self._fd, 0)
+      except OSError:
+        pass
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
@@ -71,6 +82,6 @@ class WorkdirLock:
 def _read_holder(fd: int) -> str:
   try:
     info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    return f"pid {info['pid']} on host {info['host']}"
-  except (ValueError, KeyError, OSError):
+    return f"pid {int(info['pid'])} on host {info['host']}"
+  except (ValueError, KeyError, TypeError, OSError):  # damaged content: any JSON, any bytes
     return "holder unknown"

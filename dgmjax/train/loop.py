@@ -16,9 +16,12 @@ A workdir holds one trainer at a time (``dgmjax.train.lock``).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -184,24 +187,87 @@ def draw_samples(exp: Experiment, variables, num: int, rng, **kwargs) -> np.ndar
 def train(config, workdir: str, *, progress: bool = True) -> dict:
   """Trains (or resumes) the experiment ``config`` in ``workdir``; returns final metrics.
 
-  Raises ValueError for an invalid config, ``WorkdirLocked`` when another trainer holds
-  ``workdir``, ``TrainingDiverged`` after ``train.max_nonfinite`` skipped steps in a row.
+  Raises ValueError for an invalid config or a ``train.num_steps`` below the workdir's
+  checkpoint, ``WorkdirLocked`` when another trainer holds ``workdir``,
+  ``TrainingDiverged`` after ``train.max_nonfinite`` skipped steps in a row,
+  ``TrainingInterrupted`` after SIGTERM/SIGINT (the step in progress is finished and
+  saved first) and ``checkpoint.DiskFull`` when the disk fills up (the earlier
+  checkpoints stay intact). The lock is released in every case.
   """
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  lock = lock_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0)
+  with _StopSignals() as signals:
+    os.makedirs(workdir, exist_ok=True)
+    lock = lock_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0)
+    error = None
+    try:
+      lock.acquire()
+    except lock_lib.WorkdirLocked as e:
+      error = e
+    if _any_process(error is not None):
+      raise error or lock_lib.WorkdirLocked(f"workdir {workdir} is in use by another trainer "
+                                            "(refused on process 0)")
+    try:
+      return _train_locked(config, workdir, progress, signals)
+    finally:
+      lock.release()
+
+
+class TrainingInterrupted(RuntimeError):
+  """SIGTERM or SIGINT stopped training; the checkpoint of ``step`` is on disk (or, with
+  ``step`` None, nothing had been trained). ``signum`` is the signal's number."""
+
+  def __init__(self, message: str, signum: int, step: int | None):
+    super().__init__(message)
+    self.signum, self.step = signum, step
+
+
+class _StopSignals:
+  """While active (main thread only), SIGTERM and SIGINT only record that a stop was
+  asked for: the loop finishes its step, saves it and raises ``TrainingInterrupted``.
+  A second signal is noted and ignored (SIGKILL still stops at once)."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum = 0
+    self._previous = {}
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    if self.signum:
+      log.warning("%s again: still finishing the current step and saving it (SIGKILL stops "
+                  "at once, losing the steps since the last checkpoint)",
+                  signal.Signals(signum).name)
+      return
+    self.signum = signum
+
+  def __enter__(self) -> "_StopSignals":
+    if threading.current_thread() is threading.main_thread():
+      for s in self.SIGNALS:
+        self._previous[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+
+
+_SAVE_FAILED = 1 << 20
+
+
+def _poll(signals: _StopSignals, checkpointer) -> tuple[int, BaseException | None]:
+  """What every process agrees on before a step: 0 (go on), a signal number, or
+  ``_SAVE_FAILED``, with this process's save error if it has one. Multi-host: the
+  largest code of all processes, so all stop at the same step."""
   error = None
   try:
-    lock.acquire()
-  except lock_lib.WorkdirLocked as e:
+    checkpointer.check()
+  except ckpt_lib.SaveFailed as e:
     error = e
-  if _any_process(error is not None):
-    raise error or lock_lib.WorkdirLocked(f"workdir {workdir} is in use by another trainer "
-                                          "(refused on process 0)")
-  try:
-    return _train_locked(config, workdir, progress)
-  finally:
-    lock.release()
+  code = _SAVE_FAILED if error is not None else signals.signum
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    code = int(np.max(multihost_utils.process_allgather(np.asarray(code, np.int32))))
+  return code, error
 
 
 def _any_process(flag: bool) -> bool:
@@ -212,27 +278,86 @@ def _any_process(flag: bool) -> bool:
   return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
-def _train_locked(cfg, workdir: str, progress: bool) -> dict:
+def _finite_or_none(row: dict) -> dict:
+  """JSON-safe: non-finite floats become None."""
+  return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+          for k, v in row.items()}
+
+
+def _disk_full(e: OSError, workdir: str, checkpointer) -> ckpt_lib.DiskFull:
+  checkpointer.manager.reload()
+  kept = ", ".join(str(s) for s in checkpointer.manager.all_steps()) or "none"
+  return ckpt_lib.DiskFull(
+      errno.ENOSPC, f"disk full: no space left writing {e.filename or workdir}; the "
+      f"checkpoints ({kept}) are intact: free space, then rerun the same command to resume")
+
+
+def _train_locked(cfg, workdir: str, progress: bool, signals: _StopSignals) -> dict:
   exp = build(cfg)
   tcfg = cfg.train
   _check_batch_size(tcfg.batch_size, exp.mesh)
   tx = optim_lib.make_optimizer(cfg.optim, tcfg.num_steps, tcfg.grad_accum)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
-  batches = data_lib.Batches(exp.train_data, tcfg.batch_size, seed=tcfg.seed,
-                             labels=is_conditional(exp.model))
-  best = math.inf
-  restored = checkpointer.restore_newest(abstract_state(exp, tx), quarantine=True)
-  if restored is not None:
-    state = restored.state
-    batches.restore(restored.meta["data"])
-    best = restored.meta.get("best_test_bpd") or math.inf
-    log.info("resumed from step %d (%s checkpoint) in %s", restored.step, restored.kind,
-             workdir)
-  else:
-    state = init_state(exp, tx)
+  batches = None
+  writer = None
+  bar: list = []
+  ok = False
+  try:
+    checkpointer.migrate_legacy()
+    batches = data_lib.Batches(exp.train_data, tcfg.batch_size, seed=tcfg.seed,
+                               labels=is_conditional(exp.model))
+    best = math.inf
+    restored = checkpointer.restore_newest(abstract_state(exp, tx), quarantine=True)
+    if restored is not None:
+      state = restored.state
+      batches.restore(restored.meta["data"])
+      best = restored.meta.get("best_test_bpd") or math.inf
+      log.info("resumed from step %d (%s checkpoint) in %s", restored.step, restored.kind,
+               workdir)
+    else:
+      state = init_state(exp, tx)
+    start = int(state.step)
+    saved = start if restored is not None else None
+    if start > tcfg.num_steps:
+      raise ValueError(f"{workdir} holds a checkpoint of step {start}, past train.num_steps="
+                       f"{tcfg.num_steps}: nothing to train; raise train.num_steps above "
+                       f"{start} to train on (dgmjax eval evaluates it as it is)")
+    if start == tcfg.num_steps and restored is not None:
+      log.info("%s is already trained to train.num_steps=%d", workdir, start)
+    # Rows after the restored step (0 for a fresh run) were written by a run killed
+    # before it checkpointed them; this run writes those steps again.
+    writer = metrics_lib.MetricWriter(workdir, resume_step=start)
+    summary = _loop(exp, cfg, workdir, tx, state, batches, checkpointer, writer, best,
+                    saved, progress, signals, bar)
+    ok = True
+    return summary
+  except OSError as e:
+    if ckpt_lib.is_disk_full(e) and not isinstance(e, ckpt_lib.DiskFull):
+      raise _disk_full(e, workdir, checkpointer) from None
+    raise
+  finally:
+    _cleanup(ok, bar[0] if bar else None, batches, checkpointer, writer)
 
+
+def _cleanup(ok: bool, bar, batches, checkpointer, writer) -> None:
+  """Closes everything; after a failure, later errors are logged, not raised (the first
+  one is the one to report), and nothing waits on a writer that died."""
+  for close in (bar and bar.close, batches and batches.close, checkpointer.close,
+                writer and writer.close):
+    if not close:
+      continue
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      if ok:
+        raise
+      log.debug("while stopping: %s", ckpt_lib.one_line(e))
+
+
+def _loop(exp, cfg, workdir, tx, state, batches, checkpointer, writer, best, saved,
+          progress, signals, bar_holder) -> dict:
+  tcfg = cfg.train
   start = int(state.step)
-  writer = metrics_lib.MetricWriter(workdir, resume_step=start if restored else None)
   train_step = state_lib.make_train_step(exp.model, tx, ema_decay=cfg.optim.ema_decay,
                                          mesh=exp.mesh, preprocess=exp.preprocess)
   rng = jax.random.key(tcfg.seed)
@@ -243,83 +368,94 @@ def _train_locked(cfg, workdir: str, progress: bool) -> dict:
             "config": cfg.to_json()}
 
   summary: dict[str, Any] = {}
-  bar = None
   if progress and jax.process_index() == 0:
     from tqdm import tqdm
-    bar = tqdm(total=tcfg.num_steps, initial=start, dynamic_ncols=True, mininterval=1.0)
+    bar_holder.append(tqdm(total=tcfg.num_steps, initial=start, dynamic_ncols=True,
+                           mininterval=1.0))
+  bar = bar_holder[0] if bar_holder else None
   t0, last_loss = time.time(), float("nan")
-  try:
-    for step in range(start + 1, tcfg.num_steps + 1):
-      batch = state_lib.shard_batches(next(batches), exp.mesh)
-      state, m = train_step(state, batch, rng)
-      # Reading the loss every step syncs the host: it bounds the queue of launched
-      # collectives (XLA's CPU runtime can deadlock otherwise) and costs little.
-      last_loss = float(m["loss"])
-      if int(state.nonfinite) >= tcfg.max_nonfinite:
-        checkpointer.wait()
-        raise TrainingDiverged(
-            f"{int(state.nonfinite)} consecutive non-finite steps (loss, gradients or "
-            f"updated parameters) ending at step {step} (train.max_nonfinite="
-            f"{tcfg.max_nonfinite}); stopping. The newest checkpoint in {workdir} holds the "
-            f"finite state of step {checkpointer.latest_step()}.")
-      if bar is not None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-      if step % tcfg.log_every == 0 or step == tcfg.num_steps:
-        row = writer.write(step, **{k: v for k, v in m.items()},
-                           skipped_total=state.skipped,
-                           steps_per_s=(step - start) / max(time.time() - t0, 1e-9))
-        summary.update(row)
-      if step % tcfg.eval_every == 0 or step == tcfg.num_steps:
-        test_bpd = evaluate(exp, state.variables(ema=True))
-        writer.write(step, test_bpd=test_bpd)
-        summary["test_bpd"] = test_bpd
-        if test_bpd < best:
-          best = test_bpd
-          checkpointer.save_best(step, state, meta(), test_bpd)
-        if tcfg.num_samples > 0:
-          s = draw_samples(exp, state.variables(ema=True), tcfg.num_samples,
-                           jax.random.fold_in(sample_rng, step))
-          if jax.process_index() == 0:
-            imageio.save_grid(os.path.join(workdir, "samples", f"step_{step:07d}.png"), s,
-                              exp.num_bins)
-      if step % tcfg.checkpoint_every == 0 or step == tcfg.num_steps:
-        checkpointer.save(step, state, meta())
-  finally:
+  stop = 0
+  for step in range(start + 1, tcfg.num_steps + 1):
+    stop, error = _poll(signals, checkpointer)
+    if stop:
+      break
+    batch = state_lib.shard_batches(next(batches), exp.mesh)
+    state, m = train_step(state, batch, rng)
+    # Reading the loss every step syncs the host: it bounds the queue of launched
+    # collectives (XLA's CPU runtime can deadlock otherwise) and costs little.
+    last_loss = float(m["loss"])
+    if int(state.nonfinite) >= tcfg.max_nonfinite:
+      checkpointer.wait()
+      raise TrainingDiverged(
+          f"{int(state.nonfinite)} consecutive non-finite steps (loss, gradients or "
+          f"updated parameters) ending at step {step} (train.max_nonfinite="
+          f"{tcfg.max_nonfinite}); stopping. The newest checkpoint in {workdir} holds the "
+          f"finite state of step {checkpointer.latest_step()}.")
     if bar is not None:
-      bar.close()
-    batches.close()
-    checkpointer.wait()
-    checkpointer.close()
-    writer.close()
-  summary.update(step=int(state.step), loss=last_loss, best_test_bpd=best)
-  return summary
+      bar.update(1)
+      bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+    if step % tcfg.log_every == 0 or step == tcfg.num_steps:
+      row = writer.write(step, **{k: v for k, v in m.items()},
+                         skipped_total=state.skipped,
+                         steps_per_s=(step - start) / max(time.time() - t0, 1e-9))
+      summary.update(row)
+    test_bpd = None
+    if step % tcfg.eval_every == 0 or step == tcfg.num_steps:
+      test_bpd = evaluate(exp, state.variables(ema=True))
+      writer.write(step, test_bpd=test_bpd)
+      summary["test_bpd"] = test_bpd
+      if tcfg.num_samples > 0:
+        s = draw_samples(exp, state.variables(ema=True), tcfg.num_samples,
+                         jax.random.fold_in(sample_rng, step))
+        if jax.process_index() == 0:
+          imageio.save_grid(os.path.join(workdir, "samples", f"step_{step:07d}.png"), s,
+                            exp.num_bins)
+    improved = test_bpd is not None and test_bpd < best
+    if improved:
+      best = test_bpd
+    if improved or step % tcfg.checkpoint_every == 0 or step == tcfg.num_steps:
+      checkpointer.save(step, state, meta(), test_bpd)
+      saved = step
+  else:
+    stop, error = 0, None
+  if stop == _SAVE_FAILED:
+    raise error or ckpt_lib.SaveFailed(f"another process failed to save a checkpoint in "
+                                       f"{workdir} (see its message)")
+  step = int(state.step)
+  if stop and saved != step and step > 0:
+    checkpointer.save(step, state, meta())
+    saved = step
+  checkpointer.wait()
+  if stop:
+    name = signal.Signals(stop).name
+    if saved is None:
+      msg = f"stopped by {name} before the first step: nothing to save in {workdir}"
+    else:
+      msg = (f"stopped by {name} after step {step}: saved checkpoint {saved} in "
+             f"{os.path.join(workdir, ckpt_lib.DIRNAME)}; rerun the same command to resume")
+    raise TrainingInterrupted(msg, stop, saved)
+  summary.update(step=step, loss=last_loss, best_test_bpd=best)
+  return _finite_or_none(summary)
 
 
 def restore_for_eval(config, workdir: str, which: str = "best"):
   """Builds the experiment and restores the ``best`` (or ``last``) checkpoint state.
 
-  ``which="best"`` falls back to the newest regular checkpoint when no best one
-  restores; a checkpoint that fails to restore is skipped with a warning, never
+  ``which="best"`` tries the evaluated checkpoints by test bits/dim, then the others
+  newest first; a checkpoint that fails to restore is skipped with a warning, never
   modified (evaluation does not hold the workdir lock). ValueError when none restores.
   """
   if which not in ckpt_lib.KINDS:
     raise ValueError(f"which must be one of {ckpt_lib.KINDS}; got {which!r}")
   if not ckpt_lib.has_checkpoint(workdir):
-    raise ValueError(f"no checkpoint in {workdir} (expected {workdir}/checkpoints/<step> or "
-                     f"{workdir}/best/<step>; train first, or import one)")
+    raise ValueError(f"no checkpoint in {workdir} (expected {workdir}/checkpoints/<step>; "
+                     f"train first, or import one)")
   exp = build(config)
   tx = optim_lib.make_optimizer(config.optim, config.train.num_steps, config.train.grad_accum)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                        create=False)
   try:
-    target = abstract_state(exp, tx)
-    kinds = ("best", "last") if which == "best" else ("last",)
-    restored = None
-    for kind in kinds:
-      restored = checkpointer.restore_newest(target, kinds=(kind,))
-      if restored is not None:
-        break
+    restored = checkpointer.restore_newest(abstract_state(exp, tx), which=which)
   finally:
     checkpointer.close()
   if restored is None:

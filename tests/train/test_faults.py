@@ -1,5 +1,5 @@
-"""Faults as they happen to long runs: a kill between the best and the regular checkpoint,
-a corrupt newest checkpoint, two trainers on one workdir, a killed trainer's lock,
+"""Faults as they happen to long runs: a workdir of the earlier two-manager layout, a
+corrupt newest checkpoint, two trainers on one workdir, a killed trainer's lock,
 non-finite updates, metrics rewritten on resume, bad settings, recompiling samplers."""
 
 import json
@@ -57,23 +57,36 @@ def _copy(src, tmp_path):
   return dst
 
 
-def test_kill_between_best_and_regular_checkpoint_does_not_wedge(finished_run, tmp_path):
-  # The best checkpoint of step 20 was written, the kill came before the regular one.
+def _legacy_layout(wd):
+  """The earlier two-manager layout: the evaluated step 20 also under best/."""
+  os.makedirs(os.path.join(wd, "best"))
+  shutil.copytree(os.path.join(wd, "checkpoints", "20"), os.path.join(wd, "best", "20"))
+  shutil.rmtree(os.path.join(wd, "checkpoints", "20", "metrics"))
+
+
+def test_workdir_of_the_two_manager_layout_is_read_then_migrated(finished_run, tmp_path,
+                                                                 caplog):
   wd = _copy(finished_run, tmp_path)
-  shutil.rmtree(os.path.join(wd, "checkpoints", "20"))
-  summary = loop.train(smoke_config(num_steps=30, checkpoint_every=10, eval_every=10), wd,
-                       progress=False)
-  assert summary["step"] == 30
-  assert _steps(wd) == list(range(1, 31))
-  # Re-reaching a step that is already saved is a no-op, not StepAlreadyExistsError.
+  _legacy_layout(wd)
+  _, state = loop.restore_for_eval(smoke_config(), wd, "best")  # read as it is
+  assert int(state.step) == 20 and os.path.isdir(os.path.join(wd, "best", "20"))
+  shutil.rmtree(os.path.join(wd, "checkpoints", "20"))  # killed before the regular save
+  with caplog.at_level(logging.WARNING, logger="dgmjax"):
+    summary = loop.train(smoke_config(num_steps=30, checkpoint_every=10, eval_every=100), wd,
+                         progress=False)
+  moved = [r.getMessage() for r in caplog.records if "earlier layout" in r.getMessage()]
+  assert len(moved) == 1 and "step 20" in moved[0], moved
+  assert summary["step"] == 30 and _steps(wd) == list(range(1, 31))
+  assert not os.path.exists(os.path.join(wd, "best"))
   ck = ckpt_lib.Checkpointer(wd)
+  assert ck.best_step() == 30 and sorted(ck.manager.all_steps()) == [10, 20, 30]
+  # Re-reaching a step that is already saved is a no-op, not StepAlreadyExistsError.
   cfg = smoke_config(num_steps=30)
   exp = loop.build(cfg)
   target = loop.abstract_state(exp, optim_lib.make_optimizer(cfg.optim, 30))
   restored = ck.restore_newest(target)
-  assert restored.step == 30
+  assert restored.step == 30 and restored.kind == "best"
   assert ck.save(restored.step, restored.state, restored.meta) is False
-  assert ck.save_best(restored.step, restored.state, restored.meta, 0.0) is False
   ck.close()
 
 
@@ -108,17 +121,14 @@ def _empty_state(step_dir):
 def test_corrupt_newest_checkpoint_is_skipped_named_and_quarantined(finished_run, tmp_path,
                                                                      corrupt, caplog):
   wd = _copy(finished_run, tmp_path)
-  for kind in ("checkpoints", "best"):
-    corrupt(os.path.join(wd, kind, "20"))
+  corrupt(os.path.join(wd, "checkpoints", "20"))
   with caplog.at_level(logging.WARNING, logger="dgmjax"):
     summary = loop.train(smoke_config(num_steps=25, checkpoint_every=10, eval_every=100), wd,
                          progress=False)
   skipped = [r.getMessage() for r in caplog.records if "skipping checkpoint" in r.getMessage()]
-  assert len(skipped) == 2, skipped
-  assert any(os.path.join("checkpoints", "20") in m for m in skipped)
-  assert any(os.path.join("best", "20") in m for m in skipped)
-  assert sorted(n.split("-")[0] for n in os.listdir(os.path.join(wd, "quarantine"))) == [
-      "best", "checkpoints"]
+  assert len(skipped) == 1 and os.path.join("checkpoints", "20") in skipped[0], skipped
+  assert [n.split("-")[:2] for n in os.listdir(os.path.join(wd, "quarantine"))] == [
+      ["checkpoints", "20"]]
   # Resumed from step 10: steps 11-20 ran again and equal the first run's.
   assert summary["step"] == 25
   assert _steps(wd) == list(range(1, 26))
@@ -130,13 +140,14 @@ def test_corrupt_newest_checkpoint_is_skipped_named_and_quarantined(finished_run
 def test_eval_skips_a_corrupt_best_checkpoint_and_changes_nothing(finished_run, tmp_path,
                                                                   caplog):
   wd = _copy(finished_run, tmp_path)
-  _garbage_meta(os.path.join(wd, "best", "20"))
+  _garbage_meta(os.path.join(wd, "checkpoints", "20"))
   before = sorted(os.listdir(wd))
   with caplog.at_level(logging.WARNING, logger="dgmjax"):
     _, state = loop.restore_for_eval(smoke_config(), wd, "best")
-  assert int(state.step) == 20  # the regular checkpoint of step 20
+  assert int(state.step) == 10  # the best (20) is damaged: the newest other one
   assert any("skipping checkpoint" in r.getMessage() for r in caplog.records)
-  assert sorted(os.listdir(wd)) == before and os.path.isdir(os.path.join(wd, "best", "20"))
+  assert sorted(os.listdir(wd)) == before
+  assert os.path.isdir(os.path.join(wd, "checkpoints", "20"))
 
 
 def test_second_trainer_is_refused_and_a_killed_trainers_lock_is_taken_over(tmp_path):
