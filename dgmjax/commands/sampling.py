@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 
 from dgmjax.commands.workdirs import (READJUST_DIR, _flags, _need_model, _positive_float,
                                       _positive_int, _restore, config_for)
@@ -68,7 +70,8 @@ def _fingerprint(tree) -> str:
 def readjusted_stats(exp, state, workdir: str, temperature: float, num: int, iters: int):
   """``{"readjusted_batch_stats": tree}`` for the checkpoint ``state``: restored from
   ``WORKDIR/readjusted_bn/<key>`` when present, else computed (``model.readjust_bn``) and
-  saved there. Returns (stats, path, reused). ValueError for a non-finite statistic."""
+  saved there. Returns (stats, path, reused). ValueError for a non-finite statistic. A
+  stored one that does not restore (damaged) is re-estimated, with one warning naming it."""
   import jax
   import numpy as np
   import orbax.checkpoint as ocp
@@ -80,16 +83,25 @@ def readjusted_stats(exp, state, workdir: str, temperature: float, num: int, ite
   path = os.path.abspath(os.path.join(workdir, READJUST_DIR, key))
   ckpt = ocp.StandardCheckpointer()
   try:
-    if os.path.isdir(path):
-      stats = ckpt.restore(path, {READJUSTED: variables["batch_stats"]})
-      for p, leaf in jax.tree_util.tree_leaves_with_path(stats):
-        if not np.all(np.isfinite(np.asarray(leaf))):
-          raise ValueError(f"stored BN re-adjustment {path} has a non-finite statistic at "
-                           f"{jax.tree_util.keystr(p)}; delete it to re-estimate")
-      return stats, path, True
+    if os.path.exists(path):
+      try:
+        stats = ckpt.restore(path, {READJUSTED: variables["batch_stats"]})
+        for p, leaf in jax.tree_util.tree_leaves_with_path(stats):
+          if not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(f"non-finite statistic at {jax.tree_util.keystr(p)}")
+        return stats, path, True
+      except Exception as e:  # pylint: disable=broad-except  (a damaged cache: rebuild it)
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        logging.getLogger("dgmjax").warning(
+            "damaged BN re-adjustment cache %s (%s): re-estimating it", path, reason)
+        if jax.process_index() == 0:
+          if os.path.isdir(path):
+            shutil.rmtree(path)
+          else:
+            os.remove(path)
     stats = model.readjust_bn(variables, jax.random.fold_in(jax.random.key(0), 17), num=num,
                               temperature=temperature, iters=iters)
-    ckpt.save(path, stats)
+    ckpt.save(path, stats, force=True)
     ckpt.wait_until_finished()
   finally:
     ckpt.close()

@@ -45,13 +45,17 @@ def load_checkpoint(path_or_dict, *, state_dict_key: str | None = None) -> dict[
     The loaded mapping (tensors left as they are).
 
   Raises:
-    ValueError: the file holds something other than allow-listed types.
+    ValueError: the file is empty, truncated, or holds something other than
+      allow-listed types.
   """
   if isinstance(path_or_dict, Mapping):
     return dict(path_or_dict)
   path = os.fspath(path_or_dict)
   if not os.path.exists(path):
     raise ValueError(f"checkpoint file not found: {path}")
+  if os.path.isfile(path) and os.path.getsize(path) == 0:
+    raise ValueError(f"{path} is empty (0 bytes): an interrupted download or copy? "
+                     f"fetch the file again")
   check_zip_integrity(path)
   try:
     import torch
@@ -62,12 +66,27 @@ def load_checkpoint(path_or_dict, *, state_dict_key: str | None = None) -> dict[
     with torch.serialization.safe_globals(safe):
       obj = torch.load(path, weights_only=True, map_location="cpu")
   except Exception as e:  # torch raises UnpicklingError with its own explanation
+    if _truncated(path, e):
+      raise ValueError(f"{path} is truncated (it ends after {os.path.getsize(path)} "
+                       f"bytes): an interrupted download or copy? fetch the file again"
+                       ) from None
     raise ValueError(f"refusing to load {path}: it holds objects outside the allow-list "
                      f"(tensors, containers, argparse.Namespace): {e}") from None
   if not isinstance(obj, Mapping):
     raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict (a state_dict)")
   del state_dict_key
   return dict(obj)
+
+
+def _truncated(path: str, e: Exception) -> bool:
+  """Whether torch.load's error ``e`` means the file ends early (not a refused object):
+  a zip header without the central directory at the end, or an early end of data."""
+  with open(path, "rb") as f:
+    zip_head = f.read(4) == b"PK\x03\x04"
+  if zip_head and not zipfile.is_zipfile(path):
+    return True
+  text = str(e)
+  return isinstance(e, EOFError) or "unexpected EOF" in text or "Ran out of input" in text
 
 
 def check_zip_integrity(path) -> None:
