@@ -56,18 +56,22 @@ def base_config(model: str, dataset: str) -> ml_collections.ConfigDict:
 
 
 # Variants every model config accepts, beside its own (``smoke``...): ``file.py:bf16``,
-# combined with ``+`` (``file.py:smoke+bf16``).
+# combined with ``+`` (``file.py:smoke+bf16``). Each sets keys of ``model.compute``
+# (``dgmjax.nn.compute.Compute``): how the model runs, never what it computes.
 SHARED_VARIANTS = {
-    "bf16": "model.dtype = 'bfloat16': the networks compute in bfloat16; parameters, "
+    "bf16": "model.compute.dtype = 'bfloat16': the networks compute in bfloat16; parameters, "
             "log-determinants and likelihood sums stay float32",
-    "remat": "model.remat = 'full': each repeated block's activations are recomputed in the "
-             "backward pass (least memory; any jax.checkpoint_policies name via "
-             "--config.model.remat=...)",
-    "scan": "model.scan = True: each run of repeated blocks (Glow's steps per level, "
-            "LMConv's gated resnets per stream, NVAE's groups per scale) is one nn.scan "
-            "body with stacked parameters: compile time flat in depth",
+    "remat": "model.compute.remat = 'full': each repeated block's activations are recomputed "
+             "in the backward pass (least memory; any jax.checkpoint_policies name via "
+             "--config.model.compute.remat=...)",
+    "unroll": "model.compute.unroll = True: repeated blocks run as straight-line code "
+              "(often faster steps on CPU; compile time grows with depth)",
 }
 _TUNABLE_MODELS = ("glow", "lmconv", "nvae")
+# model.compute keys per model (NVAE alone has depthwise convolutions).
+_COMPUTE_KEYS = {"glow": ("dtype", "remat", "unroll", "conv"),
+                 "lmconv": ("dtype", "remat", "unroll", "conv"),
+                 "nvae": ("dtype", "remat", "unroll", "conv", "depthwise")}
 
 
 def split_variant(variant: str | None, own=()) -> tuple[str | None, tuple[str, ...]]:
@@ -82,23 +86,78 @@ def split_variant(variant: str | None, own=()) -> tuple[str | None, tuple[str, .
   return (mine[0] if mine else None), tuple(v for v in parts if v in SHARED_VARIANTS)
 
 
-def finalize(c: ml_collections.ConfigDict, shared=()) -> ml_collections.ConfigDict:
-  """Applies the ``shared`` variants (``SHARED_VARIANTS``), gives glow/lmconv/nvae configs
-  their ``model.dtype`` ("float32"), ``model.remat`` ("none") and ``model.scan`` (False)
-  keys when a file sets none, so each can be overridden from the command line; locks the
-  config (no new keys)."""
-  if c.model.name in _TUNABLE_MODELS:
-    for key, default in (("dtype", "float32"), ("remat", "none"), ("scan", False)):
-      if key not in c.model:
-        c.model[key] = default
-  elif shared:
-    raise ValueError(f"variants {list(shared)} apply to {_TUNABLE_MODELS} configs only")
+def _model_defaults(name: str) -> dict:
+  """Every constructor argument of model ``name`` with its default (image_shape and
+  num_bins, which come from the data, and ``compute`` excluded)."""
+  import dataclasses
+
+  from dgmjax import models
+  out = {}
+  for f in dataclasses.fields(models.model_class(name)):
+    if not f.init or f.name in ("image_shape", "num_bins", "compute"):
+      continue
+    if f.default is not dataclasses.MISSING:
+      out[f.name] = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+      out[f.name] = f.default_factory()
+  return out
+
+
+def _takes_compute(name: str) -> bool:
+  """Whether model ``name`` takes a ``compute`` value (transitional: models migrate to
+  ``dgmjax.nn.compute`` one at a time)."""
+  import dataclasses
+
+  from dgmjax import models
+  return "compute" in {f.name for f in dataclasses.fields(models.model_class(name))}
+
+
+def _finalize_legacy(c, shared):
+  """The per-field dtype/remat/scan keys of a model not yet on ``Compute``."""
+  for key, default in (("dtype", "float32"), ("remat", "none"), ("scan", False)):
+    if key not in c.model:
+      c.model[key] = default
   if "bf16" in shared:
     c.model.dtype = "bfloat16"
   if "remat" in shared:
     c.model.remat = "full"
-  if "scan" in shared:
-    c.model.scan = True
+  if "unroll" in shared:
+    raise ValueError(f"variant 'unroll' needs {c.model.name} on dgmjax.nn.compute")
+  c.lock()
+  return c
+
+
+def finalize(c: ml_collections.ConfigDict, shared=()) -> ml_collections.ConfigDict:
+  """Completes and locks a config: ``model`` gets every constructor argument of its model
+  that the file does not set (with the model's default), so ``--config.model.KEY=...``
+  reaches each of them; glow/lmconv/nvae configs get ``model.compute``
+  (``dgmjax.nn.compute``; defaults where the file sets none) and the ``shared`` variants
+  (``SHARED_VARIANTS``) are applied to it. Locked: a misspelt key is an error."""
+  name = c.model.name
+  if name in _TUNABLE_MODELS and not _takes_compute(name):
+    return _finalize_legacy(c, shared)
+  if name in _TUNABLE_MODELS:
+    from dgmjax.nn.compute import Compute
+    given = c.model.compute.to_dict() if "compute" in c.model else {}
+    default = Compute().as_dict()
+    c.model.compute = ml_collections.ConfigDict(
+        {k: given.get(k, default[k]) for k in _COMPUTE_KEYS[name]})
+    unknown = sorted(set(given) - set(_COMPUTE_KEYS[name]))
+    if unknown:
+      raise ValueError(f"config.model.compute: unknown key(s) {unknown} for {name}; expected "
+                       f"{list(_COMPUTE_KEYS[name])}")
+  elif shared:
+    raise ValueError(f"variants {list(shared)} apply to {_TUNABLE_MODELS} configs only")
+  if name in _TUNABLE_MODELS or name == "independent":
+    for key, value in _model_defaults(name).items():
+      if key not in c.model:
+        c.model[key] = value
+  if "bf16" in shared:
+    c.model.compute.dtype = "bfloat16"
+  if "remat" in shared:
+    c.model.compute.remat = "full"
+  if "unroll" in shared:
+    c.model.compute.unroll = True
   c.lock()
   return c
 

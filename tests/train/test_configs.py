@@ -45,23 +45,37 @@ def test_at_least_one_config_per_model():
 
 
 @pytest.mark.parametrize("path", MODEL_CONFIGS, ids=os.path.basename)
-def test_shared_variants_set_dtype_remat_and_scan(path):
+def test_shared_variants_set_the_compute_keys(path):
+  name = os.path.basename(path).split("_")[0]
+  if not config_lib._takes_compute(name):  # pylint: disable=protected-access
+    pytest.fail(f"{name} does not take dgmjax.nn.compute.Compute yet")
   plain = config_lib.load_config(path)
-  assert plain.model.dtype == "float32" and plain.model.remat in ("none", "full")
-  assert plain.model.scan in (False, True)
-  both = config_lib.load_config(path + ":smoke+bf16+remat+scan")
-  assert both.model.dtype == "bfloat16" and both.model.remat == "full" and both.model.scan
+  assert plain.model.compute.dtype == "float32" and plain.model.compute.remat in ("none", "full")
+  both = config_lib.load_config(path + ":smoke+bf16+remat+unroll")
+  assert (both.model.compute.dtype, both.model.compute.remat, both.model.compute.unroll) == \
+      ("bfloat16", "full", True)
   smoke = config_lib.load_config(path + ":smoke")
-  shared = ("dtype", "remat", "scan")
-  assert {k: v for k, v in both.model.items() if k not in shared} == \
-      {k: v for k, v in smoke.model.items() if k not in shared}
+  assert {k: v for k, v in both.model.items() if k != "compute"} == \
+      {k: v for k, v in smoke.model.items() if k != "compute"}
   model = _model(both)
-  assert model.dtype == jnp.bfloat16 or jnp.dtype(model.dtype) == jnp.bfloat16
-  assert model.scan is True
+  assert model.compute.dtype == "bfloat16" and model.compute.unroll is True
   # the paper-size bf16 model builds (shapes only: nothing is computed)
   assert _model(config_lib.load_config(path + ":bf16")) is not None
   with pytest.raises(ValueError, match="unknown variant 'bf61'"):
     config_lib.load_config(path + ":bf61")
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=os.path.basename)
+def test_every_constructor_argument_and_compute_key_is_a_config_key(path):
+  import dataclasses
+  name = os.path.basename(path).split("_")[0]
+  c = config_lib.load_config(path)
+  fields = {f.name for f in dataclasses.fields(dgmjax.models.model_class(name)) if f.init}
+  assert fields - {"image_shape", "num_bins"} == set(c.model) - {"name"}
+  with c.unlocked():
+    c.model.compute.conv = "bogus"
+  with pytest.raises(ValueError, match="compute.conv must be one of"):
+    _model(c)
 
 
 def test_bf16_variant_compiles_and_runs_a_smoke_model():
