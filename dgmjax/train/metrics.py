@@ -149,9 +149,11 @@ def _drop_rows_after(path: str, step: int) -> None:
   if not os.path.exists(path):
     return
   rows, bad = _rows(path)
+  torn_tail = False
   with open(path, "rb") as f:
-    f.seek(0, os.SEEK_END)
-    torn_tail = f.tell() > 0 and (f.seek(-1, os.SEEK_END) or f.read(1)) != b"\n"
+    if f.seek(0, os.SEEK_END) > 0:
+      f.seek(-1, os.SEEK_END)
+      torn_tail = f.read(1) != b"\n"
   if bad - int(torn_tail) > 0:
     log.warning("%s: dropped %d damaged line(s) (not a JSON object with an integer step)",
                 path, bad)
