@@ -27,9 +27,13 @@ Keys (``KEYS``; the config's ``model.compute`` holds the same names):
   ``True`` for a fully unrolled (straight-line) program: faster steps on CPU, compile
   time growing with depth.
 - ``conv``: the stride-1 'same' convolutions (``dgmjax.nn.conv.IMPLS``): "auto" (XLA on
-  GPU/TPU, the matmul formulations on CPU), "xla", "matmul", "xla_matmul_vjp".
+  GPU/TPU, the matmul formulations on CPU), "xla", "matmul", "xla_matmul".
 - ``depthwise``: NVAE's depthwise convolutions (``dgmjax.nn.depthwise.IMPLS``): "auto"
-  (shift on CPU, grouped on GPU/TPU), "shift", "grouped".
+  (shift on CPU, grouped on GPU/TPU), "shift", "shift_vjp" (a faster backward pass on
+  CPU; reverse mode only), "grouped".
+
+Every choice but ``depthwise="shift_vjp"`` (and Glow's ``reversible`` gradient) works
+under every JAX transformation, forward mode included.
 """
 
 from __future__ import annotations

@@ -12,22 +12,24 @@ computes the same function and the same gradients to float rounding
   (``dgmjax.nn.shift_conv.locally_masked_conv`` without a mask), forward and backward.
   On CPU it beats XLA's convolution when O < I (Glow's zero conv, width -> C:
   ``flows/conditioners.py``).
-- ``"xla_matmul_vjp"``: XLA's convolution forward with a hand-written backward of
-  matmuls: dL/dx = ``"matmul"`` convolution of dL/dy with the flipped, transposed
-  kernel; dL/dkernel[i,j] = shift_ij(x)[BHW,I]^T @ dL/dy[BHW,O] (k*k matmuls).
-  Why: inside a ``lax.scan``/while loop, XLA:CPU keeps the backward convolutions
-  JAX derives in non-canonical dimension orders (input gradient ``b01f_01oi``, kernel
+- ``"xla_matmul"``: XLA's convolution forward, with a tangent rule (``jax.custom_jvp``)
+  that is linear in the tangents and written as matmuls of im2col patches:
+  d y = im2col(dx) @ K[k*k*I, O] + im2col(x) @ dK[k*k*I, O]. Forward mode evaluates it
+  directly; reverse mode transposes it, which gives a backward pass of matmuls:
+  dL/dx = col2im(dL/dy @ K^T) (one matmul, then a shift-and-add of the k*k slices) and
+  dL/dK = im2col(x)^T @ dL/dy (one matmul; im2col(x) is recomputed in the backward pass,
+  ``jax.checkpoint``, so the k*k-times larger patches are never stored). Why: inside a
+  ``lax.scan``/while loop, XLA:CPU keeps the backward convolutions JAX derives for
+  ``"xla"`` in non-canonical dimension orders (input gradient ``b01f_01oi``, kernel
   gradient ``f01b_i01o->01bf``), which it runs on its slow generic loop rather than
-  Eigen's convolution; unrolled, it rewrites them to ``b01f_01io->b01f``. Measured on
-  this 2-core CPU, the gradient of one Glow level (K=4, width 512, B16 16x16x12):
-  ``"xla"`` 0.21 s unrolled but 1.23 s scanned; ``"xla_matmul_vjp"`` 0.19 s unrolled and
-  0.21 s scanned; ``"matmul"`` 0.46 s either way.
+  Eigen's convolution (measured: the gradient of one scanned Glow level, K=4, width 512,
+  B16 16x16x12, 1.23 s with ``"xla"``, 0.21 s with matmul gradients;
+  experiments/results/HISTORY.md).
 - ``"auto"``: ``"xla"`` on GPU/TPU; on CPU ``"matmul"`` when O < I, else
-  ``"xla_matmul_vjp"``.
+  ``"xla_matmul"``.
 
-``"xla_matmul_vjp"`` is a ``jax.custom_vjp``: reverse mode only (``jax.grad``,
-``jax.vjp``, ``jax.jacrev``); forward mode (``jax.jvp``, ``jax.jacfwd``) needs
-``impl="xla"`` or ``"matmul"``.
+Every formulation works under ``jax.grad``, ``jax.jvp``, ``jax.jacfwd``, ``jax.jacrev``,
+``jax.linearize`` and Hessian-vector products (tests/nn/test_nn_conv.py).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import jax.numpy as jnp
 
 from dgmjax.nn.shift_conv import locally_masked_conv
 
-IMPLS = ("auto", "xla", "matmul", "xla_matmul_vjp")
+IMPLS = ("auto", "xla", "matmul", "xla_matmul")
 
 
 def resolve_impl(impl: str, cin: int, cout: int, backend: str | None = None) -> str:
@@ -48,7 +50,7 @@ def resolve_impl(impl: str, cin: int, cout: int, backend: str | None = None) -> 
     return impl
   if (backend or jax.default_backend()) != "cpu":
     return "xla"
-  return "matmul" if cout < cin else "xla_matmul_vjp"
+  return "matmul" if cout < cin else "xla_matmul"
 
 
 def _xla_conv(x, kernel):
@@ -57,29 +59,35 @@ def _xla_conv(x, kernel):
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@jax.custom_vjp
-def _xla_matmul_vjp(x, kernel):
+def im2col(x, k: int):
+  """x [B,H,W,I] -> patches [B,H,W,k*k*I]: the zero-padded k x k neighbourhood of every
+  pixel, taps in row-major (i, j) order and channels fastest, so that
+  ``im2col(x, k) @ kernel.reshape(k*k*I, O)`` is the 'same' convolution."""
+  p = k // 2
+  _, h, w, _ = x.shape
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  return jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(k) for j in range(k)], -1)
+
+
+@jax.checkpoint
+def _patch_matmul(x, kernel):
+  """im2col(x) @ kernel[k*k*I, O]; rematerialised, so only x is kept for its transpose."""
+  return im2col(x, kernel.shape[0]) @ kernel.reshape(-1, kernel.shape[-1])
+
+
+@jax.custom_jvp
+def _xla_matmul(x, kernel):
   return _xla_conv(x, kernel)
 
 
-def _fwd(x, kernel):
-  return _xla_conv(x, kernel), (x, kernel)
-
-
-def _bwd(res, dy):
-  x, kernel = res
-  k, p = kernel.shape[0], kernel.shape[0] // 2
-  b, h, w, c = x.shape
-  flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)).astype(dy.dtype)
-  dx = locally_masked_conv(dy, flipped)
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-  dy2 = dy.reshape(b * h * w, -1)
-  dk = jnp.stack([jnp.stack([xp[:, i:i + h, j:j + w].reshape(b * h * w, c).T @ dy2
-                             for j in range(k)]) for i in range(k)])
-  return dx.astype(x.dtype), dk.astype(kernel.dtype)
-
-
-_xla_matmul_vjp.defvjp(_fwd, _bwd)
+@_xla_matmul.defjvp
+def _xla_matmul_jvp(primals, tangents):
+  x, kernel = primals
+  dx, dkernel = tangents
+  k = kernel.shape[0]
+  dy = im2col(dx, k) @ kernel.reshape(-1, kernel.shape[-1]).astype(dx.dtype)
+  dy = dy + _patch_matmul(x, dkernel.astype(x.dtype))
+  return _xla_conv(x, kernel), dy
 
 
 def conv_same(x, kernel, impl: str = "auto"):
@@ -96,4 +104,4 @@ def conv_same(x, kernel, impl: str = "auto"):
     return _xla_conv(x, kernel)
   if impl == "matmul":
     return locally_masked_conv(x, kernel)
-  return _xla_matmul_vjp(x, kernel)
+  return _xla_matmul(x, kernel)
