@@ -22,9 +22,7 @@ computes the same function and the same gradients to float rounding
   ``lax.scan``/while loop, XLA:CPU keeps the backward convolutions JAX derives for
   ``"xla"`` in non-canonical dimension orders (input gradient ``b01f_01oi``, kernel
   gradient ``f01b_i01o->01bf``), which it runs on its slow generic loop rather than
-  Eigen's convolution (measured: the gradient of one scanned Glow level, K=4, width 512,
-  B16 16x16x12, 1.23 s with ``"xla"``, 0.21 s with matmul gradients;
-  experiments/results/HISTORY.md).
+  Eigen's convolution, several times slower (experiments/results/HISTORY.md).
 - ``"auto"``: ``"xla"`` on GPU/TPU; on CPU ``"matmul"`` when O < I, else
   ``"xla_matmul"``.
 

@@ -11,10 +11,9 @@ like PyTorch's and XLA's:  y = sum over taps (i, j) of shift_ij(pad(x)) * kernel
   linearize, Hessian-vector products).
 - ``"shift_vjp"``: the same forward with a hand-written backward (``jax.custom_vjp``):
   the kernel gradient of all taps as ONE variadic reduction, so x and dy are read once.
-  Reverse mode only (``jax.jvp``/``jax.jacfwd`` raise). Measured on a 2-core CPU (one
-  5x5 layer, B16 16x16x192, forward+backward): 40-47 ms and 5 MB of temporaries against
-  ~100 ms and 80 MB for ``"shift"``; the paper's MNIST NVAE gradient went from 1117 to
-  826 ms with it. The choice for long CPU training runs.
+  Reverse mode only (``jax.jvp``/``jax.jacfwd`` raise). About 2x faster than ``"shift"``
+  in the backward pass on CPU, with a fraction of its temporary memory
+  (experiments/results/HISTORY.md): the choice for long CPU training runs.
 - ``"grouped"``: XLA's ``feature_group_count=C`` convolution (cuDNN's / the TPU's native
   depthwise kernels; slow on CPU).
 
