@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint venv clean
+.PHONY: demo test test-all test-slow lint venv clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: $(STAMP)
 # Also the tests marked slow (minutes).
 test-all: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q -m "" $(PYTEST_ARGS)
+
+# Only the tests marked slow (CI runs `test`, then this: together, `test-all`).
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest -n 2 -q -m slow $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs
