@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import threading
 import time
 from typing import Any, NamedTuple
@@ -67,6 +68,9 @@ class IncompatibleCheckpoint(ValueError):
 
 class SaveFailed(OSError):
   """A checkpoint could not be written; the message names the directory and the cause."""
+
+  def __str__(self):
+    return self.strerror or super().__str__()
 
 
 class DiskFull(SaveFailed):
@@ -119,13 +123,46 @@ def _bpd_of(metrics) -> float:
 
 
 class _Quiet(logging.Filter):
-  """Drops orbax's note on every save without metrics (most saves are not evaluated)."""
+  """Drops two orbax notes (below), and the tracebacks orbax's threads log for a full
+  disk, which ``DiskFull`` reports in one line (with those of its threads still running
+  when the manager closes after it)."""
 
   def filter(self, record):
-    return "did not provide metrics" not in str(record.msg)
+    msg = str(record.msg)
+    # orbax's note on every save without metrics, and on every resume (the state item
+    # has no step metadata of its own; restore_newest reads its array metadata)
+    if "did not provide metrics" in msg or msg.startswith("Metadata file does not exist"):
+      return False
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None:
+      return True
+    if is_disk_full(error):
+      _disk_full_seen.append(one_line(error))
+      return False
+    return "cannot schedule new futures after" not in str(error)
 
 
+_disk_full_seen: list[str] = []  # ENOSPC errors logged by orbax's threads
 logging.getLogger("absl").addFilter(_Quiet())
+logging.getLogger("asyncio").addFilter(_Quiet())  # "Task exception was never retrieved"
+_hushed = []
+
+
+def hush_failed_writes() -> None:
+  """When a save fails, the writes still pending in orbax's closed event loop report
+  "Event loop is closed" to ``sys.unraisablehook`` as they finish; those are dropped
+  (the failure itself is reported once, by ``SaveFailed``/``DiskFull``). Installed
+  by every writing ``Checkpointer``."""
+  if _hushed:
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if "Event loop is closed" not in str(unraisable.exc_value):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  _hushed.append(hook)
 
 
 class _Manager(ocp.CheckpointManager):
@@ -217,6 +254,9 @@ class Checkpointer:
       self.legacy = _Manager(os.path.join(self.workdir, LEGACY_BEST),
                              _options(1, False, False, read_only=True), repair=False)
     self._saving: int | None = None
+    if create:
+      hush_failed_writes()
+      _disk_full_seen.clear()
 
   # ------------------------------------------------------------------------- saving
 
@@ -264,7 +304,9 @@ class Checkpointer:
     self.manager.reload()  # forget the step that was not written
     where = os.path.join(self.directory, str(step)) if step is not None else self.directory
     kept = ", ".join(str(s) for s in self.manager.all_steps()) or "none"
-    if is_disk_full(e):
+    # orbax may raise a consequence (e.g. a temporary directory it could not remove)
+    # after its threads logged the ENOSPC itself
+    if is_disk_full(e) or any(where in seen for seen in _disk_full_seen):
       return DiskFull(errno.ENOSPC, f"disk full: no space left on the device of {where} "
                       f"while saving checkpoint {step}; the earlier checkpoints ({kept}) are "
                       f"intact: free space, then rerun the same command to resume")
