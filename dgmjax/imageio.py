@@ -1,4 +1,5 @@
-"""Writing images: a grid of uint8 samples as a PNG, and a ``.npz`` of the raw images."""
+"""Writing images (a grid of uint8 samples as a PNG, a ``.npz`` of the raw images) and
+reading a binary mask from a PNG by what it shows."""
 
 from __future__ import annotations
 
@@ -52,3 +53,47 @@ def save_npz(path: str, x, num_bins: int) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   np.savez_compressed(path, images=np.asarray(x, np.uint8), num_bins=num_bins)
   return path
+
+
+# A mask pixel is observed when it shows white, hidden when it shows black; shown
+# luminance strictly between these bounds (of 255) is ambiguous and refused.
+MASK_BLACK_MAX, MASK_WHITE_MIN = 64, 191
+
+
+def read_mask_png(path: str, h: int, w: int) -> np.ndarray:
+  """bool [H, W] from the PNG at ``path``: True (observed) where the picture shows white,
+  False where it shows black, for every PNG mode: 1-bit, palette (the palette's colours,
+  not the indices), grey (8 or 16 bits), RGB and RGBA or grey+alpha (composited over
+  black: a transparent pixel shows black). A pixel whose shown luminance lies between
+  black and white (above 64 and below 191 of 255), a size other than H x W, or a file that
+  is not a PNG image is refused with one line naming the file."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
+  if not os.path.isfile(path):
+    raise ValueError(f"observed mask PNG not found: {path}")
+  try:
+    with Image.open(path) as img:
+      img.load()
+      shown = _luminance(img)
+  except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    raise ValueError(f"observed mask {path} is not a readable PNG image ({e})") from None
+  if shown.shape != (h, w):
+    raise ValueError(f"observed mask PNG {path} must be {h}x{w} (H x W); got "
+                     f"{shown.shape[0]}x{shown.shape[1]}")
+  grey = (shown > MASK_BLACK_MAX) & (shown < MASK_WHITE_MIN)
+  if grey.any():
+    r, c = np.argwhere(grey)[0]
+    raise ValueError(f"observed mask {path} is ambiguous: {int(grey.sum())} pixel(s) are "
+                     f"neither black nor white (first at row {r}, column {c}: luminance "
+                     f"{shown[r, c]:.0f} of 255); draw observed pixels white, hidden black")
+  return shown >= MASK_WHITE_MIN
+
+
+def _luminance(img) -> np.ndarray:
+  """float [H, W] in [0, 255]: the luminance each pixel shows (alpha over black)."""
+  if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+    a = np.asarray(img, np.float64)
+    return a * (255.0 / 65535.0)
+  if img.mode == "F":
+    return np.asarray(img, np.float64) * 255.0
+  la = np.asarray(img.convert("LA"), np.float64)   # 1-bit, palette, grey, RGB(A): as shown
+  return la[..., 0] * la[..., 1] / 255.0

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax import images, models
+from dgmjax import imageio, images, models
 from dgmjax.convert import common as convert_common
 from dgmjax.lmconv import orders as orders_lib
 
@@ -165,7 +165,8 @@ def observed_mask(spec: str, h: int, w: int, rng=None) -> np.ndarray:
       centre-completion task (``orders.center_last`` puts that block last);
     "random:P": each pixel observed independently with probability P in [0, 1]
       (``rng``: a ``numpy.random.Generator`` or an int seed; default seed 0);
-    a path to a PNG of size H x W: observed where its (first channel's) value is > 127.
+    a path to a PNG of size H x W: observed where it shows white, hidden where it shows
+      black, in any PNG mode (``dgmjax.imageio.read_mask_png``; grey is refused).
   """
   h, w = _check_hw(h, w)
   if not isinstance(spec, (str, os.PathLike)):
@@ -194,16 +195,7 @@ def observed_mask(spec: str, h: int, w: int, rng=None) -> np.ndarray:
         0 if rng is None else rng)
     m = gen.random((h, w)) < p
   elif spec.lower().endswith(".png"):
-    if not os.path.exists(spec):
-      raise ValueError(f"observed mask PNG not found: {spec}")
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-    arr = np.asarray(Image.open(spec))
-    if arr.ndim == 3:
-      arr = arr[..., 0]
-    if arr.shape != (h, w):
-      raise ValueError(f"observed mask PNG {spec} must be {h}x{w} (H x W); got "
-                       f"{arr.shape[0]}x{arr.shape[1]}")
-    m = arr > 127
+    m = imageio.read_mask_png(spec, h, w)
   else:
     raise ValueError(f"unknown observed spec {spec!r}; expected one of {OBSERVED_SPECS}")
   return m
