@@ -213,7 +213,16 @@ def _checkout_root() -> str | None:
   return here if os.path.isfile(os.path.join(here, "experiments", "__init__.py")) else None
 
 
-def _delegate(module: str, argv) -> int:
+BENCH_HELP = """usage: dgmjax bench {glow,lmconv,nvae,all,compile_depth} [args...]
+
+Benchmarks of dgmjax against the PyTorch baselines (experiments/bench/, a checkout):
+  glow | lmconv | nvae   one model's train step, sampling and memory at chosen sizes
+  all                    every model at --sizes tiny,paper and --dtypes: JSON + Markdown
+  compile_depth          train-step compile time at depth d and 4d
+'dgmjax bench MODEL --help' lists a benchmark's flags."""
+
+
+def _delegate(module: str, argv, prog: str) -> int:
   root = _checkout_root()
   if root is None:
     raise UsageError("this command runs the drivers in experiments/, which ship with the "
@@ -228,16 +237,24 @@ def _delegate(module: str, argv) -> int:
     raise UsageError(f"{module} is not available in {root} ({e})") from None
   if not os.path.abspath(mod.__file__).startswith(root + os.sep):
     raise UsageError(f"{module} resolved to {mod.__file__}, outside the checkout {root}")
-  return int(mod.main(list(argv)) or 0)
+  argv0, sys.argv[0] = sys.argv[0], prog   # argparse's usage line names the full command
+  try:
+    return int(mod.main(list(argv)) or 0)
+  finally:
+    sys.argv[0] = argv0
 
 
 def _run(cmd: str, rest: list[str]) -> int:
   if cmd == "bench":
+    if rest and rest[0] in ("-h", "--help", "help"):
+      print(BENCH_HELP)
+      return 0
     if not rest or rest[0].startswith("-"):
-      raise UsageError("bench: name a model first: glow, lmconv, nvae or all")
-    return _delegate(DELEGATED["bench"].format(rest[0]), rest[1:])
+      raise UsageError("bench: name a benchmark first: glow, lmconv, nvae, all or "
+                       "compile_depth ('dgmjax bench --help')")
+    return _delegate(DELEGATED["bench"].format(rest[0]), rest[1:], f"dgmjax bench {rest[0]}")
   if cmd in DELEGATED:
-    return _delegate(DELEGATED[cmd], rest)
+    return _delegate(DELEGATED[cmd], rest, f"dgmjax {cmd}")
   command = COMMANDS[cmd]
   fl = _parse(cmd, command, rest)
   if fl is None:

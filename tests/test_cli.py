@@ -30,6 +30,19 @@ def test_command_help_lists_its_flags_and_exits_0(cmd, capsys):
     assert "--num" in out and "--temperature" in out
 
 
+@pytest.mark.parametrize("argv,usage", [
+    (["bench", "--help"], "usage: dgmjax bench {glow,"),
+    (["bench", "compile_depth", "--help"], "usage: dgmjax bench compile_depth"),
+    (["compare", "--help"], "usage: dgmjax compare")])
+def test_delegated_help_exits_0_and_names_the_full_command(argv, usage, capsys):
+  try:
+    rc = cli.main(argv)
+  except SystemExit as e:   # argparse's --help in a delegated driver
+    rc = e.code
+  assert rc == 0
+  assert capsys.readouterr().out.startswith(usage)
+
+
 def _one_line_error(capsys, *needles):
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1, err
@@ -52,7 +65,7 @@ def _one_line_error(capsys, *needles):
     (["eval", f"--config={CONFIG}", "--workdir=W"], ["does not exist"]),
     (["sample", f"--config={CONFIG}", "--workdir=W", "--num=0"], ["--num"]),
     (["sample", f"--config={CONFIG}", "--workdir=W", "--temperature=-1"], ["--temperature"]),
-    (["bench"], ["name a model"]),
+    (["bench"], ["name a benchmark"]),
     (["frobnicate"], ["unknown command"]),
 ])
 def test_user_errors_are_one_line_exit_2_and_create_nothing(argv, needles, tmp_path, capsys,
