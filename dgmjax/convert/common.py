@@ -49,8 +49,12 @@ def load_checkpoint(path_or_dict, *, state_dict_key: str | None = None) -> dict[
       allow-listed types.
   """
   if isinstance(path_or_dict, Mapping):
-    return dict(path_or_dict)
+    return unwrap_parallel(path_or_dict)
   path = os.fspath(path_or_dict)
+  if os.path.isdir(path):
+    pts = sorted(f for f in os.listdir(path) if f.endswith((".pt", ".pth")))
+    raise ValueError(f"{path} is a directory; give the checkpoint file inside it"
+                     + (f" (it holds {', '.join(pts[:5])})" if pts else " (it holds no .pt file)"))
   if not os.path.exists(path):
     raise ValueError(f"checkpoint file not found: {path}")
   if os.path.isfile(path) and os.path.getsize(path) == 0:
@@ -75,7 +79,25 @@ def load_checkpoint(path_or_dict, *, state_dict_key: str | None = None) -> dict[
   if not isinstance(obj, Mapping):
     raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict (a state_dict)")
   del state_dict_key
-  return dict(obj)
+  return unwrap_parallel(obj)
+
+
+PARALLEL_PREFIX = "module."
+
+
+def unwrap_parallel(obj: Mapping) -> dict:
+  """The mapping with ``torch.nn.DataParallel``'s / ``DistributedDataParallel``'s key
+  prefix ``module.`` removed, at the top level and in every nested mapping, where ALL of
+  that mapping's keys carry it (rosinality/glow-pytorch's train.py saves
+  ``DataParallel(model).state_dict()``; the official LMConv and NVAE scripts can wrap
+  their models too). A mapping where only some keys carry it is left as it is (its keys
+  are then reported as unexpected, never silently dropped)."""
+  def strip(d):
+    keys = list(d)
+    if keys and all(isinstance(k, str) and k.startswith(PARALLEL_PREFIX) for k in keys):
+      return {k[len(PARALLEL_PREFIX):]: v for k, v in d.items()}
+    return dict(d)
+  return {k: strip(v) if isinstance(v, Mapping) else v for k, v in strip(obj).items()}
 
 
 def _truncated(path: str, e: Exception) -> bool:
