@@ -173,6 +173,9 @@ def _define_sample(fl) -> None:
   flags.DEFINE_float("temperature", None, "sampling temperature, > 0 (models that take one)",
                      flag_values=fl)
   flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fl)
+  flags.DEFINE_integer("batch", 256, "images drawn per program (device memory is bounded "
+                       "by it, not by --num; the last batch is drawn whole and cut)",
+                       flag_values=fl)
   flags.DEFINE_string("out", None, "output directory (default WORKDIR/samples)",
                       flag_values=fl)
 

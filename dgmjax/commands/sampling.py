@@ -108,9 +108,44 @@ def readjusted_stats(exp, state, workdir: str, temperature: float, num: int, ite
   return stats, path, False
 
 
+def draw_in_batches(exp, variables, num: int, rng, batch: int, progress: bool = True,
+                    **kwargs):
+  """uint8 [num,H,W,C] drawn ``batch`` images per program, so device memory is bounded
+  by ``batch`` whatever ``num`` is (one compile: the last batch is drawn whole and cut).
+  Batch i uses the key fold_in(rng, i); a single batch (num <= batch) uses rng itself,
+  so small draws equal ``loop.draw_samples``. A class-conditional model cycles through
+  its classes over the whole draw. Progress goes to stderr when ``progress``."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from dgmjax.train import loop
+  if num <= batch:
+    return loop.draw_samples(exp, variables, num, rng, **kwargs)
+  n_batches = -(-num // batch)
+  conditional = loop.is_conditional(exp.model) and "y" not in kwargs
+  out = []
+  bar = _progress(n_batches, "sampling", progress)
+  for i in range(n_batches):
+    extra = {"y": (jnp.arange(batch) + i * batch) % exp.model.num_classes} if conditional else {}
+    out.append(loop.draw_samples(exp, variables, batch, jax.random.fold_in(rng, i),
+                                 **kwargs, **extra))
+    bar.update(1)
+  bar.close()
+  return np.concatenate(out)[:num]
+
+
+def _progress(total: int, what: str, enabled: bool):
+  import jax
+  from tqdm import tqdm
+  return tqdm(total=total, desc=what, unit="batch", leave=False,
+              disable=not enabled or jax.process_index() != 0)
+
+
 def run_sample(fl) -> int:
   from dgmjax import cli
   _positive_int("num", fl.num)
+  _positive_int("batch", fl.batch)
   _check_temperatures(fl)
   _positive_int("readjust_steps", fl.readjust_steps)
   _positive_int("readjust_batch", fl.readjust_batch)
@@ -121,7 +156,6 @@ def run_sample(fl) -> int:
     _need_model(cfg, ("nvae",), "--readjust_bn")
   import jax
   from dgmjax import imageio
-  from dgmjax.train import loop
   exp, state = _restore(fl, cfg)
   if "order" in kwargs:
     exp.model._order(kwargs["order"])  # pylint: disable=protected-access  (checks the spec)
@@ -135,7 +169,7 @@ def run_sample(fl) -> int:
     variables = {**variables, **stats}
     kwargs["readjusted_bn"] = True
     info = {"readjusted_bn": path, "reused": reused}
-  x = loop.draw_samples(exp, variables, fl.num, jax.random.key(fl.seed), **kwargs)
+  x = draw_in_batches(exp, variables, fl.num, jax.random.key(fl.seed), fl.batch, **kwargs)
   if jax.process_index() == 0:
     out = fl.out or os.path.join(fl.workdir, "samples")
     png = imageio.save_grid(os.path.join(out, "samples.png"), x, exp.num_bins)
