@@ -51,12 +51,29 @@ def data_from_args(name: str, args) -> dict:
 
 
 def _data_shape(cfg):
-  """(image_shape, num_bins) the config's data deliver to the model (as ``loop.build``)."""
+  """(image_shape, num_bins) the config's data deliver to the model (as ``loop.build``),
+  from the dataset's description (no data are read; ``data.image_spec``); a tfds dataset
+  dgmjax does not describe is opened to find out."""
   from dgmjax import data as data_lib
   d = cfg.data
+  spec = data_lib.image_spec(d.name, n_bits=d.n_bits, pad_to=d.pad_to, binarize=d.binarize)
+  if spec is not None:
+    return spec
   test = data_lib.load(d.name, "test", data_dir=d.data_dir or None, n_bits=d.n_bits,
                        pad_to=d.pad_to)
   return tuple(test.image_shape), (2 if d.binarize else test.num_bins)
+
+
+def file_hparams(name: str, obj) -> dict | None:
+  """create() kwargs the official file's own arguments give (NVAE; LMConv files with
+  ``args``), read without converting a weight; None for files that store none."""
+  if name == "nvae":
+    from dgmjax.convert import nvae as cn
+    return cn.hparams_from_args(obj["args"])
+  if name == "lmconv" and "args" in obj and "model_state_dict" in obj:
+    from dgmjax.convert import lmconv as cl
+    return cl.hparams_from_args(obj["args"])
+  return None
 
 
 def _show(v) -> str:
@@ -91,13 +108,13 @@ def _import_config(fl, name: str, obj):
     raise _usage("--dmol_edge is for imports without --config; set config.model.dmol_edge")
   shape, num_bins = _data_shape(cfg)
   cfg_hp = dict(loop.model_hparams(cfg), image_shape=shape, num_bins=num_bins)
+  own = file_hparams(name, obj)   # compared before any weight is converted
+  bad = workflows.hparams_conflicts(own, cfg_hp) if own else []
+  if bad:
+    parts = ", ".join(f"{k} (file {_show(own[k])}, config {_show(cfg_hp[k])})" for k in bad)
+    raise _usage(f"--config disagrees with the checkpoint's hyper-parameters: {parts}")
   _, file_hp, variables = workflows.read_official_checkpoint(obj, fl.weights, hparams=cfg_hp,
                                                              model_name=name)
-  bad = workflows.hparams_conflicts(file_hp, cfg_hp)
-  if bad:
-    parts = ", ".join(f"{k} (file {_show(file_hp[k])}, config {_show(cfg_hp[k])})"
-                      for k in bad)
-    raise _usage(f"--config disagrees with the checkpoint's hyper-parameters: {parts}")
   merged = ml_collections.ConfigDict(cfg.to_dict())
   merged.model.update({k: v for k, v in file_hp.items() if k not in ("image_shape", "num_bins")})
   return _config_from_json(merged.to_json()), file_hp, variables

@@ -20,11 +20,11 @@ tfds dataset is requested.
 from __future__ import annotations
 
 from dgmjax.data.batching import Batches, eval_batches
-from dgmjax.data.datasets import ImageData, from_array, load, names
+from dgmjax.data.datasets import ImageData, from_array, image_spec, load, names
 from dgmjax.data.preprocess import binarize, pad, reduce_bits
 from dgmjax.images import dequantize, to_centered
 
 __all__ = [
-    "Batches", "ImageData", "binarize", "dequantize", "eval_batches", "from_array", "load",
-    "names", "pad", "reduce_bits", "to_centered",
+    "Batches", "ImageData", "binarize", "dequantize", "eval_batches", "from_array", "image_spec",
+    "load", "names", "pad", "reduce_bits", "to_centered",
 ]

@@ -251,6 +251,35 @@ def _load_synthetic(split: str, image_shape=(8, 8, 1), num_bins: int = 4,
   return ArraySource(x, None, num_bins)
 
 
+class _NoImages:
+  """A source that knows its images' shape and levels but holds none (``image_spec``)."""
+
+  def __init__(self, image_shape, num_bins: int):
+    self.image_shape, self.num_bins, self.has_labels = tuple(image_shape), num_bins, False
+
+  def __len__(self) -> int:
+    return 0
+
+
+def image_spec(name: str, *, n_bits: int = 0, pad_to: int = 0,
+               binarize: bool = False) -> tuple[tuple[int, int, int], int] | None:
+  """((H, W, C), num_bins) of the images ``load(name, ...)`` delivers to a model (after
+  ``n_bits``, ``pad_to`` and, with ``binarize``, 2 levels), read from the dataset's
+  description alone: no file is opened, so it works where the data are not prepared
+  (sampling from a checkpoint, importing one). None for a tfds dataset dgmjax has no
+  description of (then only loading it tells)."""
+  if name == "digits":
+    source = _NoImages((8, 8, 1), 17)
+  elif name == "synthetic":
+    source = _NoImages((8, 8, 1), 4)
+  elif name in _TFDS:
+    source = _NoImages(_TFDS[name].image_shape, _TFDS[name].num_bins)
+  else:
+    return None
+  data = ImageData(name, "test", source, n_bits=n_bits, pad_to=pad_to)
+  return tuple(data.image_shape), (2 if binarize else data.num_bins)
+
+
 def from_array(x, num_bins: int, labels=None, *, name: str = "array", split: str = "train",
                n_bits: int = 0, pad_to: int = 0) -> ImageData:
   """Wraps in-memory images as an ``ImageData``.
