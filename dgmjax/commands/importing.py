@@ -159,8 +159,11 @@ def run_import(fl) -> int:
   variables = _as_init_tree(model, variables)
   tx = optim_lib.make_optimizer(cfg.optim, cfg.train.num_steps, cfg.train.grad_accum)
   state = state_lib.replicate(state_lib.create_state(variables, tx), state_lib.data_mesh())
+  # Which weights were taken, only where the file offers a choice (an LMConv file with EMA
+  # weights); the official --ema default stores none, and Glow/NVAE files one set.
+  choice = ({"weights": fl.weights} if name == "lmconv" and "ema_state_dict" in obj else {})
   meta = {"data": {"epoch": 0, "index": 0}, "best_test_bpd": None, "config": cfg.to_json(),
-          "imported_from": os.path.abspath(path), "format": name, "weights": fl.weights}
+          "imported_from": os.path.abspath(path), "format": name, **choice}
   os.makedirs(fl.workdir, exist_ok=True)
   with lock_lib.WorkdirLock(fl.workdir, enabled=jax.process_index() == 0):
     checkpointer = ckpt_lib.Checkpointer(fl.workdir, keep=cfg.train.keep_checkpoints)
@@ -175,7 +178,7 @@ def run_import(fl) -> int:
         f.write(cfg.to_json(indent=2))
       os.replace(tmp, os.path.join(fl.workdir, CONFIG_FILE))
   n_params = sum(int(a.size) for a in jax.tree.leaves(variables["params"]))
-  _print({"workdir": fl.workdir, "model": name, "format": name, "weights": fl.weights,
+  _print({"workdir": fl.workdir, "model": name, "format": name, **choice,
           "params": n_params, "data": cfg.data.name, "config": os.path.join(fl.workdir,
                                                                            CONFIG_FILE)})
   return 0
