@@ -151,10 +151,13 @@ def _print(obj) -> None:
 # ---------------------------------------------------------------------------- train
 
 def _train(fl) -> int:
+  """Trains ``--config``, or without it resumes the workdir with the config it stores."""
+  from dgmjax.commands.workdirs import config_for
   from dgmjax.train import config as config_lib
-  config_lib.validate(fl.config)
+  config = config_for(fl, "last")
+  config_lib.validate(config)
   from dgmjax.train import loop
-  _print(loop.train(fl.config, fl.workdir))
+  _print(loop.train(config, fl.workdir))
   return 0
 
 
@@ -184,7 +187,8 @@ from dgmjax import commands as research  # noqa: E402  (imports nothing heavy at
 
 COMMANDS: dict[str, Command] = {
     "train": Command("Trains a config in a workdir, resuming from its newest good "
-                     "checkpoint.", lambda fl: None, _train),
+                     "checkpoint (without --config: with the config the workdir stores).",
+                     lambda fl: None, _train, required=("workdir",)),
     "eval": Command("Test bits/dim and nats per image of a workdir's best (or last) "
                     "checkpoint.", research.define_eval, research.run_eval,
                     required=("workdir",)),

@@ -1,6 +1,7 @@
 """The command line as a user meets it: help, one-line errors, nothing built or created
 on a doomed command, and drivers imported only from the checkout that holds dgmjax."""
 
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def _one_line_error(capsys, *needles):
     (["train", f"--config={CONFIG}", "--workdir=W", "--config.train.checkpoint_every=0"],
      ["checkpoint_every"]),
     (["train", f"--config={CONFIG}"], ["--workdir"]),
+    (["train", "--workdir=W"], ["stores no config", "--config"]),
     (["train", f"--config={CONFIG}", "--workdir=W", "--process_id=1"], ["--distributed"]),
     (["eval", f"--config={CONFIG}", "--workdir=W"], ["does not exist"]),
     (["sample", f"--config={CONFIG}", "--workdir=W", "--num=0"], ["--num"]),
@@ -107,3 +109,15 @@ def test_drivers_come_from_the_checkout_never_the_working_directory(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   assert "usage: dgmjax demo" in r.stdout
   assert not marker.exists()
+
+
+def test_train_without_config_resumes_with_the_stored_one(tmp_path, capsys):
+  wd = str(tmp_path / "w")
+  cfg = os.path.join(ROOT, "experiments", "configs", "independent_digits.py")
+  assert cli.main(["train", f"--config={cfg}", f"--workdir={wd}", "--config.train.num_steps=2",
+                   "--config.train.eval_every=2", "--config.train.checkpoint_every=2",
+                   "--config.train.num_samples=0"]) == 0
+  first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert cli.main(["train", f"--workdir={wd}"]) == 0
+  again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert first["step"] == again["step"] == 2
