@@ -61,12 +61,16 @@ def _evaluate_many(exp, variables, fn):
   f = jax.jit(step, out_shardings=NamedSharding(exp.mesh, PartitionSpec()))
   bs = cfg.train.eval_batch_size
   bs = max(bs - bs % exp.mesh.devices.size, exp.mesh.devices.size)
+  from tqdm import tqdm
   total, count = None, 0
-  for i, (batch, n_valid) in enumerate(data_lib.eval_batches(exp.test_data, bs)):
-    out = np.asarray(f(variables, state_lib.shard_batches(batch, exp.mesh),
-                       jax.random.fold_in(rng, i)), np.float64)[:, :n_valid].sum(axis=1)
-    total = out if total is None else total + out
-    count += n_valid
+  with tqdm(total=len(exp.test_data), desc="evaluating", unit="img", leave=False,
+            disable=jax.process_index() != 0) as bar:   # progress on stderr
+    for i, (batch, n_valid) in enumerate(data_lib.eval_batches(exp.test_data, bs)):
+      out = np.asarray(f(variables, state_lib.shard_batches(batch, exp.mesh),
+                         jax.random.fold_in(rng, i)), np.float64)[:, :n_valid].sum(axis=1)
+      total = out if total is None else total + out
+      count += n_valid
+      bar.update(n_valid)
   return total / count
 
 
