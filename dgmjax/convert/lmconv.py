@@ -9,15 +9,15 @@ PyTorch key  ->  dgmjax ``params``:
 - u_init.weight [F,C+1,k,k], .bias
   -> u_init/kernel [k,k,C+1,F], bias
 - up_layers.i.u_stream.j.conv_input / conv_out .weight, .bias
-  -> up_layers_i/u_stream_j/conv_input / conv_out/kernel, bias
+  -> up_layers_i/u_stream/conv_input / conv_out/kernel[j], bias[j]
 - down_layers.i.u_stream.j.conv_input / conv_out
-  -> down_layers_i/u_stream_j/conv_input / conv_out
+  -> down_layers_i/u_stream/conv_input / conv_out (slice j)
 - down_layers.i.u_stream.j.nin_skip.lin_a.weight_v [F,2F]
-  -> .../nin_skip/kernel [2F,F] (transposed)
+  -> .../nin_skip/kernel[j] [2F,F] (transposed)
 - down_layers.i.u_stream.j.nin_skip.lin_a.weight_g [F,1]
-  -> .../nin_skip/scale [F]
+  -> .../nin_skip/scale[j] [F]
 - down_layers.i.u_stream.j.nin_skip.lin_a.bias
-  -> .../nin_skip/bias
+  -> .../nin_skip/bias[j]
 - downsize_u_stream.i / upsize_u_stream.i .weight, .bias
   -> downsize_u_stream_i / upsize_u_stream_i/kernel, bias
 - nin_out.lin_a.weight_v [n_out,F], .weight_g [n_out,1], .bias
@@ -32,20 +32,19 @@ orders.
 
 The model must have the checkpoint's architecture (filters = ``nr_filters``, resnets =
 ``nr_resnet``, kernel_size, normalization, mask_weight, conv_bias, and the head: 10 M
-outputs for RGB, 3 M greyscale, 2 for ``--binarize``); ``scan`` either way: with
-``scan=True`` the per-resnet arrays come back stacked on a leading [num] axis under
-``up_layers_i/u_stream/...`` / ``down_layers_i/u_stream/...``
-(``dgmjax.lmconv.network.stack_resnets`` of the unrolled tree above; ``unstack_resnets``
-gives back the official per-resnet layout, e.g. to export a scanned model). The expected
-tree is that of the unrolled model's ``init``; every one of its leaves is taken from the
-state_dict with its expected shape, and any key left over is an error, so a missing,
-unexpected or mis-shaped key is a ValueError naming it; the result is checked against
-``model.init``'s structure and shapes.
+outputs for RGB, 3 M greyscale, 2 for ``--binarize``). The per-resnet arrays of a
+stream are stacked on a leading [num] axis under ``{up,down}_layers_i/u_stream/...`` (the
+one dgmjax layout, ``dgmjax.lmconv.network``): slice j is the official ``u_stream.j``.
+The expected tree is that of ``model.init``; every one of its leaves (every slice of a
+stacked one) is taken from the state_dict with its expected shape, and any key left over
+is an error, so a missing, unexpected or mis-shaped key is a ValueError naming it.
+
+``stack_resnets`` converts variables saved by an earlier dgmjax in its per-resnet layout
+(``u_stream_{j}``) to this one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any, Mapping
 
@@ -55,7 +54,7 @@ import numpy as np
 
 from dgmjax.convert.common import (StateDict, check_model, load_checkpoint,
                                    torch_conv_to_flax)
-from dgmjax.lmconv.network import stack_resnets
+from dgmjax.nn.stacking import stack_trees
 
 _INDEXED = ("up_layers", "down_layers", "u_stream", "downsize_u_stream", "upsize_u_stream")
 _PLAIN = ("u_init", "conv_input", "conv_out")
@@ -109,6 +108,11 @@ def _masked_conv(sd: StateDict, prefix: str, leaves: Mapping[str, Any]) -> dict:
 
 
 def _convert(sd: StateDict, tree: Mapping[str, Any], path: tuple[str, ...]) -> dict:
+  if path and path[-1] == "u_stream":   # a stream's resnets, stacked [num, ...]
+    num = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tree)
+    return stack_trees([_convert(sd, one, path[:-1] + (f"u_stream_{j}",))
+                        for j in range(num)], xp=np)
   if all(not isinstance(v, Mapping) for v in tree.values()):  # a layer's leaves
     prefix = _torch_prefix(path)
     if path[-1] in _NIN:
@@ -146,7 +150,7 @@ def load_lmconv(path_or_state_dict, model, *, use_ema: bool = False) -> dict:
 
   Returns:
     variables ``{"params": tree}`` of float32 arrays with exactly the structure and shapes
-    of ``model.init`` (the stacked layout when ``model.scan``).
+    of ``model.init``.
 
   Raises:
     ValueError: a missing, unexpected or mis-shaped key (named), or a checkpoint holding
@@ -156,22 +160,48 @@ def load_lmconv(path_or_state_dict, model, *, use_ema: bool = False) -> dict:
   raw = _unwrap(load_checkpoint(path_or_state_dict), use_ema)
   sd = StateDict(raw)
   x = np.zeros((1,) + tuple(model.image_shape), np.uint8)
-  unrolled = dataclasses.replace(model, scan=False) if model.scan else model
-  abstract = jax.eval_shape(unrolled.init, jax.random.PRNGKey(0), x)["params"]
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
   params = _convert(sd, abstract, ())
   sd.finish()
-  params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
-  variables = {"params": params}
-  if model.scan:
-    variables = stack_resnets(variables)
-    want = jax.tree_util.tree_map(lambda a: a.shape,
-                                  jax.eval_shape(model.init, jax.random.PRNGKey(0), x))
-    got = jax.tree_util.tree_map(lambda a: a.shape, variables)
-    if got != want:
-      raise ValueError("converted variables do not match the scanned model's structure: "
-                       f"{jax.tree_util.tree_structure(got)} vs "
-                       f"{jax.tree_util.tree_structure(want)}")
-  return variables
+  return {"params": jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)}
+
+
+# ---- variables of an earlier dgmjax (per-resnet layout) -> the stacked layout --------
+
+_STREAM = re.compile(r"(up|down)_layers_\d+")
+_RESNET = re.compile(r"u_stream_(\d+)")
+
+
+def stack_resnets(variables: Mapping[str, Any]) -> dict:
+  """Variables of an earlier dgmjax LMConv in its per-resnet layout -> today's layout.
+
+  dgmjax before the stacked layout (``scan=False``, its default) saved each gated resnet
+  under ``{up,down}_layers_i/u_stream_j/<leaf path>``; today each stream's resnets are one
+  stack ``{up,down}_layers_i/u_stream/<leaf path>`` with leaves [num, *shape] (slice j =
+  resnet j). This renames and stacks, in every collection, and keeps every other entry;
+  variables already stacked pass through unchanged. Same model, same outputs:
+
+      variables = dgmjax.convert.lmconv.stack_resnets(old_variables)
+
+  ValueError if a stream's indices have gaps or a stream holds both forms.
+  """
+  out = {}
+  for col, tree in variables.items():
+    out[col] = {}
+    for name, sub in tree.items():
+      idx = sorted(int(m.group(1)) for m in map(_RESNET.fullmatch, sub) if m) \
+          if _STREAM.fullmatch(name) and isinstance(sub, Mapping) else []
+      if not idx:
+        out[col][name] = sub
+        continue
+      if idx != list(range(len(idx))):
+        raise ValueError(f"{col}/{name}: u_stream indices {idx} are not 0..{len(idx) - 1}")
+      rest = {k: v for k, v in sub.items() if not _RESNET.fullmatch(k)}
+      if "u_stream" in rest:
+        raise ValueError(f"{col}/{name} holds both u_stream and u_stream_j entries")
+      rest["u_stream"] = stack_trees([sub[f"u_stream_{j}"] for j in idx])
+      out[col][name] = rest
+  return out
 
 
 # ---- official arguments -> create("lmconv") kwargs ----------------------------------

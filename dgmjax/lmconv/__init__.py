@@ -6,9 +6,9 @@ autoregressive image models.
 - ``masks``: the per-location kernel masks an order induces.
 - ``locally_masked_conv`` (re-exported from ``dgmjax.nn.shift_conv``): the pure
   masked-convolution function.
-- ``network``: the official ``OurPixelCNN`` backbone in Flax (parameter tree documented;
-  ``scan=True`` runs each stream's gated resnets as one ``nn.scan``, with
-  ``stack_resnets`` / ``unstack_resnets`` converting the parameter layouts).
+- ``network``: the official ``OurPixelCNN`` backbone in Flax (parameter tree documented:
+  each stream's gated resnets stacked on a leading axis and run by the executor
+  ``dgmjax.nn.repeat``).
 - ``heads``: discretised logistic mixture, softmax and Bernoulli pixel distributions.
 - ``sampling``: compiled sampling/completion (cached one-location-per-step, or naive).
 - ``model``: ``LMConvModel``, the model protocol (``dgmjax.models.create("lmconv", ...)``).

@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
-from dgmjax.image_model import ImageModel, check_dtype, check_temperatures
+from dgmjax.image_model import ImageModel, check_temperatures
 from dgmjax.lmconv import heads, masks as masks_lib, orders as orders_lib, sampling
-from dgmjax.lmconv.network import FullEngine, LMConvNetwork
+from dgmjax.lmconv.network import FullEngine, LMConvNetwork, check_layout
+from dgmjax.nn.compute import Compute
 from dgmjax.nn.init import fast_init_key
-from dgmjax.nn.remat import check_remat
 
 NORMALIZATIONS = ("pono", "weight_norm", "none")
 
@@ -62,17 +62,13 @@ class LMConvModel(ImageModel):
   mask_weight: the official learned weight on the mask (``--learn_weight_for_masks``).
   conv_bias: biases in the masked convolutions.
   per_example_orders: training draws one order per example instead of per batch.
-  remat: rematerialise each gated resnet in the backward pass: False, True or a
-    ``jax.checkpoint_policies`` name (``dgmjax.nn.remat``); with ``scan`` it applies to
-    the scan body (one gated resnet).
-  scan: run each stream's gated resnets as one ``nn.scan`` with parameters stacked on a
-    leading [R] (or [R+1]) axis (``network`` module docstring): the compiled network has
-    six resnet bodies whatever ``resnets`` is, so compile time stops growing with R.
-    The same model as ``scan=False`` (``network.stack_resnets`` / ``unstack_resnets``
-    convert the variables); sampling and completion run the unrolled network on the
-    unstacked parameters (``sampling``), so their compile time still grows with R.
-    Config key ``model.scan`` (e.g. ``--config.model.scan=True``).
-  dtype: compute dtype ("float32" or "bfloat16"); params and likelihoods stay float32.
+  compute: how it runs (``dgmjax.nn.compute.Compute``, a mapping of its keys, or None
+    for the defaults; config ``model.compute``): ``dtype`` of the network's arithmetic
+    (params and likelihoods stay float32), ``remat`` of each gated resnet in the backward
+    pass, ``unroll`` of each stream's stack of resnets (``network``: the parameters are
+    stacked [num, ...] whatever the setting). ``conv`` must be "auto" or "matmul" and
+    ``depthwise`` "auto": the locally masked convolutions have one formulation
+    (``dgmjax.nn.shift_conv``) and there are no depthwise ones.
   """
   filters: int = 32
   resnets: int = 1
@@ -86,9 +82,7 @@ class LMConvModel(ImageModel):
   mask_weight: bool = False
   conv_bias: bool = True
   per_example_orders: bool = False
-  remat: bool | str = False
-  dtype: Any = "float32"
-  scan: bool = False
+  compute: Compute | Mapping[str, Any] | None = None
   name: str = dataclasses.field(default="lmconv", init=False)
 
   def __post_init__(self):
@@ -106,11 +100,15 @@ class LMConvModel(ImageModel):
                        f"got {self.normalization!r}")
     if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"lmconv: dropout must be a float in [0, 1); got {self.dropout!r}")
-    for key in ("mask_weight", "conv_bias", "per_example_orders", "scan"):
+    for key in ("mask_weight", "conv_bias", "per_example_orders"):
       if not isinstance(getattr(self, key), bool):
         raise ValueError(f"lmconv: {key} must be a bool; got {getattr(self, key)!r}")
-    s("remat", check_remat(self.remat, "lmconv"))
-    dtype = check_dtype(self.dtype, "lmconv")
+    compute = Compute.make(self.compute)
+    if compute.conv not in ("auto", "matmul") or compute.depthwise != "auto":
+      raise ValueError(f"lmconv: compute.conv must be 'auto' or 'matmul' and compute.depthwise "
+                       f"'auto' (one formulation of the locally masked convolutions, no "
+                       f"depthwise ones); got {compute.conv!r}, {compute.depthwise!r}")
+    s("compute", compute)
     if not isinstance(self.orders, (tuple, list)):
       raise ValueError(f"lmconv: orders must be a tuple of specs, e.g. ('s_curve:all',); "
                        f"got {self.orders!r}")
@@ -122,7 +120,6 @@ class LMConvModel(ImageModel):
                                                     self.kernel_size, self.max_dilation))
     s("resolved_head", heads.resolve(self.head, c, self.num_bins))
     s("num_outputs", heads.num_outputs(self.resolved_head, c, self.num_bins, self.mixtures))
-    s("compute_dtype", dtype)
 
   # ---- structure ---------------------------------------------------------------------
 
@@ -132,23 +129,12 @@ class LMConvModel(ImageModel):
         num_outputs=self.num_outputs, filters=self.filters, resnets=self.resnets,
         kernel_size=self.kernel_size, max_dilation=self.max_dilation,
         normalization=self.normalization, dropout=float(self.dropout),
-        conv_bias=self.conv_bias, mask_weight=self.mask_weight, remat=self.remat,
-        dtype=self.compute_dtype, scan=self.scan)
+        conv_bias=self.conv_bias, mask_weight=self.mask_weight, compute=self.compute)
 
   @property
   def order_array(self) -> np.ndarray:
     """The configured orders, int32 [N, H*W]."""
     return self._order_array
-
-  @property
-  def conv_input_channels(self) -> list[int]:
-    """Input channels of every masked convolution, in the unrolled network's call order
-    (the sampler's caches); the same list with ``scan`` True or False."""
-    h, w, c = self.image_shape
-    engine = FullEngine([m[0] for m in self._mask_arrays])
-    jax.eval_shape(lambda: self.network.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((1, h, w, c)), engine))
-    return engine.channels
 
   def _order(self, order):
     """int32 [H*W] (numpy if concrete) for an ``order`` argument (see the module doc)."""
@@ -183,7 +169,8 @@ class LMConvModel(ImageModel):
 
   def _forward(self, params, x, masks, train=False, rng=None):
     """x: uint8 [B,H,W,C] -> head outputs float32 [B,H,W,n_out]."""
-    xc = images.to_centered(x, self.num_bins, self.compute_dtype)
+    check_layout(params)
+    xc = images.to_centered(x, self.num_bins, self.compute.jnp_dtype)
     rngs = {"dropout": rng} if (train and self.dropout > 0) else {}
     return self.network.apply({"params": params}, xc, FullEngine(masks), not train, rngs=rngs)
 

@@ -54,48 +54,49 @@ conv has ``mask_weight`` [k,k,Cout] (official ``mask_weight`` [Cout,k,k]). ``n_o
 set by the head (``heads.num_outputs``; 100 for 10-mixture RGB, 30 greyscale, 2 for the
 official binarised 2-way softmax).
 
-Scanned layout (``scan=True``). Each of the six streams runs its ``num`` gated resnets
-(num = R for ``up_layers_{0,1,2}`` and ``down_layers_0``, R+1 for ``down_layers_{1,2}``)
-as ONE ``flax.linen.scan`` over a gated-resnet body (``ScannedStream``), so the network
-compiles six bodies whatever R is, instead of 6R+2 resnets. The body's parameters are
-stacked on a leading [num] axis under the scan module ``u_stream``:
+One layout, whatever the compute setting. Each of the six streams runs its ``num``
+gated resnets (num = R for ``up_layers_{0,1,2}`` and ``down_layers_0``, R+1 for
+``down_layers_{1,2}``) through the one executor of repeated blocks
+(``dgmjax.nn.repeat.repeat``: a scan, partly or fully unrolled by ``compute.unroll``,
+each block rematerialised by ``compute.remat``), so the parameters of a stream's resnets
+are stacked on a leading [num] axis under ``u_stream`` and the number of parameter arrays
+does not grow with R:
 
-    up_layers_{i}/u_stream/conv_input/{kernel [num,k,k,2F,F], bias [num,F]}
-    up_layers_{i}/u_stream/conv_out/{kernel [num,k,k,2F,2F], bias [num,2F]}
-    down_layers_{i}/u_stream/conv_input, conv_out             as above
+    {up,down}_layers_{i}/u_stream/conv_input/{kernel [num,k,k,2F,F], bias [num,F]}
+    {up,down}_layers_{i}/u_stream/conv_out/{kernel [num,k,k,2F,2F], bias [num,2F]}
     down_layers_{i}/u_stream/nin_skip/{kernel [num,2F,F], scale [num,F], bias [num,F]}
 
-(plus ``scale`` [num,Cout] / ``mask_weight`` [num,k,k,Cout] with those options), i.e.
-``X/u_stream/...[j] == X/u_stream_j/...`` of the unrolled tree; every other parameter
-keeps its unrolled path. ``stack_resnets`` / ``unstack_resnets`` convert between the two
-layouts (same model, same outputs). Up stream i: carry u [B,H,W,F], no per-step input;
-the per-step outputs come back stacked as ys [num,B,H,W,F] and are unstacked into the
-list L. Down stream i: carry u, per-step input the skips [num,B,H,W,F] stacked in the
-order they are consumed (``a_j = L.pop()`` for j = 0..num-1). The engine and the
-``deterministic`` flag are broadcast (static); the params and dropout RNGs are split per
-step. The one-pixel ``StepEngine`` keeps one cache per convolution call, in call order,
-which a scan body (one trace for all steps) cannot address; the sampler therefore runs
-the unrolled network on ``unstack_resnets`` of the scanned variables (``sampling``).
+(plus ``scale`` [num,Cout] / ``mask_weight`` [num,k,k,Cout] with those options): slice j
+is the official ``{up,down}_layers.i.u_stream.j`` (``dgmjax.convert.lmconv`` maps the
+official per-resnet state_dict, and an old per-resnet dgmjax tree ``u_stream_{j}``, to
+this layout). Up stream i: carry u [B,H,W,F], the per-block outputs come back stacked as
+ys [num,B,H,W,F] (the down stream's skips). Down stream i: carry u, per-block input the
+skips [num,B,H,W,F] in the order they are consumed (``a_j = L.pop()``). The engine and
+the ``deterministic`` flag are broadcast; the params and dropout RNGs are split per block.
 
 The convolutions are delegated to an ``engine`` so that the same module code runs the
-whole image (``FullEngine``: ``conv.locally_masked_conv`` with the masks) or one pixel
-per example with cached activations (``StepEngine``, used by the sampler).
+whole image (``FullEngine``: ``locally_masked_conv`` with the masks) or one pixel per
+example (``StepEngine``, the cached sampler: each masked convolution reads its input's
+neighbourhood from the collection ``window`` and hands its input at the pixel out in
+``centre``; under a stream's ``u_stream`` both stacked [num, ...] like the parameters).
+
+How it runs (dtype, remat, unroll) is the one ``compute`` value
+(``dgmjax.nn.compute.Compute``) the network receives and hands to its layers; the masked
+convolutions have one formulation (the shift-and-add core of ``dgmjax.nn.shift_conv``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
-
+from dgmjax.nn.compute import DEFAULT, Compute
 from dgmjax.nn.init import torch_uniform
-from dgmjax.nn.stacking import stack_trees, unstack_tree
-from dgmjax.nn.remat import remat_module
+from dgmjax.nn.repeat import repeat
 from dgmjax.nn.shift_conv import locally_masked_conv, locally_masked_conv_at
 from dgmjax.nn.weight_norm import norm as wn_norm, weight_norm
 
@@ -114,66 +115,66 @@ def pono(x, eps=1e-5):
   return (x - mean) / jnp.sqrt(var + eps)
 
 
+def check_layout(params: Mapping[str, Any]) -> None:
+  """ValueError (one line) if ``params`` are in the old per-resnet dgmjax layout
+  (``{up,down}_layers_i/u_stream_j/...``) instead of the stacked one."""
+  for name, sub in params.items():
+    if isinstance(sub, Mapping) and "u_stream_0" in sub:
+      raise ValueError(f"LMConv params in the old per-resnet layout ({name}/u_stream_0/...); "
+                       f"convert them with dgmjax.convert.lmconv.stack_resnets(variables)")
+
+
 class FullEngine:
   """Runs masked convolutions over the whole image with masks (first, later, dilated),
-  each [H,W,k,k] or [B,H,W,k,k].
+  each [H,W,k,k] or [B,H,W,k,k]."""
 
-  ``channels``: the input channel count of every convolution, in the call order of the
-  UNROLLED network (the order of ``StepEngine``'s caches; read by
-  ``LMConvModel.conv_input_channels``). A scanned stream runs its body with ``quiet()``
-  (a scan traces its body more than once, and once stands for ``num`` layers) and appends
-  its layers' widths itself, so the list is the same for ``scan`` True and False."""
-
-  def __init__(self, masks: Sequence[jax.Array], record: bool = True):
+  def __init__(self, masks: Sequence[jax.Array]):
     self.masks = tuple(masks)
-    self.record = record
-    self.channels: list[int] = []
 
-  def quiet(self) -> "FullEngine":
-    """An engine with the same masks that records nothing (for a scan body)."""
-    return FullEngine(self.masks, record=False)
-
-  def conv(self, x, kernel, bias, mask_weight, kind, dilation):
-    if self.record:
-      self.channels.append(x.shape[-1])
+  def conv(self, layer, x, kernel, bias, mask_weight, kind, dilation):
+    del layer
     return locally_masked_conv(x, kernel, bias, self.masks[kind], dilation, mask_weight)
 
 
 class StepEngine:
   """Runs masked convolutions at ONE location (r, c) per call of the network.
 
-  ``caches[n]``: [B, H+2P, W+2P, Cin_n] the input of the n-th convolution (in call
-  order) at every location already visited, zero-padded by P = k//2 * max_dilation.
-  Each call writes the input at (r, c) into its cache, then reads the k x k (dilated)
-  neighbourhood and applies the layer there. Entries not yet visited are multiplied by a
-  zero mask, because the masks only admit earlier pixels (and the centre, which has just
-  been written), so the result equals the full network at (r, c) exactly.
-  ``masks_at``: the three [k,k] masks of location (r, c). New caches in ``self.out``.
+  The inputs a convolution saw at the locations already visited are kept by the caller
+  (the sampler), one cache [B, H+2P, W+2P, Cin] per convolution, zero-padded by
+  P = ``pad`` = k//2 * max_dilation; what crosses the network (and a stream's executor)
+  per step is small:
+
+  - in, collection ``window``: ``<layer path>/input`` [B, 2P+1, 2P+1, Cin], the cache's
+    neighbourhood of (r, c) before this step (zeros at locations not yet visited);
+  - out, collection ``centre``: ``<layer path>/input`` [B, Cin], the input at (r, c),
+    which the caller writes into the cache.
+
+  Under a stream's ``u_stream`` both are stacked [num, ...] like the parameters, so the
+  executor hands each resnet its own slice. The layer puts its input at the window's
+  centre and applies its (dilated) kernel there. Entries not yet visited are multiplied
+  by a zero mask, because the masks only admit earlier pixels (and the centre, just
+  written), so the result equals the full network at (r, c) exactly. ``masks_at``: the
+  three [k,k] masks of location (r, c). Apply the network with ``mutable=["centre"]``
+  (and ``"window"`` too to create zero windows, e.g. under ``jax.eval_shape``).
   """
 
-  def __init__(self, caches, r, c, masks_at, pad: int):
-    self.caches, self.r, self.c = list(caches), r, c
+  def __init__(self, masks_at, pad: int):
     self.masks_at, self.pad = tuple(masks_at), pad
-    self.out: list = []
 
-  def conv(self, x, kernel, bias, mask_weight, kind, dilation):
-    n = len(self.out)
-    cache = self.caches[n]
-    b = cache.shape[0]
-    k = kernel.shape[0]
-    cache = lax.dynamic_update_slice(cache, x[:, None, None, :].astype(cache.dtype),
-                                     (0, self.r + self.pad, self.c + self.pad, 0))
-    self.out.append(cache)
-    span = (k - 1) * dilation + 1
-    start = self.pad - (k // 2) * dilation
-    window = lax.dynamic_slice(cache, (0, self.r + start, self.c + start, 0),
-                               (b, span, span, cache.shape[-1]))[:, ::dilation, ::dilation]
-    return locally_masked_conv_at(window.astype(x.dtype), kernel, bias, self.masks_at[kind],
-                                  mask_weight)
+  def conv(self, layer, x, kernel, bias, mask_weight, kind, dilation):
+    (b, cin), p, k = x.shape, self.pad, kernel.shape[0]
+    window = layer.variable("window", "input", jnp.zeros, (b, 2 * p + 1, 2 * p + 1, cin),
+                            x.dtype).value
+    layer.variable("centre", "input", jnp.zeros, (b, cin), x.dtype).value = x
+    window = window.astype(x.dtype).at[:, p, p].set(x)
+    lo, hi = p - (k // 2) * dilation, p + (k // 2) * dilation + 1
+    return locally_masked_conv_at(window[:, lo:hi:dilation, lo:hi:dilation], kernel, bias,
+                                  self.masks_at[kind], mask_weight)
 
 
 class MaskedConv(nn.Module):
-  """A locally masked k x k convolution with official init (kaiming_uniform(a=sqrt 5))."""
+  """A locally masked k x k convolution with official init (kaiming_uniform(a=sqrt 5)),
+  computed as ``compute`` says (dtype)."""
   features: int
   kind: int
   kernel_size: int = 3
@@ -181,7 +182,7 @@ class MaskedConv(nn.Module):
   weight_norm: bool = False
   use_bias: bool = True
   mask_weight: bool = False
-  dtype: Any = jnp.float32
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x, engine):
@@ -194,15 +195,15 @@ class MaskedConv(nn.Module):
     bias = self.param("bias", torch_uniform(bound), (cout,)) if self.use_bias else None
     mw = (self.param("mask_weight", torch_uniform(1.0 / k), (k, k, cout))
           if self.mask_weight else None)
-    cast = lambda v: None if v is None else v.astype(self.dtype)
-    return engine.conv(x.astype(self.dtype), cast(kernel), cast(bias), cast(mw), self.kind,
+    cast = lambda v: None if v is None else self.compute.cast(v)
+    return engine.conv(self, cast(x), cast(kernel), cast(bias), cast(mw), self.kind,
                        self.dilation)
 
 
 class NIN(nn.Module):
   """Weight-normalised per-pixel dense layer (official ``nin`` = wn(nn.Linear)) on [..., Cin]."""
   features: int
-  dtype: Any = jnp.float32
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x):
@@ -212,128 +213,74 @@ class NIN(nn.Module):
     g = self.param("scale", lambda rng: wn_norm(v, (0,)))
     b = self.param("bias", torch_uniform(bound), (self.features,))
     w = weight_norm(v, g, (0,))
-    return x.astype(self.dtype) @ w.astype(self.dtype) + b.astype(self.dtype)
+    cast = self.compute.cast
+    return cast(x) @ cast(w) + cast(b)
 
 
 class GatedResnet(nn.Module):
-  """The official ``gated_resnet`` with locally masked convolutions (mask B).
+  """The official ``gated_resnet`` with locally masked convolutions (mask B), as a block of
+  the executor: ``__call__(u, a, engine, deterministic) -> (u', y)``.
 
-  ``__call__(u, a, engine, deterministic)``: u [B,H,W,F] (or [B,F] with a StepEngine), a
-  the skip input of the same shape (``skip=True``) or None -> [same shape as u]."""
+  u [B,H,W,F] (or [B,F] with a StepEngine); a: the skip input of the same shape
+  (``skip=True``) or None. y = u' when ``emit`` (up streams: the outputs are the down
+  stream's skips), else None. ``conv``/``nin``: the network's layer constructors (built
+  once, with its compute setting)."""
   filters: int
   skip: bool
-  conv_kwargs: Any
+  conv: Callable
+  nin: Callable
   pono: bool
   dropout: float
-  dtype: Any = jnp.float32
+  emit: bool
 
   @nn.compact
   def __call__(self, u, a, engine, deterministic):
     norm = pono if self.pono else (lambda v: v)
-    h = MaskedConv(self.filters, LATER, name="conv_input", **self.conv_kwargs)(
-        concat_elu(u), engine)
-    h = norm(h)
+    h = norm(self.conv(self.filters, LATER, name="conv_input")(concat_elu(u), engine))
     if self.skip:
-      h = h + NIN(self.filters, self.dtype, name="nin_skip")(concat_elu(a))
+      h = h + self.nin(self.filters, name="nin_skip")(concat_elu(a))
     h = concat_elu(h)
     if self.dropout > 0:
       # Dropout2d: one draw per (example, channel), broadcast over the pixels.
       h = nn.Dropout(self.dropout, broadcast_dims=tuple(range(1, h.ndim - 1)))(
           h, deterministic=deterministic)
-    h = MaskedConv(2 * self.filters, LATER, name="conv_out", **self.conv_kwargs)(h, engine)
-    h1, h2 = jnp.split(h, 2, axis=-1)
-    return u + norm(h1) * jax.nn.sigmoid(h2)
-
-  @staticmethod
-  def conv_input_widths(width: int, filters: int) -> tuple[int, int]:
-    """Input channels of (conv_input, conv_out) for u of ``width`` channels: both see a
-    concat_elu, i.e. (2 * width, 2 * filters)."""
-    return 2 * width, 2 * filters
-
-
-class _ResnetStep(GatedResnet):
-  """``GatedResnet`` as an ``nn.scan`` body: (carry u, per-step a) -> (u', y) with y = u'
-  when ``emit`` (up streams: the outputs are the down stream's skips) else None."""
-  emit: bool = True
-
-  @nn.compact
-  def __call__(self, u, a, engine, deterministic):
-    u = super().__call__(u, a, engine, deterministic)
+    h1, h2 = jnp.split(self.conv(2 * self.filters, LATER, name="conv_out")(h, engine), 2,
+                       axis=-1)
+    u = u + norm(h1) * jax.nn.sigmoid(h2)
     return u, (u if self.emit else None)
 
 
-class _StreamFields(nn.Module):
-  """The fields of a stream of ``num`` gated resnets (``Stream``, ``ScannedStream``)."""
+class Stream(nn.Module):
+  """``num`` gated resnets in a row (official ``OurPixelCNNLayer_up``/``_down``), run by
+  the executor (``dgmjax.nn.repeat.repeat``) with parameters ``u_stream/...`` stacked on
+  a leading [num] axis (module docstring).
+
+  ``__call__(u, skips, engine, deterministic)``: u [B,H,W,F] (or [B,F]); skips None (up
+  stream) or the list of ``num`` skip inputs, consumed in list order. Returns the list of
+  the ``num`` outputs (up stream); a down stream returns only its last output, as a
+  one-element list (the network reads nothing else, so no ys are built)."""
   num: int
   skip: bool
   filters: int
-  conv_kwargs: Any
+  conv: Callable
+  nin: Callable
   pono: bool
   dropout: float
-  remat: bool | str = False
-  dtype: Any = jnp.float32
-
-
-class Stream(_StreamFields):
-  """``num`` gated resnets in a row (official ``OurPixelCNNLayer_up``/``_down``).
-
-  ``skips``: None (up stream) or the list of ``num`` skip inputs (down stream). Returns
-  the list of the resnets' outputs. Parameters ``u_stream_{j}/...`` (the unrolled layout;
-  ``ScannedStream`` is the scanned one).
-  """
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, u, skips, engine, deterministic):
-    block = remat_module(GatedResnet, self.remat, static_argnums=(3, 4))
-    outs = []
-    for j in range(self.num):
-      a = skips[j] if self.skip else None
-      u = block(self.filters, self.skip, self.conv_kwargs, self.pono, self.dropout,
-                self.dtype, name=f"u_stream_{j}")(u, a, engine, deterministic)
-      outs.append(u)
-    return outs
-
-
-class ScannedStream(_StreamFields):
-  """``Stream`` with its ``num`` gated resnets run as ONE ``nn.scan`` (``scan=True``).
-
-  Parameters: ``u_stream/...`` stacked on a leading [num] axis (module docstring).
-  ``__call__(u, skips, engine, deterministic)``: u [B,H,W,F]; skips None (up stream) or
-  the list of ``num`` skip inputs [B,H,W,F], consumed in list order (stacked to
-  [num,B,H,W,F] as the scan's xs). Returns the list of the ``num`` outputs (up stream,
-  from the stacked ys [num,B,H,W,F]); a down stream returns only its last output, as a
-  one-element list (the network reads nothing else, so no ys are built). ``remat``
-  rematerialises the scan body. Needs a ``FullEngine`` (see the module docstring).
-  """
-
-  @nn.compact
-  def __call__(self, u, skips, engine, deterministic):
-    if not isinstance(engine, FullEngine):
-      raise TypeError(f"a scanned LMConv stream runs with a FullEngine only, not "
-                      f"{type(engine).__name__}; run the unrolled network (scan=False) on "
-                      f"unstack_resnets(variables) instead (as the sampler does)")
-    body = remat_module(_ResnetStep, self.remat, static_argnums=(3, 4))
-    scan = nn.scan(body, variable_axes={"params": 0},
-                   split_rngs={"params": True, "dropout": True},
-                   in_axes=(0, nn.broadcast, nn.broadcast), length=self.num)
+    stack = repeat(GatedResnet, self.num, self.compute, collections=("params", "window", "centre"),
+                   rngs=("params", "dropout"), broadcast=2, static_argnums=(3, 4))
     xs = jnp.stack(skips) if self.skip else None
-    width = u.shape[-1]
-    u, ys = scan(self.filters, self.skip, self.conv_kwargs, self.pono, self.dropout,
-                 self.dtype, not self.skip, name="u_stream")(u, xs, engine.quiet(),
-                                                             deterministic)
-    if engine.record:
-      engine.channels.extend(GatedResnet.conv_input_widths(width, self.filters) * self.num)
-    if ys is None:
-      return [u]
-    return [ys[j] for j in range(self.num)]
+    u, ys = stack(self.filters, self.skip, self.conv, self.nin, self.pono, self.dropout,
+                  not self.skip, name="u_stream")(u, xs, engine, deterministic)
+    return [u] if ys is None else [ys[j] for j in range(self.num)]
 
 
 class LMConvNetwork(nn.Module):
-  """``OurPixelCNN``: x in [-1,1] [B,H,W,C] (or [B,C] with a StepEngine) -> [.., n_out].
-
-  ``scan``: each stream's gated resnets as one ``nn.scan`` with stacked parameters
-  (``ScannedStream``; compile time flat in R; FullEngine only); False: unrolled
-  (``Stream``, the official parameter tree)."""
+  """``OurPixelCNN``: x in [-1,1] [B,H,W,C] (or [B,C] with a StepEngine) -> [.., n_out]
+  float32, computed as ``compute`` says."""
   num_outputs: int
   filters: int = 160
   resnets: int = 5
@@ -343,92 +290,35 @@ class LMConvNetwork(nn.Module):
   dropout: float = 0.5
   conv_bias: bool = True
   mask_weight: bool = False
-  remat: bool | str = False
-  dtype: Any = jnp.float32
-  scan: bool = False
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x, engine, deterministic: bool = True):
     f, r = self.filters, self.resnets
     use_pono = self.normalization == "pono"
     norm = pono if use_pono else (lambda v: v)
-    ck = dict(kernel_size=self.kernel_size, weight_norm=self.normalization == "weight_norm",
-              use_bias=self.conv_bias, mask_weight=self.mask_weight, dtype=self.dtype)
-    stream_cls = ScannedStream if self.scan else Stream
-    stream = lambda num, skip, name: stream_cls(num, skip, f, ck, use_pono, self.dropout,
-                                                self.remat, self.dtype, name=name)
+    conv = functools.partial(MaskedConv, kernel_size=self.kernel_size,
+                             weight_norm=self.normalization == "weight_norm",
+                             use_bias=self.conv_bias, mask_weight=self.mask_weight,
+                             compute=self.compute)
+    nin = functools.partial(NIN, compute=self.compute)
+    stream = lambda num, skip, name: Stream(num, skip, f, conv, nin, use_pono, self.dropout,
+                                            self.compute, name=name)
+    middle = lambda name: conv(f, DILATED, dilation=self.max_dilation, name=name)
 
-    x = x.astype(self.dtype)
+    x = self.compute.cast(x)
     x = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)
-    stack = [norm(MaskedConv(f, FIRST, name="u_init", **ck)(x, engine))]
+    stack = [norm(conv(f, FIRST, name="u_init")(x, engine))]
     for i in range(3):
       stack += stream(r, False, f"up_layers_{i}")(stack[-1], None, engine, deterministic)
       if i < 2:
-        u = MaskedConv(f, DILATED, dilation=self.max_dilation, name=f"downsize_u_stream_{i}",
-                       **ck)(stack[-1], engine)
-        stack.append(norm(u))
+        stack.append(norm(middle(f"downsize_u_stream_{i}")(stack[-1], engine)))
     u = stack.pop()
     for i in range(3):
       num = r if i == 0 else r + 1
       skips = [stack.pop() for _ in range(num)]
       u = stream(num, True, f"down_layers_{i}")(u, skips, engine, deterministic)[-1]
       if i < 2:
-        u = MaskedConv(f, DILATED, dilation=self.max_dilation, name=f"upsize_u_stream_{i}",
-                       **ck)(u, engine)
-        u = norm(u)
-    out = NIN(self.num_outputs, self.dtype, name="nin_out")(jax.nn.elu(u))
+        u = norm(middle(f"upsize_u_stream_{i}")(u, engine))
+    out = nin(self.num_outputs, name="nin_out")(jax.nn.elu(u))
     return out.astype(jnp.float32)
-
-
-# ---- layouts: unrolled (u_stream_j) <-> scanned (u_stream, leading [num] axis) ---------
-
-_STREAM = re.compile(r"(up|down)_layers_\d+")
-_RESNET = re.compile(r"u_stream_(\d+)")
-
-
-def stack_resnets(variables: Mapping[str, Any]) -> dict:
-  """Unrolled variables -> the ``scan=True`` layout. Same model, same outputs.
-
-  In every collection, ``{up,down}_layers_i/u_stream_j/<leaf path>`` (j = 0..num-1) become
-  ``{up,down}_layers_i/u_stream/<leaf path>`` with the num arrays stacked on a new leading
-  axis ([num, *shape]); every other entry is kept as it is. Variables already in the
-  scanned layout pass through unchanged. ValueError if a stream's indices have gaps.
-  """
-  out = {}
-  for col, tree in variables.items():
-    out[col] = {}
-    for name, sub in tree.items():
-      idx = sorted(int(m.group(1)) for m in map(_RESNET.fullmatch, sub) if m) \
-          if _STREAM.fullmatch(name) and isinstance(sub, Mapping) else []
-      if not idx:
-        out[col][name] = sub
-        continue
-      if idx != list(range(len(idx))):
-        raise ValueError(f"{col}/{name}: u_stream indices {idx} are not 0..{len(idx) - 1}")
-      rest = {k: v for k, v in sub.items() if not _RESNET.fullmatch(k)}
-      if "u_stream" in rest:
-        raise ValueError(f"{col}/{name} holds both u_stream and u_stream_j entries")
-      rest["u_stream"] = stack_trees([sub[f"u_stream_{j}"] for j in idx])
-      out[col][name] = rest
-  return out
-
-
-def unstack_resnets(variables: Mapping[str, Any]) -> dict:
-  """The inverse of ``stack_resnets``: ``{up,down}_layers_i/u_stream/<leaf path>`` with a
-  leading [num] axis -> ``{up,down}_layers_i/u_stream_j/<leaf path>`` = the j-th slice,
-  j = 0..num-1 (the unrolled, official layout: e.g. to sample, which runs the unrolled
-  network, or to export). Unrolled variables pass through unchanged."""
-  out = {}
-  for col, tree in variables.items():
-    out[col] = {}
-    for name, sub in tree.items():
-      stacked = sub.get("u_stream") \
-          if _STREAM.fullmatch(name) and isinstance(sub, Mapping) else None
-      if stacked is None:
-        out[col][name] = sub
-        continue
-      rest = {k: v for k, v in sub.items() if k != "u_stream"}
-      for j, resnet in enumerate(unstack_tree(stacked)):
-        rest[f"u_stream_{j}"] = resnet
-      out[col][name] = rest
-  return out

@@ -10,10 +10,14 @@ float rounding):
   location l depends only on pixels before l in the order, so once l's turn comes all
   the features its masked kernels read (earlier locations and l itself) are final: they
   were computed at their own steps and are kept in one cache per convolution input
-  (``network.StepEngine``). A step writes l's inputs into the caches, gathers the k x k
-  neighbourhoods and evaluates the layer at l only; after sampling, the new pixel is
-  written into the first layer's input cache. The cost of the whole image is that of
-  ONE forward pass (in FLOPs) instead of H*W of them, plus H*W small-matmul overheads.
+  (stacked [num, ...] for a stream's resnets, like their parameters). A step gathers each
+  cache's neighbourhood of l, evaluates the layers at l only (``network.StepEngine``),
+  writes their inputs at l into the caches, and after sampling writes the new pixel into
+  the first layer's input cache. The cost of the whole image is that of ONE forward
+  pass (in FLOPs) instead of H*W of them, plus H*W small-matmul overheads.
+
+Both run the network that training runs (``LMConvNetwork``, the same stacked parameters
+and the same executor); only its engine differs.
 
 What would make it faster still:
 - Fewer, larger steps: a step is ~70 tiny [B, k*k*Cin] x [k*k*Cin, Cout] matmuls plus a
@@ -35,17 +39,6 @@ What would make it faster still:
   Generation for Convolutional Autoregressive Models") is the special case of the
   cache used here; LMConv's masks make it work for any order.
 
-Scanned models (``scan=True``): both methods run the UNROLLED network
-(``network.Stream``) on ``network.unstack_resnets`` of the stacked parameters, an exact
-re-layout of the same weights. The cached method needs it: ``StepEngine`` hands out its
-caches by call order (the n-th convolution call reads and writes ``caches[n]``), and a
-scan body is traced once for all its steps, so its two convolutions would get the same
-two caches at every step instead of their layer's own (the scan would have to take the
-layers' caches as stacked per-step inputs and return them as per-step outputs; not
-done). The naive method uses the unrolled network too, so that both methods, and scanned
-and unrolled models, draw the same samples from the same key. The price: the sampler's
-compile time still grows with R.
-
 Completion: the order puts every observed pixel first (``orders.observed_first``); the
 loop visits all positions, keeping the observed value where a pixel is observed and
 sampling it otherwise, so observed pixels come back unchanged and each hidden pixel is
@@ -60,7 +53,7 @@ from jax import lax
 
 from dgmjax import images
 from dgmjax.lmconv import heads, masks as masks_lib
-from dgmjax.lmconv.network import FullEngine, StepEngine, unstack_resnets
+from dgmjax.lmconv.network import FullEngine, StepEngine, check_layout
 
 METHODS = ("cached", "naive")
 
@@ -82,8 +75,7 @@ def generate(model, params, rng, canvas, order, fixed, *, method="cached",
 
   Args:
     model: an ``LMConvModel``.
-    params: its ``variables["params"]`` (stacked when ``model.scan``: the unrolled network
-      runs on their unstacked copy, see the module docstring).
+    params: its ``variables["params"]``.
     rng: PRNG key; step t uses ``fold_in(rng, t)`` whatever the method.
     canvas: uint8 [B,H,W,C] initial image (values used where ``fixed``).
     order: int32 [H*W] generation order (may be traced).
@@ -100,13 +92,7 @@ def generate(model, params, rng, canvas, order, fixed, *, method="cached",
   n_out = model.num_outputs
   mk = masks_lib.network_masks(order, h, w, model.kernel_size, model.max_dilation)
   net = model.network
-  if net.scan:   # the unrolled network on the unstacked weights (module docstring)
-    net = net.clone(scan=False)
-    params = unstack_resnets({"params": params})["params"]
-  if net.remat:
-    # Nothing is differentiated here, and StepEngine's cache writes inside a
-    # rematerialised (jax.checkpoint) block would leak its tracers.
-    net = net.clone(remat=False)
+  check_layout(params)
   variables = {"params": params}
 
   def draw(t, out):
@@ -130,23 +116,39 @@ def generate(model, params, rng, canvas, order, fixed, *, method="cached",
     return (canvas, outs) if return_outputs else canvas
 
   pad = (model.kernel_size // 2) * model.max_dilation
-  dtype = model.compute_dtype
-  caches = [jnp.zeros((b, h + 2 * pad, w + 2 * pad, ch), dtype)
-            for ch in model.conv_input_channels]
+  step = lambda r, col: StepEngine([m[r, col] for m in mk], pad)
+  x0 = jnp.zeros((b, c), model.compute.jnp_dtype)
+  windows = jax.eval_shape(lambda: net.apply(variables, x0, step(0, 0), True,
+                                             mutable=["window", "centre"])[1]["window"])
+  # one cache [..., B, H+2P, W+2P, Cin] per convolution ([num, ...] in a stream), zeros
+  caches = jax.tree_util.tree_map(
+      lambda a: jnp.zeros(a.shape[:-3] + (h + 2 * pad, w + 2 * pad, a.shape[-1]), a.dtype),
+      windows)
+
+  def at(a, r, col):   # index of the cache entry (r, col) in padded coordinates
+    return (0,) * (a.ndim - 3) + (r, col, 0)
 
   def body(t, carry):
     canvas, caches, outs = carry
     p = order[t]
     r, col = p // w, p % w
     cur = _pixel(canvas, r, col)                                   # [B,C]
-    engine = StepEngine(caches, r, col, [m[r, col] for m in mk], pad)
-    o = net.apply(variables, images.to_centered(cur, model.num_bins), engine, True)
-    new = jnp.where(fixed[p], cur, draw(t, o))
-    caches = engine.out
-    xin = images.to_centered(new, model.num_bins, dtype)
+    near = jax.tree_util.tree_map(
+        lambda a: lax.dynamic_slice(a, at(a, r, col), a.shape[:-3] + (2 * pad + 1,
+                                                                      2 * pad + 1, a.shape[-1])),
+        caches)
+    o, new = net.apply({**variables, "window": near}, images.to_centered(cur, model.num_bins),
+                       step(r, col), True, mutable=["centre"])
+    caches = jax.tree_util.tree_map(
+        lambda a, v: lax.dynamic_update_slice(a, v[..., None, None, :].astype(a.dtype),
+                                              at(a, r + pad, col + pad)),
+        caches, dict(new["centre"]))
+    value = jnp.where(fixed[p], cur, draw(t, o))
+    first = caches["u_init"]["input"]    # the first layer's input at (r, c): the new pixel
+    xin = images.to_centered(value, model.num_bins, first.dtype)
     xin = jnp.concatenate([xin, jnp.ones_like(xin[..., :1])], axis=-1)
-    caches[0] = _set_pixel(caches[0], r + pad, col + pad, xin)
-    return _set_pixel(canvas, r, col, new), caches, _set_pixel(outs, r, col, o)
+    caches = {**caches, "u_init": {"input": _set_pixel(first, r + pad, col + pad, xin)}}
+    return _set_pixel(canvas, r, col, value), caches, _set_pixel(outs, r, col, o)
 
   canvas, _, outs = lax.fori_loop(0, h * w, body, (canvas, caches, outs0))
   return (canvas, outs) if return_outputs else canvas

@@ -20,7 +20,7 @@ def get_config(variant=None):
   c.data.update(dict(n_bits=5))
   c.model.update(dict(filters=320, resnets=5, mixtures=10, kernel_size=3, max_dilation=2,
                       orders=("s_curve:all",), normalization="pono", dropout=0.0,
-                      remat="full"))
+                      compute=dict(remat="full")))
   c.train.update(dict(num_steps=400_000, batch_size=32, eval_every=20_000,
                       checkpoint_every=5000, log_every=100, eval_batch_size=32,
                       num_samples=8))

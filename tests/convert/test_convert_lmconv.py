@@ -5,15 +5,14 @@ tests/testdata/state_dicts; the locally masked conv equals ``F.conv2d`` under an
 all-ones mask and its hand-written backward equals autograd's; the masks follow the
 order; the likelihood sums to one over tiny image spaces and is autoregressive in the order.
 Import: the same weights, input and order give the same per-pixel and total
-log-likelihood in dgmjax (1e-4 relative) for the binarised, RGB and greyscale heads, and
-for a scanned model (``scan=True``: the per-resnet arrays stacked);
+log-likelihood in dgmjax (1e-4 relative) for the binarised, RGB and greyscale heads (with
+nr_resnet=2 too: the per-resnet arrays stacked [num, ...], slice j = ``u_stream.j``);
 missing, unexpected and mis-shaped keys are ValueErrors naming the key; .pt files load
 through ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import os
@@ -27,7 +26,6 @@ import torch.nn.functional as F
 
 import dgmjax
 from dgmjax.convert.lmconv import load_lmconv
-from dgmjax.lmconv.network import stack_resnets
 from experiments.pytorch import lmconv as tl
 
 REF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata",
@@ -203,7 +201,7 @@ PARITY_CONFIGS = {
 }
 
 
-def _pair(name, resnets=1, scan=False):
+def _pair(name, resnets=1):
   (h, w, c), num_bins, kw = PARITY_CONFIGS[name]
   torch.manual_seed(0)
   tm = tl.OurPixelCNN(nr_resnet=resnets, nr_filters=16, nr_logistic_mix=10, input_channels=c,
@@ -215,8 +213,7 @@ def _pair(name, resnets=1, scan=False):
   jm = dgmjax.models.create(
       "lmconv", image_shape=(h, w, c), num_bins=num_bins, filters=16, resnets=resnets,
       mixtures=10, kernel_size=3, max_dilation=2, orders=("s_curve",),
-      normalization=kw["normalization"], mask_weight=kw.get("conv_mask_weight", False),
-      scan=scan)
+      normalization=kw["normalization"], mask_weight=kw.get("conv_mask_weight", False))
   return tm, jm
 
 
@@ -231,14 +228,20 @@ def test_parity_with_pytorch(name):
   _check_parity(tm, jm, load_lmconv(tm.state_dict(), jm))
 
 
-def test_parity_with_pytorch_scanned():
+def test_parity_with_pytorch_stacked_resnets():
   # nr_resnet=2: stacks of 2 (up_layers, down_layers_0) and 3 (down_layers_1/2) resnets
-  tm, jm = _pair("grey_dmol_wn", resnets=2, scan=True)
+  tm, jm = _pair("grey_dmol_wn", resnets=2)
   variables = load_lmconv(tm.state_dict(), jm)
-  unrolled = load_lmconv(tm.state_dict(), dataclasses.replace(jm, scan=False))
-  assert "u_stream" in variables["params"]["down_layers_1"]
-  assert variables["params"]["down_layers_1"]["u_stream"]["conv_out"]["kernel"].shape[0] == 3
-  jax.tree_util.tree_map(np.testing.assert_array_equal, variables, stack_resnets(unrolled))
+  stack = variables["params"]["down_layers_1"]["u_stream"]
+  assert stack["conv_out"]["kernel"].shape[0] == 3
+  sd = tm.state_dict()
+  for j in range(3):   # slice j is the official resnet j
+    np.testing.assert_array_equal(
+        stack["conv_out"]["kernel"][j],
+        sd[f"down_layers.1.u_stream.{j}.conv_out.weight_v"].numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(stack["nin_skip"]["scale"][j],
+                                  sd[f"down_layers.1.u_stream.{j}.nin_skip.lin_a.weight_g"]
+                                  .numpy()[:, 0])
   _check_parity(tm, jm, variables)
 
 
@@ -283,7 +286,7 @@ def test_official_reference_layouts_load(name, image_shape, num_bins):
   np.testing.assert_array_equal(params["u_init"]["kernel"],
                                 np.transpose(sd["u_init.weight"], (2, 3, 1, 0)))
   np.testing.assert_array_equal(params["nin_out"]["kernel"], sd["nin_out.lin_a.weight_v"].T)
-  np.testing.assert_array_equal(params["down_layers_2"]["u_stream_1"]["nin_skip"]["scale"],
+  np.testing.assert_array_equal(params["down_layers_2"]["u_stream"]["nin_skip"]["scale"][1],
                                 sd["down_layers.2.u_stream.1.nin_skip.lin_a.weight_g"][:, 0])
 
 

@@ -219,8 +219,9 @@ def test_loss_and_validation(rgb6):
   assert set(aux) == {"metrics", "state"} and "bpd" in aux["metrics"]
   for bad in [dict(normalization="batch"), dict(filters=0), dict(orders="raster"),
               dict(orders=("spiral",)), dict(dropout=1.0), dict(head="gauss"),
-              dict(kernel_size=4), dict(orders=([0, 1, 1, 2],)), dict(dtype="int8"),
-              dict(bogus=1)]:
+              dict(kernel_size=4), dict(orders=([0, 1, 1, 2],)), dict(compute=dict(dtype="int8")),
+              dict(compute=dict(conv="xla")), dict(compute=dict(depthwise="grouped")),
+              dict(dtype="float32"), dict(scan=True), dict(remat=True), dict(bogus=1)]:
     with pytest.raises(ValueError):
       dgmjax.models.create("lmconv", image_shape=(2, 2, 1), num_bins=4, **bad)
   with pytest.raises(ValueError, match="values must lie"):
@@ -237,7 +238,7 @@ def test_loss_and_validation(rgb6):
 def test_remat_gives_the_same_gradients():
   kw = dict(filters=4, resnets=2, mixtures=2, orders=("s_curve:all",), dropout=0.3)
   plain, v = _model((4, 4, 1), 4, **kw)
-  remat, _ = _model((4, 4, 1), 4, remat=True, **kw)
+  remat, _ = _model((4, 4, 1), 4, compute=dict(remat="full"), **kw)
   x = jax.random.randint(jax.random.PRNGKey(0), (2, 4, 4, 1), 0, 4).astype(jnp.uint8)
   grads = [jax.jit(jax.grad(lambda v: m.loss(v, x, jax.random.PRNGKey(1))[0]))(v)
            for m in (plain, remat)]
