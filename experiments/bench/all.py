@@ -124,7 +124,8 @@ def flops_for(model_name: str, size: str, dtype: str = "float32") -> float | Non
   if model_name == "lmconv":
     shape, nb, f, r, b = bench.SIZES[size]
     model = dgmjax.models.create("lmconv", image_shape=shape, num_bins=nb, filters=f,
-                                 resnets=r, dropout=0.0, orders=("s_curve:all",), dtype=dtype)
+                                 resnets=r, dropout=0.0, orders=("s_curve:all",),
+                                 compute=dict(dtype=dtype))
     return _train_step_flops(model, _random_images(shape, nb, b))
   if model_name == "nvae":
     c = bench.SIZES[size]

@@ -9,8 +9,8 @@ small width and at depth d and 4d, each in its own subprocess (no cache shared):
 
 - glow: K = 8 and 32 steps per level (L=3, width 64, 16x16x3, B8), unrolled (default) and
   ``scan=True`` (each level's steps are one ``nn.scan`` body) and ``reversible=True``;
-- lmconv: R = 1 and 4 gated resnets per stage (F=32, 16x16x1, B8), unrolled and
-  ``scan=True`` (each stream's resnets one ``nn.scan`` body);
+- lmconv: R = 1 and 4 gated resnets per stage (F=32, 16x16x1, B8), each stream's resnets
+  one scan body (the default) and fully unrolled (``compute.unroll=True``);
 - nvae: 2 and 8 groups per scale (channels 16, 2 scales, 16x16x1, B8), unrolled and
   ``scan=True`` (each scale's groups one ``nn.scan`` body).
 
@@ -27,7 +27,7 @@ from experiments.bench import common
 
 CASES = {
     "glow": [("unrolled", {}), ("scan", {"scan": True}), ("reversible", {"reversible": True})],
-    "lmconv": [("unrolled", {}), ("scan", {"scan": True})],
+    "lmconv": [("scan", {}), ("unrolled", {"compute": {"unroll": True}})],
     "nvae": [("unrolled", {}), ("scan", {"scan": True})],
 }
 DEPTH_KEY = {"glow": "steps", "lmconv": "resnets", "nvae": "groups_per_scale"}

@@ -53,10 +53,11 @@ def _jax_memory(jitted, *args):
     return None
 
 
-def bench_dgmjax(size, repeats, naive_sampling, dtype="float32"):
+def bench_dgmjax(size, repeats, naive_sampling, dtype="float32", unroll=1):
   shape, nb, f, r, b = SIZES[size]
   model = dgmjax.models.create("lmconv", image_shape=shape, num_bins=nb, filters=f, resnets=r,
-                               dropout=0.0, orders=("s_curve:all",), dtype=dtype)
+                               dropout=0.0, orders=("s_curve:all",),
+                               compute=dict(dtype=dtype, unroll=unroll))
   x = jax.random.randint(jax.random.PRNGKey(0), (b,) + shape, 0, nb).astype(jnp.uint8)
   v = model.init(jax.random.PRNGKey(1), x)
   opt = optax.adam(2e-4)
@@ -72,7 +73,8 @@ def bench_dgmjax(size, repeats, naive_sampling, dtype="float32"):
       step_j(v, st, x, jax.random.PRNGKey(2))), repeats),
          "train_peak_bytes": _jax_memory(step_j, v, st, x, jax.random.PRNGKey(2)),
          "xla_memory": common.xla_memory(
-             step_j.lower(v, st, x, jax.random.PRNGKey(2)).compile()), "dtype": dtype}
+             step_j.lower(v, st, x, jax.random.PRNGKey(2)).compile()), "dtype": dtype,
+         "unroll": unroll}
   sample_j = jax.jit(lambda v, rng: model.sample(v, rng, b))
   t0 = time.perf_counter()
   jax.block_until_ready(sample_j(v, jax.random.PRNGKey(3)))
@@ -147,20 +149,24 @@ def main(argv: list[str] | None = None) -> int:
   common.add_dtype_argument(p)
   p.add_argument("--naive", default="tiny,small",
                  help="sizes at which the compiled naive dgmjax sampler is also timed")
+  p.add_argument("--unroll", default="1",
+                 help="compute.unroll: gated resnets per scan iteration, or 'true' (straight-line)")
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
+  unroll = True if args.unroll.lower() == "true" else int(args.unroll)
   sizes = common.choices_argument(p, args.sizes, SIZES)
   threads = common.pin_threads(args.threads)
   device = jax.devices()[0]
   plat = (f"{common.platform_line(threads)} | jax {jax.__version__} on {device.platform} "
           f"({getattr(device, 'device_kind', '')})")
-  plat += f" | dgmjax dtype: {args.dtype}"
-  results = {"platform": plat, "dtype": args.dtype, "sizes": {}}
+  plat += f" | dgmjax dtype: {args.dtype}, unroll: {unroll}"
+  results = {"platform": plat, "dtype": args.dtype, "unroll": unroll, "sizes": {}}
   rows = []
   for s in sizes:
     shape, nb, f, r, b = SIZES[s]
     res = {"config": dict(image_shape=shape, num_bins=nb, filters=f, resnets=r, batch=b)}
-    res["dgmjax"] = bench_dgmjax(s, args.repeats, s in args.naive.split(","), args.dtype)
+    res["dgmjax"] = bench_dgmjax(s, args.repeats, s in args.naive.split(","), args.dtype,
+                                 unroll)
     print(f"{s} dgmjax: {json.dumps(res['dgmjax'])}", flush=True)
     if not args.no_torch:
       import torch  # pylint: disable=import-outside-toplevel
