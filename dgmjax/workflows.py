@@ -105,7 +105,7 @@ def read_official_checkpoint(path, weights: str = "ema", *, hparams: Mapping | N
     else:
       hp = _need_hparams(hparams, name)
       use_ema = False
-    model = models.create(name, **{**hp, **layout})
+    model = models.create(name, **hp)
     return name, hp, cl.load_lmconv(obj, model, use_ema=use_ema)
   from dgmjax.convert import glow as cg
   hp = _need_hparams(hparams, name)

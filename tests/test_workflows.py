@@ -74,12 +74,8 @@ def test_lmconv_official_file_gives_the_baseline_likelihood(lmconv_file):
                                     orders_lib.parse("s_curve:all", 28, 28)).double().numpy()
   np.testing.assert_allclose(ens, want_ens, rtol=1e-4)
   assert np.all(np.asarray(ens) >= np.asarray(per).min(0))
-  # a config asking for the scanned layout gets the same weights stacked
-  _, _, stacked = workflows.read_official_checkpoint(path, weights="model",
-                                                     hparams={"scan": True})
-  from dgmjax.lmconv.network import stack_resnets
-  jax.tree_util.tree_map(np.testing.assert_array_equal, stacked, stack_resnets(variables))
-  assert "u_stream" in stacked["params"]["up_layers_0"]
+  # the per-resnet official arrays arrive stacked (dgmjax's one layout)
+  assert set(variables["params"]["up_layers_0"]) == {"u_stream"}
 
 
 def test_nvae_official_file_reads_with_optimiser_states(tmp_path):
