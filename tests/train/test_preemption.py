@@ -96,8 +96,12 @@ MOMENTS = {
 }
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("moment", list(MOMENTS))
+CASES = ([(m, signal.SIGTERM) for m in MOMENTS]
+         + [(m, signal.SIGINT) for m in ("mid-training", "while a save is in flight")])
+
+
+@pytest.mark.parametrize("moment,sig", CASES,
+                         ids=[f"{m}-{signal.Signals(s).name}" for m, s in CASES])
 def test_signal_saves_the_step_and_resume_is_bit_for_bit(reference, tmp_path, monkeypatch,
                                                          moment, sig):
   (owner, name), count, after, stopped_at = MOMENTS[moment]
@@ -149,17 +153,33 @@ def test_a_second_signal_does_not_abort_the_save(reference, tmp_path, monkeypatc
   assert _rows(wd) == _rows(reference)
 
 
+@pytest.mark.parametrize("sig,rc", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_cli_exit_status_is_128_plus_the_signal_and_one_line(tmp_path, monkeypatch, capsys,
+                                                              sig, rc):
+  wd = str(tmp_path / "wd")
+  _signal_at(monkeypatch, data.Batches, "__next__", 4, sig)
+  from dgmjax import cli
+  assert cli.main(["train", f"--config={CONFIG}:smoke", f"--workdir={wd}",
+                   "--config.train.num_samples=0"]) == rc
+  captured = capsys.readouterr()
+  assert captured.out == ""  # no summary
+  lines = [ln for ln in captured.err.splitlines() if ln.strip() and "%|" not in ln]  # no bar
+  assert lines == [
+      f"dgmjax: stopped by {signal.Signals(sig).name} after step 4: saved checkpoint 4 in "
+      f"{os.path.join(wd, 'checkpoints')}; rerun the same command to resume"]
+
+
+@pytest.mark.slow  # two CLI runs: 15 s alone, 40 s on a busy 2-core machine
 def test_cli_sigterm_from_outside_exits_143_with_one_line_then_resumes(tmp_path):
   """A real SIGTERM at whatever moment the trainer is in (here: once it has logged a few
-  steps), through ``dgmjax train``; 200 steps so the signal lands mid-run."""
+  steps of a run far too long to end first), through ``dgmjax train``."""
   wd = str(tmp_path / "wd")
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   cmd = [sys.executable, "-m", "dgmjax", "train", f"--config={CONFIG}:smoke",
-         f"--workdir={wd}", "--config.train.num_steps=200", "--config.train.log_every=1",
-         "--config.train.eval_every=50", "--config.train.checkpoint_every=100",
-         "--config.train.num_samples=0"]
-  p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True)
+         f"--workdir={wd}", "--config.train.log_every=1", "--config.train.eval_every=100000",
+         "--config.train.checkpoint_every=100000", "--config.train.num_samples=0"]
+  p = subprocess.Popen(cmd + ["--config.train.num_steps=100000"], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     deadline = time.time() + 120
     while len(metrics.read_metrics(wd)) < 3 and time.time() < deadline and p.poll() is None:
@@ -174,11 +194,13 @@ def test_cli_sigterm_from_outside_exits_143_with_one_line_then_resumes(tmp_path)
   lines = [ln for ln in err.splitlines() if ln.startswith("dgmjax")]
   assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
   saved = int(lines[0].split("saved checkpoint ")[1].split()[0])
-  assert lines[0].startswith("dgmjax: stopped by SIGTERM after step") and out == ""
-  rows = [r["step"] for r in metrics.read_metrics(wd) if "loss" in r]
-  assert rows == list(range(1, saved + 1))
-  r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+  assert lines[0].startswith(f"dgmjax: stopped by SIGTERM after step {saved}: saved")
+  assert out == ""
+  assert [r["step"] for r in metrics.read_metrics(wd) if "loss" in r] == list(
+      range(1, saved + 1))
+  r = subprocess.run(cmd + [f"--config.train.num_steps={saved + 3}"], env=env,
+                     capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
-  summary = json.loads(r.stdout.strip().splitlines()[-1])
-  assert summary["step"] == 200
-  assert [r["step"] for r in metrics.read_metrics(wd) if "loss" in r] == list(range(1, 201))
+  assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == saved + 3
+  assert [r["step"] for r in metrics.read_metrics(wd) if "loss" in r] == list(
+      range(1, saved + 4))
