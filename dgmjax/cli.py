@@ -1,5 +1,5 @@
 """The dgmjax command line (also ``python -m dgmjax``): train, eval, sample, import,
-complete, interpolate, demo, bench, compare.
+complete, interpolate, fid, demo, bench, compare.
 
     dgmjax train  --config experiments/configs/glow_digits.py[:smoke] --workdir runs/x \\
                   [--config.optim.lr=1e-3 ...]
@@ -12,6 +12,8 @@ complete, interpolate, demo, bench, compare.
     dgmjax complete [--config ...] --workdir runs/x --observed top|bottom|left|right|center|
                   random:P|MASK.png [--order NAME] [--num N]                  (LMConv)
     dgmjax interpolate [--config ...] --workdir runs/x [--num N]         (Glow, NVAE)
+    dgmjax fid    [--config ...] --workdir runs/x --inception pt_inception-...pth [--num N]
+                  [--reference DATASET:SPLIT | STATS.npz] [--temperature T]
     dgmjax demo   [--workdir runs/demo] [--models independent,glow,lmconv,nvae]
     dgmjax bench MODEL [args...]    # delegates to experiments/bench/MODEL.py (a checkout)
     dgmjax compare [args...]        # delegates to experiments/compare/ (a checkout)
@@ -204,6 +206,9 @@ COMMANDS: dict[str, Command] = {
     "interpolate": Command("Glow, NVAE: latent interpolations between pairs of test images "
                            "(PNG).", research.define_interpolate,
                            research.run_interpolate, required=("workdir",)),
+    "fid": Command("Frechet Inception distance of a workdir's samples to a dataset split or "
+                   "a pytorch-fid statistics file.", research.define_fid, research.run_fid,
+                   required=("workdir", "inception")),
 }
 DELEGATED = {"demo": "experiments.demo", "compare": "experiments.compare",
              "bench": "experiments.bench.{}"}
@@ -294,6 +299,11 @@ def main(argv=None) -> int:
   logging.getLogger("absl").setLevel(logging.WARNING)
   try:
     return _run(cmd, rest)
+  except KeyboardInterrupt:  # Ctrl-C outside training (which saves and stops by itself)
+    if debug:
+      raise
+    print("dgmjax: interrupted", file=sys.stderr)
+    return 130
   except Exception as e:  # pylint: disable=broad-except
     from dgmjax.train.checkpoint import DiskFull
     from dgmjax.train.loop import TrainingDiverged, TrainingInterrupted
