@@ -8,6 +8,7 @@
     dgmjax complete --workdir DIR --observed top|bottom|left|right|center|random:P|MASK.png
                   [--order NAME] [--num N]                                     (LMConv)
     dgmjax interpolate --workdir DIR [--num N] [--pairs P]                 (Glow, NVAE)
+    dgmjax fid    --workdir DIR --inception FILE [--num N] [--reference DATASET:SPLIT|S.npz]
 
 Flag definitions and run functions registered in ``dgmjax.cli.COMMANDS``; the work itself
 is done by ``dgmjax.workflows`` and the models. This module imports only the standard
@@ -30,6 +31,7 @@ renames a finished temporary directory), and restored on later calls with the sa
 """
 
 from dgmjax.commands.evaluation import define_eval, run_eval
+from dgmjax.commands.fid import define_fid, run_fid
 from dgmjax.commands.figures import (define_complete, define_interpolate, run_complete,
                                      run_interpolate)
 from dgmjax.commands.importing import data_from_args, define_import, run_import
@@ -37,6 +39,6 @@ from dgmjax.commands.sampling import define_sample, run_sample
 from dgmjax.commands.workdirs import CONFIG_FILE, READJUST_DIR, config_for, stored_config
 
 __all__ = ["CONFIG_FILE", "READJUST_DIR", "config_for", "data_from_args", "define_complete",
-           "define_eval", "define_import", "define_interpolate", "define_sample",
-           "run_complete", "run_eval", "run_import", "run_interpolate", "run_sample",
+           "define_eval", "define_fid", "define_import", "define_interpolate", "define_sample",
+           "run_complete", "run_eval", "run_fid", "run_import", "run_interpolate", "run_sample",
            "stored_config"]
