@@ -29,13 +29,15 @@ from the loaded kernels as the official first call does (random unit vectors, th
 ``10 * num_power_iter`` power iterations), in numpy (``spectral_state``), so loading
 compiles nothing; the kernels are grouped exactly as the model sows them.
 
-A ``scan=True`` model gets the same variables in its stacked layout
-(``dgmjax.nvae.layout.stack_groups``); ``unstack_groups`` gives the official layout back.
+The model stacks each scale's repeated groups on a leading axis (``dgmjax.nvae.hierarchy``);
+the official layout is the per-layer one. ``load_nvae`` maps the file onto the per-layer
+tree of the model's shapes (``nvae_layout.per_layer_shapes``) and returns the stacked
+variables. ``stack_groups`` converts variables saved in dgmjax's old per-layer layout
+(before the stacked one; same module names as the official file) once.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any, Mapping
 
@@ -46,7 +48,7 @@ from flax import traverse_util
 
 from dgmjax.convert.common import (StateDict, check_model, load_checkpoint, to_numpy,
                                    torch_conv_to_flax)
-from dgmjax.nvae.layout import stack_groups
+from dgmjax.convert import nvae_layout
 
 _BINARY = ("mnist", "omniglot")
 _SIZES = {"mnist": 32, "omniglot": 32, "cifar10": 32, "ffhq": 256}
@@ -177,8 +179,9 @@ def _up_cells(params) -> set[str]:
 
 
 def convert_state_dict(state_dict: Mapping[str, Any], abstract_variables: Mapping[str, Any]):
-  """Official ``state_dict`` -> {"params", "batch_stats"} shaped like ``abstract_variables``
-  (e.g. ``jax.eval_shape(model.init, ...)``); strict, see the module docstring."""
+  """Official ``state_dict`` -> per-layer {"params", "batch_stats"} shaped like
+  ``abstract_variables`` (``nvae_layout.per_layer_shapes(model)``); strict, see the module
+  docstring. ``load_nvae`` stacks the result into the model's layout."""
   sd = StateDict(state_dict)
   params = traverse_util.flatten_dict(_plain(abstract_variables["params"]))
   stats = traverse_util.flatten_dict(_plain(abstract_variables.get("batch_stats", {})))
@@ -318,6 +321,23 @@ def spectral_state(params, seed: int = 0, num_iter: int = 40) -> dict:
   return state
 
 
+def stack_groups(model, variables: dict) -> dict:
+  """Variables in dgmjax's old per-layer NVAE layout -> the stacked layout ``model`` runs.
+
+  ``model``: the ``NVAEModel`` the variables were made for (same hyper-parameters);
+  ``variables``: {"params", "batch_stats", "spectral", optionally
+  "readjusted_batch_stats"} with one module per cell (``enc_tower_i``, ``dec_tower_i``,
+  ``enc_sampler_j``, ``dec_sampler_j``, ``nf_cells_k``: the names before the stacked
+  layout, also the official ones). Returns the same model's variables with each scale's
+  groups stacked (``dgmjax.convert.nvae_layout`` has the table); the spectral vectors'
+  rows follow their kernels, so training continues bit for bit. Host-side (numpy).
+
+      variables = dgmjax.convert.nvae.stack_groups(model, old_variables)
+  """
+  check_model(model, "nvae", "stack_groups")
+  return nvae_layout.stack_variables(model, variables)
+
+
 def load_nvae(path_or_checkpoint, model=None, *, seed: int = 0, **overrides):
   """Loads an official-layout NVAE checkpoint into dgmjax.
 
@@ -326,7 +346,7 @@ def load_nvae(path_or_checkpoint, model=None, *, seed: int = 0, **overrides):
       checkpoint ``{"state_dict": ..., "args": Namespace, ...}`` or a bare state_dict
       (then ``model`` is required).
     model: a ``dgmjax.nvae.model.NVAEModel``; None builds it from the checkpoint's
-      ``args`` (``hparams_from_args``, then ``overrides`` such as ``dtype`` or ``remat``).
+      ``args`` (``hparams_from_args``, then ``overrides`` such as ``compute``).
     seed: seed of the spectral vectors' random start.
 
   Returns:
@@ -353,17 +373,17 @@ def load_nvae(path_or_checkpoint, model=None, *, seed: int = 0, **overrides):
     model = models.create("nvae", **{**hparams_from_args(args), **overrides})
   elif overrides:
     raise ValueError(f"overrides {sorted(overrides)} apply only when model is None")
-  # The official layout is the unrolled one; a scan=True model gets it stacked.
-  unrolled = dataclasses.replace(model, scan=False) if model.scan else model
-  x = jnp.zeros((1,) + tuple(model.image_shape), jnp.uint8)
-  abstract = jax.eval_shape(lambda r: unrolled.init(r, x), jax.random.PRNGKey(0))
-  variables = convert_state_dict({k: to_numpy(v) for k, v in state_dict.items()}, abstract)
+  # The official layout is the per-layer one: convert onto the per-layer tree of the
+  # model's shapes, then stack each scale's groups.
+  abstract = nvae_layout.abstract_variables(model)
+  variables = convert_state_dict({k: to_numpy(v) for k, v in state_dict.items()},
+                                 nvae_layout.per_layer_shapes(model, abstract))
   variables["spectral"] = spectral_state(variables["params"], seed,
                                          10 * max(model.num_power_iter, 1))
-  if "spectral" in abstract and (jax.tree_util.tree_structure(abstract["spectral"])
-                                 != jax.tree_util.tree_structure(variables["spectral"])):
+  variables = nvae_layout.stack_variables(model, variables)
+  got = jax.tree_util.tree_map(np.shape, variables["spectral"])
+  if got != jax.tree_util.tree_map(lambda a: tuple(a.shape), _plain(abstract["spectral"])):
     raise ValueError("the spectral groups of the loaded kernels differ from the model's; "
                      "dgmjax.convert.nvae.spectral_weights is out of date")
-  if model.scan:
-    variables = stack_groups(model, variables)
+  variables = {c: jax.tree_util.tree_map(jnp.asarray, t) for c, t in variables.items()}
   return (model, variables) if build else variables

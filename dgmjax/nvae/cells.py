@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax.nvae.layers import (SE, BatchNorm, BNSwishConv, ConvBNSwish, Dtype,
-                                FactorizedReduce, UpSkip, WNConv, upsample_nearest)
+from dgmjax.nn.compute import DEFAULT, Compute
+from dgmjax.nvae.layers import (SE, BatchNorm, BNSwishConv, ConvBNSwish, FactorizedReduce,
+                                UpSkip, WNConv, upsample_nearest)
 
 
 class InvertedResidual(nn.Module):
@@ -30,21 +31,20 @@ class InvertedResidual(nn.Module):
   features: int
   ex: int = 6
   upsample: bool = False
-  dtype: Dtype = jnp.float32
-  depthwise_impl: str = "auto"
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x, train: bool):
     hidden = int(round(x.shape[-1] * self.ex))
     if self.upsample:
       x = upsample_nearest(x)
-    x = BatchNorm(dtype=self.dtype, name="bn_in")(x, train)
-    x = ConvBNSwish(hidden, 1, dtype=self.dtype, name="expand")(x, train)
-    x = ConvBNSwish(hidden, 5, groups=hidden, dtype=self.dtype,
-                    depthwise_impl=self.depthwise_impl, name="depthwise")(x, train)
-    x = WNConv(self.features, 1, use_bias=False, weight_norm=False, dtype=self.dtype,
+    cm = self.compute
+    x = BatchNorm(compute=cm, name="bn_in")(x, train)
+    x = ConvBNSwish(hidden, 1, compute=cm, name="expand")(x, train)
+    x = ConvBNSwish(hidden, 5, groups=hidden, compute=cm, name="depthwise")(x, train)
+    x = WNConv(self.features, 1, use_bias=False, weight_norm=False, compute=cm,
                name="project")(x)
-    return BatchNorm(dtype=self.dtype, name="bn_out")(x, train)
+    return BatchNorm(compute=cm, name="bn_out")(x, train)
 
 
 # Cell types of the official ``res_mbconv`` architecture (utils.get_arch_cells).
@@ -64,54 +64,51 @@ class Cell(nn.Module):
   features: int
   cell_type: str
   use_se: bool = True
-  dtype: Dtype = jnp.float32
-  depthwise_impl: str = "auto"
-  conv_impl: str = "auto"
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x, train: bool):
-    t = self.cell_type
+    t, cm = self.cell_type, self.compute
     if t not in CELL_TYPES:
       raise ValueError(f"unknown cell type {t!r}; expected one of {CELL_TYPES}")
     if t.startswith("down"):
-      skip = FactorizedReduce(self.features, dtype=self.dtype, name="skip")(x)
+      skip = FactorizedReduce(self.features, compute=cm, name="skip")(x)
     elif t.startswith("up"):
-      skip = UpSkip(self.features, dtype=self.dtype, name="skip")(x)
+      skip = UpSkip(self.features, compute=cm, name="skip")(x)
     else:
       skip = x
     if t.endswith("pre") or t.endswith("enc"):
-      s = BNSwishConv(self.features, stride=2 if t.startswith("down") else 1,
-                      dtype=self.dtype, conv_impl=self.conv_impl, name="ops_0")(x, train)
-      s = BNSwishConv(self.features, dtype=self.dtype, conv_impl=self.conv_impl,
-                      name="ops_1")(s, train)
+      s = BNSwishConv(self.features, stride=2 if t.startswith("down") else 1, compute=cm,
+                      name="ops_0")(x, train)
+      s = BNSwishConv(self.features, compute=cm, name="ops_1")(s, train)
     else:
       s = InvertedResidual(self.features, ex=6 if t.endswith("dec") else 3,
-                           upsample=t.startswith("up"), dtype=self.dtype,
-                           depthwise_impl=self.depthwise_impl, name="ops_0")(x, train)
+                           upsample=t.startswith("up"), compute=cm, name="ops_0")(x, train)
     if self.use_se:
-      s = SE(dtype=self.dtype, name="se")(s)
-    return (skip.astype(self.dtype) + 0.1 * s).astype(self.dtype)
+      s = SE(name="se")(s)
+    return cm.cast(cm.cast(skip) + 0.1 * s)
 
 
 class EncCombiner(nn.Module):
   """Encoder combiner: x_enc + conv(s_dec) with ``conv`` a 1x1 WNConv (bias)."""
   features: int
-  dtype: Dtype = jnp.float32
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x_enc, s_dec):
-    return x_enc + WNConv(self.features, 1, use_bias=True, dtype=self.dtype, name="conv")(s_dec)
+    return x_enc + WNConv(self.features, 1, use_bias=True, compute=self.compute,
+                          name="conv")(s_dec)
 
 
 class DecCombiner(nn.Module):
   """Decoder combiner: conv(concat[s, z]) with ``conv`` a 1x1 WNConv (bias)."""
   features: int
-  dtype: Dtype = jnp.float32
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, s, z):
-    x = jnp.concatenate([s.astype(self.dtype), z.astype(self.dtype)], axis=-1)
-    return WNConv(self.features, 1, use_bias=True, dtype=self.dtype, name="conv")(x)
+    x = jnp.concatenate([self.compute.cast(s), self.compute.cast(z)], axis=-1)
+    return WNConv(self.features, 1, use_bias=True, compute=self.compute, name="conv")(x)
 
 
 def count_params(tree) -> int:

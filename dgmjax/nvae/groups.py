@@ -1,4 +1,4 @@
-"""One latent group of NVAE's hierarchy, shared by the unrolled and the scanned layouts.
+"""One latent group of NVAE's hierarchy, and each scale's groups as one repeated block.
 
 Group j > 0 of the decoder (decoder order, coarsest first) with decoder state
 s [B,h,w,C] and the encoder feature s_enc [B,h,w,C] recorded at its combiner:
@@ -9,29 +9,33 @@ s [B,h,w,C] and the encoder feature s_enc [B,h,w,C] recorded at its combiner:
     z_j = mu_q + sigma_q eps (eps ~ N(0,1), or given, or 0 for "mean"), then the shift-only
     IAF cells: z <- z - mu_k(z), log q(z) unchanged by them (log-det 0).
 
-The functions below take the modules as arguments, so ``NVAENet`` (one module per group,
-``hierarchy.py``) and ``DecGroup`` (the body of a ``flax.linen.scan`` over the groups of
-a scale, parameters stacked on a leading axis) run exactly the same maths.
-
-``scan=True`` (``NVAENet``): the groups of one scale have equal shapes, so each scale's
-encoder groups (``EncGroup``: ``cells_per_group`` residual cells) and decoder groups
-(``DecGroup``: cells, samplers, combiners, IAF cells) are one ``nn.scan`` body each:
-XLA compiles a group once per scale instead of once per group (compile time flat in
-``groups_per_scale``). ``dgmjax.nvae.layout`` converts the variables between layouts.
+The groups of one scale have equal shapes, so each scale's encoder groups (``EncGroup``:
+``cells_per_group`` residual cells) and decoder groups (``DecGroup``: cells, samplers,
+combiners, IAF cells) are one block each, run by ``dgmjax.nn.repeat`` (``run_groups``)
+with every variable collection (params, BN statistics, the sown spectral kernels)
+stacked on a leading [n] axis and the params/sample RNGs split per group: XLA compiles a
+group once per scale, whatever ``groups_per_scale`` (unless ``compute.unroll`` asks for
+straight-line code), and the parameter tree does not grow with depth.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dgmjax.nvae.cells import DecCombiner, EncCombiner
+from dgmjax.nn.compute import Compute
+from dgmjax.nn.repeat import repeat
+from dgmjax.nvae.cells import Cell, DecCombiner, EncCombiner
 from dgmjax.nvae.iaf import PairedCellAR
 from dgmjax.nvae.layers import SPECTRAL_COLLECTION, WNConv
 from dgmjax.nvae.latent import LatentNormal, split_params
+
+COLLECTIONS = ("params", "batch_stats", SPECTRAL_COLLECTION)
+RNGS = ("params", "sample")
+
 
 def draw(q: LatentNormal, eps, rng_fn: Callable[[], jax.Array]):
   """z = mu + sigma eps: eps from ``rng_fn()`` (None), 0 (``"mean"``) or the given array."""
@@ -53,35 +57,17 @@ def run_flows(flows, z, ftr, log_q):
   return z, log_q
 
 
-def posterior_group(s, s_enc, eps, rng_fn, dec_sampler, enc_combiner, enc_sampler, flows):
-  """Group j > 0 of q(z|x) (module docstring): (z [B,h,w,L], record)."""
-  mu_p, ls_p = split_params(dec_sampler(nn.elu(s)).astype(jnp.float32))
-  ftr = enc_combiner(s_enc, s)
-  mu_q, ls_q = split_params(enc_sampler(ftr).astype(jnp.float32))
-  q = LatentNormal.from_raw(mu_p + mu_q, ls_p + ls_q)
-  p = LatentNormal.from_raw(mu_p, ls_p)
-  z = draw(q, eps, rng_fn)
-  z, log_q = run_flows(flows, z, ftr, q.log_p(z))
-  return z, (q, p, log_q, p.log_p(z))
-
-
-def prior_group(s, temperature, rng, dec_sampler):
-  """Group j > 0 of the prior: z ~ Normal(split(dec_sampler(elu(s))), sigma * T)."""
-  mu, ls = split_params(dec_sampler(nn.elu(s)))
-  return LatentNormal.from_raw(mu, ls, temperature).sample(rng)
-
-
 class EncGroup(nn.Module):
-  """The encoder cells of one group: ``cells_i`` (i < ``len(cells)``), applied in turn."""
-  cell_fn: Callable[[], nn.Module]
+  """The encoder cells of one group: ``cells_i`` (i < ``num_cells``), applied in turn."""
+  features: int
   num_cells: int
+  use_se: bool
+  compute: Compute
 
-  def setup(self):
-    self.cells = [self.cell_fn() for _ in range(self.num_cells)]
-
+  @nn.compact
   def __call__(self, s, train: bool):
-    for cell in self.cells:
-      s = cell(s, train)
+    for i in range(self.num_cells):
+      s = Cell(self.features, "normal_enc", self.use_se, self.compute, name=f"cells_{i}")(s, train)
     return s
 
 
@@ -89,49 +75,53 @@ class DecGroup(nn.Module):
   """One decoder group j > 0: ``cells_i``, then the latent (``dec_sampler``,
   ``enc_combiner``, ``enc_sampler``, ``flows_k``) and ``dec_combiner`` (module docstring).
 
-  ``__call__(s, train, mode, xs)`` -> (new s, (z, record or None)) with ``mode``:
-  ``"posterior"`` (xs = {"s_enc": [B,h,w,C], "eps": [B,h,w,L] when given}, ``eps_mode``
-  None (RNG) or "mean"), ``"prior"`` (xs = {"temperature"}), ``"given"`` (xs = {"z"}).
+  ``__call__(s, train, mode, xs, eps_mode)`` -> (new s, (z, record or None)) with
+  ``mode``: ``"posterior"`` (xs = {"s_enc": [B,h,w,C], "eps": [B,h,w,L] when given},
+  ``eps_mode`` None (RNG) or "mean"; record = (q, p, log q, log p)), ``"prior"``
+  (xs = {"temperature", "eps" when given}), ``"given"`` (xs = {"z"}).
   """
-  cell_fn: Callable[[], nn.Module]
-  num_cells: int
   features: int
+  num_cells: int
   latents: int
   num_flows: int
-  dtype: Any = jnp.float32
-  depthwise_impl: str = "auto"
-  conv_impl: str = "auto"
+  use_se: bool
+  compute: Compute
 
   def setup(self):
-    dt, nz = self.dtype, self.latents
-    self.cells = [self.cell_fn() for _ in range(self.num_cells)]
-    self.dec_sampler = WNConv(2 * nz, 1, use_bias=True, dtype=dt)
-    self.enc_combiner = EncCombiner(self.features, dtype=dt)
-    self.enc_sampler = WNConv(2 * nz, 3, padding=1, use_bias=True, dtype=dt,
-                              conv_impl=self.conv_impl)
-    self.flows = [PairedCellAR(nz, dtype=dt, depthwise_impl=self.depthwise_impl,
-                               conv_impl=self.conv_impl) for _ in range(self.num_flows)]
-    self.dec_combiner = DecCombiner(self.features, dtype=dt)
+    cm, nz = self.compute, self.latents
+    self.cells = [Cell(self.features, "normal_dec", self.use_se, cm)
+                  for _ in range(self.num_cells)]
+    self.dec_sampler = WNConv(2 * nz, 1, use_bias=True, compute=cm)
+    self.enc_combiner = EncCombiner(self.features, compute=cm)
+    self.enc_sampler = WNConv(2 * nz, 3, padding=1, use_bias=True, compute=cm)
+    self.flows = [PairedCellAR(nz, compute=cm) for _ in range(self.num_flows)]
+    self.dec_combiner = DecCombiner(self.features, compute=cm)
 
   def __call__(self, s, train: bool, mode: str, xs: dict, eps_mode=None):
     for cell in self.cells:
       s = cell(s, train)
     record = None
     if mode == "posterior":
-      z, record = posterior_group(
-          s, xs["s_enc"], xs.get("eps", eps_mode), lambda: self.make_rng("sample"),
-          self.dec_sampler, self.enc_combiner, self.enc_sampler, self.flows)
+      mu_p, ls_p = split_params(self.dec_sampler(nn.elu(s)).astype(jnp.float32))
+      ftr = self.enc_combiner(xs["s_enc"], s)
+      mu_q, ls_q = split_params(self.enc_sampler(ftr).astype(jnp.float32))
+      q = LatentNormal.from_raw(mu_p + mu_q, ls_p + ls_q)
+      p = LatentNormal.from_raw(mu_p, ls_p)
+      z = draw(q, xs.get("eps", eps_mode), lambda: self.make_rng("sample"))
+      z, log_q = run_flows(self.flows, z, ftr, q.log_p(z))
+      record = (q, p, log_q, p.log_p(z))
     elif mode == "prior":
-      z = prior_group(s, xs["temperature"], self.make_rng("sample"), self.dec_sampler)
+      mu, ls = split_params(self.dec_sampler(nn.elu(s)))
+      z = draw(LatentNormal.from_raw(mu, ls, xs["temperature"]), xs.get("eps", eps_mode),
+               lambda: self.make_rng("sample"))
     else:
       z = xs["z"]
     return self.dec_combiner(s, z), (z, record)
 
 
-def scan_groups(fn, module: nn.Module, carry, xs, length: int):
-  """``nn.scan`` of ``fn(module, carry, x) -> (carry, y)`` over ``length`` groups, with
-  every variable collection of ``module`` (params, BN statistics, the sown spectral
-  kernels) stacked on a leading [length] axis and the params/sample RNGs split per group."""
-  return nn.scan(fn, variable_axes={"params": 0, "batch_stats": 0, SPECTRAL_COLLECTION: 0},
-                 split_rngs={"params": True, "sample": True}, in_axes=0, out_axes=0,
-                 length=length)(module, carry, xs)
+def run_groups(fn, module: nn.Module, carry, xs, length: int, compute: Compute):
+  """``fn(module, carry, x) -> (carry, y)`` over ``length`` groups by the executor
+  (``dgmjax.nn.repeat.repeat``: scan / unroll, remat around one group), with every
+  variable collection of ``module`` stacked on a leading [length] axis and the
+  params/sample RNGs split per group. xs and the ys carry the [length] axis first."""
+  return repeat(fn, length, compute, collections=COLLECTIONS, rngs=RNGS)(module, carry, xs)

@@ -16,50 +16,38 @@ at encoder scale s (``groups_per_scale`` / halving with ``ada_groups``). Decoder
     ftr_0 = elu(enc0(elu(s_enc_top))), ftr_j = s_enc_j + enc_combiner_j.conv(s_dec)
     z_j ~ q_j, then ``num_flows`` shift-only IAF pairs; s_dec <- dec_combiner_j(s_dec, z_j)
 
-Parameter tree (official ``state_dict`` key -> Flax path; ``*`` the same index):
+Parameter tree (one layout: each scale's repeated groups stacked on a leading axis,
+``groups.py``; the official per-layer ``state_dict`` keys are known only to
+``dgmjax.convert.nvae``). With S scales, encoder scale s (finest first) holding g_s
+groups and decoder scale t (coarsest first) holding n_t = g_{S-1-t} groups, group 0
+excluded (n_0 = g_{S-1} - 1):
 
-    prior_ftr0 [C,h,w]              -> prior_ftr0 [h,w,C]
-    stem.*                          -> stem
-    pre_process.i.*                 -> pre_process_i
-    enc_tower.i.* (cells, combiners)-> enc_tower_i (EncCombiner: enc_tower_i/conv)
-    enc0.1.*                        -> enc0
-    enc_sampler.i.*                 -> enc_sampler_i
-    dec_sampler.i.1.*               -> dec_sampler_i
-    nf_cells.i.cell{1,2}.*          -> nf_cells_i/cell{1,2}/...
-    dec_tower.i.* (cells, combiners)-> dec_tower_i
-    post_process.i.*                -> post_process_i
-    image_conditional.1.*           -> image_conditional
+    prior_ftr0 [h,w,C], stem, pre_process_i, post_process_i, image_conditional
+    enc_groups_s/cells_c                 [g_s]  the encoder cells of each group
+    enc_down_s                                  the down-sampling cell after scale s
+    enc0, enc_sampler_0, nf_cells_k             group 0's posterior (k < num_flows)
+    dec_top                                     group 0's decoder combiner
+    dec_groups_t/{cells_c, dec_sampler, enc_combiner, enc_sampler, flows_k,
+                  dec_combiner}          [n_t]  decoder group j = j_t + p at index p
+    dec_up_t                                    the up-sampling cell after scale t
 
-Inside cells (see ``cells.py``): ``_ops.k`` -> ``ops_k``; ``se.se.{0,2}`` ->
-``se/se_{0,2}``; down skip ``skip.conv_{1..4}`` -> ``skip/conv_{1..4}``; up skip
-``skip.1`` -> ``skip/conv``; BNSwishConv ``bn_act``/``conv_0`` as official;
-InvertedResidual ``conv.{0|1}.bn`` -> ``bn_in``, ``conv.{1|2}.conv.{0,1}`` ->
-``expand/{conv,bn}``, ``conv.{2|3}.conv.{0,1}`` -> ``depthwise/{conv,bn}``,
-``conv.{3|4}`` -> ``project``, ``conv.{4|5}.bn`` -> ``bn_out`` (the second index when the
-cell up-samples). Conv params: ``weight`` -> ``kernel`` (HWIO), ``bias``,
-``log_weight_norm`` [O]; BN: ``weight``/``bias`` -> ``scale``/``bias`` and
-``running_mean``/``running_var`` -> batch_stats ``mean``/``var``; Linear ``weight`` ->
-``kernel`` transposed.
-
-That is the unrolled layout (``scan=False``, one module per cell). With ``scan=True`` the
-groups of each scale run as one ``nn.scan`` body (``groups.py``) and their parameters sit
-stacked under ``enc_groups_s``, ``dec_groups_t`` (plus ``enc_down_s``, ``dec_up_t``,
-``dec_top``); ``layout.py`` maps the two trees onto each other.
+(``batch_stats`` and the sown spectral kernels follow the same tree.) Inside cells (see
+``cells.py``): ``ops_k``, ``se/se_{0,2}``, down skip ``skip/conv_{1..4}``, up skip
+``skip/conv``, BNSwishConv ``bn_act``/``conv_0``, InvertedResidual ``bn_in``,
+``expand/{conv,bn}``, ``depthwise/{conv,bn}``, ``project``, ``bn_out``; IAF cells
+``cell{1,2}/conv/convz_{0,2}``, ``cell{1,2}/mu/conv_0``. Conv params ``kernel`` (HWIO),
+``bias``, ``log_weight_norm`` [O]; BN ``scale``/``bias`` and batch_stats ``mean``/``var``.
 """
 
 from __future__ import annotations
-
-import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dgmjax.nn.remat import remat_module
-from dgmjax.nvae.cells import Cell, DecCombiner, EncCombiner
-from dgmjax.nvae.groups import (DecGroup, EncGroup, draw, posterior_group, prior_group,
-                                run_flows, scan_groups)
+from dgmjax.nn.compute import Compute
+from dgmjax.nvae.cells import Cell, DecCombiner
+from dgmjax.nvae.groups import DecGroup, EncGroup, draw, run_flows, run_groups
 from dgmjax.nvae.iaf import PairedCellAR
 from dgmjax.nvae.layers import WNConv
 from dgmjax.nvae.latent import LatentNormal, split_params
@@ -80,41 +68,9 @@ def groups_per_scale(scales: int, groups: int, ada_groups: bool, min_groups: int
   return tuple(out)
 
 
-def encoder_layout(groups, cells_per_group):
-  """Kinds of the encoder tower entries: 'cell', 'combiner' or 'down'."""
-  kinds = []
-  for s, g_s in enumerate(groups):
-    for g in range(g_s):
-      kinds += ["cell"] * cells_per_group
-      if not (s == len(groups) - 1 and g == g_s - 1):
-        kinds.append("combiner")
-    if s < len(groups) - 1:
-      kinds.append("down")
-  return kinds
-
-
-def decoder_layout(groups, cells_per_group):
-  """Kinds of the decoder tower entries: 'cell', 'combiner' or 'up'."""
-  kinds = []
-  n = len(groups)
-  for s in range(n):
-    for g in range(groups[n - s - 1]):
-      if not (s == 0 and g == 0):
-        kinds += ["cell"] * cells_per_group
-      kinds.append("combiner")
-    if s < n - 1:
-      kinds.append("up")
-  return kinds
-
-
 def _eps_at(eps, j):
   """Group j's posterior noise: None (the RNG) and "mean" stand for every group."""
   return eps if eps is None or isinstance(eps, str) else eps[j]
-
-
-def _one_group(record):
-  """A group's record with a leading group axis of size 1."""
-  return jax.tree_util.tree_map(lambda a: a[None], record)
 
 
 class NVAENet(nn.Module):
@@ -127,10 +83,9 @@ class NVAENet(nn.Module):
   The four methods differ only in how z_j is obtained at the j-th decoder combiner:
   ``mode`` "posterior" (draw from q, recording (q, p, log q, log p)), "prior" (draw from
   p at a temperature) or "given". ``_encode_tower`` and ``_decode_tower`` walk the
-  towers, unrolled (one module per cell, the official layout) or with ``scan=True``
-  scanned per scale (``dgmjax.nvae.groups``; same maths, stacked parameters, one
-  compiled group body per scale; convert with ``dgmjax.nvae.layout``). The two layouts
-  draw different random numbers from the same key (the scan splits the RNG per group).
+  towers, each scale's groups one repeated block (``dgmjax.nvae.groups``) run as
+  ``compute`` says (scan or unrolled, remat); the cells outside the groups are remat-ed
+  one by one with the same policy.
   """
   image_shape: tuple
   out_channels: int
@@ -144,19 +99,13 @@ class NVAENet(nn.Module):
   postprocess_cells: int
   num_flows: int = 0
   use_se: bool = True
-  remat: bool | str = False
-  dtype: Any = jnp.float32
-  depthwise_impl: str = "auto"
-  conv_impl: str = "auto"
-  scan: bool = False
+  compute: Compute = Compute()
 
   def setup(self):
-    ch, dt, se = self.channels, self.dtype, self.use_se
-    impls = dict(depthwise_impl=self.depthwise_impl, conv_impl=self.conv_impl)
-    cell_cls = remat_module(Cell, self.remat, static_argnums=(2,))
-    mk = lambda f, t: cell_cls(int(f), t, use_se=se, dtype=dt, **impls)
-    factory = lambda f, t: functools.partial(cell_cls, int(f), t, use_se=se, dtype=dt, **impls)
-    conv3 = lambda f: WNConv(f, 3, padding=1, use_bias=True, dtype=dt, conv_impl=self.conv_impl)
+    ch, cm, se = self.channels, self.compute, self.use_se
+    cell_cls = cm.checkpoint(Cell, static_argnums=(2,))
+    mk = lambda f, t: cell_cls(int(f), t, use_se=se, compute=cm)
+    conv3 = lambda f: WNConv(f, 3, padding=1, use_bias=True, compute=cm)
     num_scales = len(self.groups)
     h, w, _ = self.image_shape
     red = 2 ** (self.preprocess_blocks + num_scales - 1)
@@ -172,60 +121,26 @@ class NVAENet(nn.Module):
           pre.append(mk(ch * mult, "normal_pre"))
     self.pre_process = pre
     nz, ncells = self.latents_per_group, self.cells_per_group
-    if self.scan:
-      enc_groups, enc_down = [], []
-      for s in range(num_scales):
-        enc_groups.append(EncGroup(factory(ch * mult, "normal_enc"), ncells))
-        if s < num_scales - 1:
-          enc_down.append(mk(CHANNEL_MULT * ch * mult, "down_enc"))
-          mult *= CHANNEL_MULT
-      self.enc_groups, self.enc_down = enc_groups, enc_down
-    else:
-      enc = []
-      for kind in encoder_layout(self.groups, ncells):
-        if kind == "cell":
-          enc.append(mk(ch * mult, "normal_enc"))
-        elif kind == "combiner":
-          enc.append(EncCombiner(ch * mult, dtype=dt))
-        else:
-          enc.append(mk(CHANNEL_MULT * ch * mult, "down_enc"))
-          mult *= CHANNEL_MULT
-      self.enc_tower = enc
+    enc_groups, enc_down = [], []
+    for s in range(num_scales):
+      enc_groups.append(EncGroup(ch * mult, ncells, se, cm))
+      if s < num_scales - 1:
+        enc_down.append(mk(CHANNEL_MULT * ch * mult, "down_enc"))
+        mult *= CHANNEL_MULT
+    self.enc_groups, self.enc_down = enc_groups, enc_down
     self.top_channels = ch * mult
-    self.enc0 = WNConv(ch * mult, 1, use_bias=True, dtype=dt)
-    if self.scan:
-      # Group 0 (no cells, fixed prior) stays unrolled under its official names.
-      self.enc_sampler = [conv3(2 * nz)]
-      self.nf_cells = [PairedCellAR(nz, dtype=dt, **impls) for _ in range(self.num_flows)]
-      self.dec_top = DecCombiner(ch * mult, dtype=dt)
-      dec_groups, dec_up = [], []
-      for s in range(num_scales):
-        dec_groups.append(DecGroup(factory(ch * mult, "normal_dec"), ncells, ch * mult, nz,
-                                   self.num_flows, dtype=dt, **impls))
-        if s < num_scales - 1:
-          dec_up.append(mk(ch * mult // CHANNEL_MULT, "up_dec"))
-          mult //= CHANNEL_MULT
-      self.dec_groups, self.dec_up = dec_groups, dec_up
-    else:
-      enc_s, dec_s, nf = [], [], []
-      for s in range(num_scales):
-        for g in range(self.groups[num_scales - s - 1]):
-          enc_s.append(conv3(2 * nz))
-          for _ in range(self.num_flows):
-            nf.append(PairedCellAR(nz, dtype=dt, **impls))
-          if not (s == 0 and g == 0):
-            dec_s.append(WNConv(2 * nz, 1, use_bias=True, dtype=dt))
-      self.enc_sampler, self.dec_sampler, self.nf_cells = enc_s, dec_s, nf
-      dec = []
-      for kind in decoder_layout(self.groups, ncells):
-        if kind == "cell":
-          dec.append(mk(ch * mult, "normal_dec"))
-        elif kind == "combiner":
-          dec.append(DecCombiner(ch * mult, dtype=dt))
-        else:
-          dec.append(mk(ch * mult // CHANNEL_MULT, "up_dec"))
-          mult //= CHANNEL_MULT
-      self.dec_tower = dec
+    self.enc0 = WNConv(ch * mult, 1, use_bias=True, compute=cm)
+    # Group 0 (no cells, fixed prior) is not a repeated block: official names.
+    self.enc_sampler = [conv3(2 * nz)]
+    self.nf_cells = [PairedCellAR(nz, compute=cm) for _ in range(self.num_flows)]
+    self.dec_top = DecCombiner(ch * mult, compute=cm)
+    dec_groups, dec_up = [], []
+    for s in range(num_scales):
+      dec_groups.append(DecGroup(ch * mult, ncells, nz, self.num_flows, se, cm))
+      if s < num_scales - 1:
+        dec_up.append(mk(ch * mult // CHANNEL_MULT, "up_dec"))
+        mult //= CHANNEL_MULT
+    self.dec_groups, self.dec_up = dec_groups, dec_up
     post = []
     for _ in range(self.postprocess_blocks):
       for c in range(self.postprocess_cells):
@@ -245,34 +160,22 @@ class NVAENet(nn.Module):
     return int(sum(self.groups))
 
   def _encode_tower(self, x, train):
-    """x [B,H,W,C] -> (top features [B,h_top,w_top,C_top], the encoder features each
-    decoder group j = 1..G-1 combines with, in decoder order: a list of [B,h_j,w_j,C_j]
-    unrolled, a list per decoder scale of stacked [n_t,B,h,w,C] with ``scan``)."""
-    s = self.stem(x.astype(self.dtype))
+    """x [B,H,W,C] -> (top features [B,h_top,w_top,C_top], the encoder features the
+    decoder groups j = 1..G-1 combine with: per decoder scale t a stack [n_t,B,h,w,C] in
+    decoder order)."""
+    s = self.stem(self.compute.cast(x))
     for cell in self.pre_process:
       s = cell(s, train)
-    if self.scan:
-      feats, n = [], len(self.groups)
-      for si, group in enumerate(self.enc_groups):
-        s, ys = scan_groups(lambda m, c, _: (lambda o: (o, o))(m(c, train)), group, s, None,
-                            self.groups[si])
-        feats.append(ys[::-1])                    # decoder order within the scale
-        if si < n - 1:
-          s = self.enc_down[si](s, train)
-      feats = feats[::-1]                         # coarsest scale first
-      feats[0] = feats[0][1:]                     # its last group's output is the top
-      return s, feats
-    comb_s = []
-    for kind, cell in zip(encoder_layout(self.groups, self.cells_per_group), self.enc_tower):
-      if kind == "combiner":
-        comb_s.append(s)
-      else:
-        s = cell(s, train)
-    return s, comb_s[::-1]
-
-  def _enc_combiners(self):
-    kinds = encoder_layout(self.groups, self.cells_per_group)
-    return [c for k, c in zip(kinds, self.enc_tower) if k == "combiner"][::-1]
+    feats, n = [], len(self.groups)
+    for si, group in enumerate(self.enc_groups):
+      s, ys = run_groups(lambda m, c, _: (lambda o: (o, o))(m(c, train)), group, s, None,
+                         self.groups[si], self.compute)
+      feats.append(ys[::-1])                      # decoder order within the scale
+      if si < n - 1:
+        s = self.enc_down[si](s, train)
+    feats = feats[::-1]                           # coarsest scale first
+    feats[0] = feats[0][1:]                       # its last group's output is the top
+    return s, feats
 
   def _first_latent(self, batch, mode, inputs, records):
     """z_0 [B,h_top,w_top,L] of group 0: q from the top encoder feature, N(0, 1.01^2 T^2)
@@ -281,48 +184,34 @@ class NVAENet(nn.Module):
       ftr = nn.elu(self.enc0(nn.elu(inputs["top"])))
       q = LatentNormal.from_raw(*split_params(self.enc_sampler[0](ftr)))
       z = draw(q, _eps_at(inputs["eps"], 0), lambda: self.make_rng("sample"))
-      z, log_q = run_flows(self.nf_cells[:self.num_flows], z, ftr, q.log_p(z))
+      z, log_q = run_flows(self.nf_cells, z, ftr, q.log_p(z))
       p = LatentNormal.from_raw(jnp.zeros_like(z), jnp.zeros_like(z))
-      records.append(_one_group((q, p, log_q, p.log_p(z))))
+      records.append(jax.tree_util.tree_map(lambda a: a[None], (q, p, log_q, p.log_p(z))))
       return z
     if mode == "prior":
       mu = jnp.zeros((batch,) + self.top_shape + (self.latents_per_group,), jnp.float32)
-      return LatentNormal.from_raw(mu, mu, inputs["temperature"]).sample(self.make_rng("sample"))
+      return draw(LatentNormal.from_raw(mu, mu, inputs["temperature"]),
+                  _eps_at(inputs["eps"], 0), lambda: self.make_rng("sample"))
     return inputs["zs"][0]
 
-  def _latent(self, j, s, mode, inputs, enc_comb, records):
-    """z_j for j >= 1 in the unrolled layout (``dgmjax.nvae.groups``)."""
-    if mode == "posterior":
-      nf = self.num_flows
-      z, rec = posterior_group(
-          s, inputs["feats"][j - 1], _eps_at(inputs["eps"], j), lambda: self.make_rng("sample"),
-          self.dec_sampler[j - 1], enc_comb[j - 1], self.enc_sampler[j],
-          self.nf_cells[j * nf:(j + 1) * nf])
-      records.append(_one_group(rec))
-      return z
-    if mode == "prior":
-      return prior_group(s, inputs["temperature"], self.make_rng("sample"),
-                         self.dec_sampler[j - 1])
-    return inputs["zs"][j]
-
-  def _scan_scale(self, t, start, count, s, train, mode, inputs, records):
-    """Decoder groups j = start..start+count-1 (all in decoder scale t) as one scan:
-    (new s, z stacked [count,B,h,w,L])."""
-    eps_mode = None
+  def _scale(self, t, start, count, s, train, mode, inputs, records):
+    """Decoder groups j = start..start+count-1 (all in decoder scale t) as one repeated
+    block: (new s, z stacked [count,B,h,w,L])."""
+    stack = lambda arrays: jnp.stack([arrays[j] for j in range(start, start + count)])
+    eps_mode, eps = None, inputs.get("eps")
     if mode == "posterior":
       xs = {"s_enc": inputs["feats"][t]}
-      eps = inputs["eps"]
-      if eps is None or isinstance(eps, str):
-        eps_mode = eps
-      else:                                                 # one noise array per group
-        xs["eps"] = jnp.stack([eps[j] for j in range(start, start + count)])
     elif mode == "prior":
       xs = {"temperature": jnp.broadcast_to(jnp.asarray(inputs["temperature"], jnp.float32),
                                             (count,))}
     else:
-      xs = {"z": jnp.stack([inputs["zs"][j] for j in range(start, start + count)])}
-    s, (zs, rec) = scan_groups(lambda m, c, x: m(c, train, mode, x, eps_mode),
-                               self.dec_groups[t], s, xs, count)
+      xs = {"z": stack(inputs["zs"])}
+    if eps is None or isinstance(eps, str):
+      eps_mode = eps
+    else:                                                   # one noise array per group
+      xs["eps"] = stack(eps)
+    s, (zs, rec) = run_groups(lambda m, c, x: m(c, train, mode, x, eps_mode),
+                              self.dec_groups[t], s, xs, count, self.compute)
     if rec is not None:
       records.append(rec)
     return s, zs
@@ -331,36 +220,24 @@ class NVAENet(nn.Module):
     """The decoder from ``prior_ftr0`` (batch ``batch``) to (logits [B,H,W,out], the z_j
     for j = 0..G-1 as a list of stacks [n,B,h,w,L] in decoder order). ``inputs``: "top",
     "feats" and "eps" (posterior: eps None, "mean" or G arrays), "temperature" (prior) or
-    "zs" (given). Posterior groups append their
-    (q, p, log q, log p) to ``records``, stacked on a leading group axis [n,B,h,w,L]
-    (n = 1 unrolled, the scale's group count when scanned), in decoder order."""
+    "zs" (given). Posterior groups append their (q, p, log q, log p) to ``records``,
+    stacked on a leading group axis [n,B,h,w,L] (n = 1 for group 0, a scale's group
+    count for the others), in decoder order."""
     records = [] if records is None else records
-    s = jnp.broadcast_to(self.prior_ftr0.astype(self.dtype)[None], (batch,) + self.prior_ftr0.shape)
+    s = jnp.broadcast_to(self.compute.cast(self.prior_ftr0)[None],
+                         (batch,) + self.prior_ftr0.shape)
     z = self._first_latent(batch, mode, inputs, records)
     zs, j = [z[None]], 1
-    if self.scan:
-      s = self.dec_top(s, z)
-      n = len(self.groups)
-      for t in range(n):
-        count = self.groups[n - 1 - t] - (1 if t == 0 else 0)
-        if count:
-          s, new = self._scan_scale(t, j, count, s, train, mode, inputs, records)
-          zs.append(new)
-          j += count
-        if t < n - 1:
-          s = self.dec_up[t](s, train)
-    else:
-      enc_comb = self._enc_combiners() if mode == "posterior" else None
-      kinds = decoder_layout(self.groups, self.cells_per_group)
-      for i, (kind, cell) in enumerate(zip(kinds, self.dec_tower)):
-        if kind == "combiner":
-          if i:
-            z = self._latent(j, s, mode, inputs, enc_comb, records)
-            zs.append(z[None])
-            j += 1
-          s = cell(s, z)
-        else:
-          s = cell(s, train)
+    s = self.dec_top(s, z)
+    n = len(self.groups)
+    for t in range(n):
+      count = self.groups[n - 1 - t] - (1 if t == 0 else 0)
+      if count:
+        s, new = self._scale(t, j, count, s, train, mode, inputs, records)
+        zs.append(new)
+        j += count
+      if t < n - 1:
+        s = self.dec_up[t](s, train)
     for cell in self.post_process:
       s = cell(s, train)
     return self.image_conditional(nn.elu(s)).astype(jnp.float32), zs
@@ -410,9 +287,13 @@ class NVAENet(nn.Module):
     zs = list(zs)
     if len(zs) != self.num_groups:
       raise ValueError(f"decode expects {self.num_groups} latent groups; got {len(zs)}")
-    return self._decode_tower(zs[0].shape[0], train, "given", {"zs": zs})[0]
+    return self._decode_tower(zs[0].shape[0], train, "given", {"zs": zs, "eps": None})[0]
 
-  def sample(self, num: int, temperature=1.0, train: bool = False):
+  def sample(self, num: int, temperature=1.0, train: bool = False, eps=None):
     """Ancestral sampling at ``temperature`` (every sigma scaled): z_0 ~ N(0, 1.01^2 T^2),
-    z_j ~ p_j(. | z_<j): logits [num,H,W,out]."""
-    return self._decode_tower(num, train, "prior", {"temperature": temperature})[0]
+    z_j ~ p_j(. | z_<j): logits [num,H,W,out]. ``eps``: None (the "sample" RNG) or G
+    standard-normal arrays [num,h_j,w_j,L] (decoder order): z_j = mu_j + sigma_j eps_j."""
+    if not (eps is None or len(eps) == self.num_groups):
+      raise ValueError(f"eps must hold {self.num_groups} arrays (one per latent group); "
+                       f"got {len(eps)}")
+    return self._decode_tower(num, train, "prior", {"temperature": temperature, "eps": eps})[0]

@@ -9,7 +9,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax.nvae.layers import Dtype, WNConv
+from dgmjax.nn.compute import DEFAULT, Compute
+from dgmjax.nvae.layers import WNConv
 
 
 def _channel_mask(c_in, g_in, c_out, zero_diag):
@@ -59,18 +60,14 @@ class CellAR(nn.Module):
   """
   num_z: int
   mirror: bool = False
-  dtype: Dtype = jnp.float32
-  depthwise_impl: str = "auto"
-  conv_impl: str = "auto"
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, z, ftr=None):
     del ftr
     nz, hidden = self.num_z, 6 * self.num_z
-    convz = _ConvZ(nz, hidden, self.mirror, self.dtype, self.depthwise_impl, self.conv_impl,
-                   name="conv")
-    h = convz(z)
-    mu = _MuConv(nz, hidden, self.mirror, self.dtype, name="mu")(h)
+    h = _ConvZ(nz, hidden, self.mirror, self.compute, name="conv")(z)
+    mu = _MuConv(nz, hidden, self.mirror, self.compute, name="mu")(h)
     return z - mu.astype(z.dtype), jnp.zeros_like(z)
 
 
@@ -78,19 +75,16 @@ class _ConvZ(nn.Module):
   nz: int
   hidden: int
   mirror: bool
-  dtype: Dtype
-  depthwise_impl: str
-  conv_impl: str
+  compute: Compute
 
   @nn.compact
   def __call__(self, z):
     m0 = ar_conv_mask(3, self.nz, 1, self.hidden, True, self.mirror)
-    h = WNConv(self.hidden, 3, padding=1, mask=m0, dtype=self.dtype, conv_impl=self.conv_impl,
-               name="convz_0")(z)
+    h = WNConv(self.hidden, 3, padding=1, mask=m0, compute=self.compute, name="convz_0")(z)
     h = nn.elu(h)
     m2 = ar_conv_mask(5, self.hidden, self.hidden, self.hidden, False, self.mirror)
-    h = WNConv(self.hidden, 5, padding=2, groups=self.hidden, mask=m2, dtype=self.dtype,
-               depthwise_impl=self.depthwise_impl, name="convz_2")(h)
+    h = WNConv(self.hidden, 5, padding=2, groups=self.hidden, mask=m2, compute=self.compute,
+               name="convz_2")(h)
     return nn.elu(h)
 
 
@@ -98,25 +92,22 @@ class _MuConv(nn.Module):
   nz: int
   hidden: int
   mirror: bool
-  dtype: Dtype
+  compute: Compute
 
   @nn.compact
   def __call__(self, h):
     mask = ar_conv_mask(1, self.hidden, 1, self.nz, False, self.mirror)
     return WNConv(self.nz, 1, use_bias=True, mask=mask, init_log_scale=float(np.log(0.1)),
-                  dtype=self.dtype, name="conv_0")(nn.elu(h))
+                  compute=self.compute, name="conv_0")(nn.elu(h))
 
 
 class PairedCellAR(nn.Module):
   """Two IAF cells, the second with mirrored masks (official ``PairedCellAR``)."""
   num_z: int
-  dtype: Dtype = jnp.float32
-  depthwise_impl: str = "auto"
-  conv_impl: str = "auto"
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, z, ftr=None):
-    args = (self.dtype, self.depthwise_impl, self.conv_impl)
-    z, ld1 = CellAR(self.num_z, False, *args, name="cell1")(z, ftr)
-    z, ld2 = CellAR(self.num_z, True, *args, name="cell2")(z, ftr)
+    z, ld1 = CellAR(self.num_z, False, self.compute, name="cell1")(z, ftr)
+    z, ld2 = CellAR(self.num_z, True, self.compute, name="cell2")(z, ftr)
     return z, ld1 + ld2

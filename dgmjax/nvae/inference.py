@@ -18,10 +18,21 @@ from dgmjax.latents import interpolate_latents
 from dgmjax.nvae.hierarchy import NVAENet
 
 READJUSTED = "readjusted_batch_stats"
+PER_LAYER_NAMES = ("enc_tower_0", "dec_tower_0")   # modules only the old layout has
 
 
 class LatentsAndBN:
   """Latent-space and BN re-adjustment methods of ``NVAEModel``."""
+
+  def _net_vars(self, variables, stats: str = "batch_stats") -> dict:
+    """{"params", "batch_stats": variables[stats]} for the network; variables in the old
+    per-layer dgmjax layout are refused with the one call that converts them."""
+    params = variables["params"]
+    if any(k in params for k in PER_LAYER_NAMES):
+      raise ValueError("these NVAE variables are in dgmjax's old per-layer layout "
+                       "(enc_tower_i, dec_tower_i); convert them once with "
+                       "dgmjax.convert.nvae.stack_groups(model, variables)")
+    return {"params": params, "batch_stats": variables[stats]}
 
   def latent_shapes(self) -> list:
     """[(h_j, w_j, L)] of z_0 .. z_{G-1} (decoder order, coarsest first)."""
@@ -38,7 +49,7 @@ class LatentsAndBN:
     z_<j) from ``rng``, or with ``rng=None`` the posterior mean z_j = mu_j(x, z_<j)
     (eps_j = 0), each passed through the IAF cells as in the ELBO. BN in inference mode."""
     self._check(x)
-    v = {k: variables[k] for k in ("params", "batch_stats")}
+    v = self._net_vars(variables)
     if rng is None:
       return self.net.apply(v, self._inputs(x), "mean", method=NVAENet.encode)
     return self.net.apply(v, self._inputs(x), method=NVAENet.encode, rngs={"sample": rng})
@@ -53,8 +64,7 @@ class LatentsAndBN:
     if len(got) != len(want) or any(g != (b,) + s for g, s in zip(got, want)):
       raise ValueError(f"zs must be {len(want)} arrays [B,h_j,w_j,L] with (h_j,w_j,L) = "
                        f"{want} and one B; got shapes {got}")
-    v = {k: variables[k] for k in ("params", "batch_stats")}
-    return self.net.apply(v, zs, method=NVAENet.decode)
+    return self.net.apply(self._net_vars(variables), zs, method=NVAENet.decode)
 
   def decode(self, variables, zs):
     """[z_j] -> uint8 [B,H,W,C], the deterministic temperature-0 image of p(x | z): the
@@ -80,7 +90,7 @@ class LatentsAndBN:
     ``evaluate.py --readjust_bn``): ``iters`` sampling passes with BN in training mode,
     each moving the running statistics by momentum 0.05. Only the decoder's statistics
     change. Returns the batch_stats tree (save it; pass it back in ``variables``)."""
-    params = variables["params"]
+    params = self._net_vars(variables)["params"]
 
     def body(i, stats):
       _, new = self.net.apply({"params": params, "batch_stats": stats}, num, temperature, True,

@@ -22,14 +22,15 @@ Layouts (the PyTorch importer maps these one to one):
   ``"spectral_weights"`` when that collection is mutable: the spectral regulariser
   (``dgmjax.nvae.regularizers``) needs exactly the weights used by the forward pass.
 
-The 5x5 depthwise convolutions run by ``dgmjax.nn.depthwise`` with ``depthwise_impl``
-(default ``"auto"``: on CPU 25 shifted multiply-adds with a hand-written VJP, on GPU/TPU
-XLA's grouped convolution; ``"shift"`` / ``"grouped"`` choose one).
-The stride-1 'same' k x k convolutions (k > 1: the encoder cells' 3x3, the stem, the
-samplers, the IAF cells' first conv, the output conv) run by ``dgmjax.nn.conv.conv_same``
-with ``conv_impl`` (default ``"auto"``: XLA's convolution on GPU/TPU; on CPU a
-hand-written matmul VJP, which XLA:CPU runs fast inside the ``scan=True`` layout's loops
-too, where it puts the derived backward convolutions on a slow generic path).
+Every module takes the network's one ``compute`` value (``dgmjax.nn.compute.Compute``):
+its dtype is the arithmetic's (BN statistics, parameters and likelihoods stay float32);
+the 5x5 depthwise convolutions run by ``compute.depthwise_conv`` (``compute.depthwise``,
+default ``"auto"``: on CPU 25 shifted multiply-adds, on GPU/TPU XLA's grouped
+convolution) and the stride-1 'same' k x k convolutions (k > 1: the encoder cells' 3x3,
+the stem, the samplers, the IAF cells' first conv, the output conv) by
+``compute.conv_same`` (``compute.conv``, default ``"auto"``: XLA's convolution on
+GPU/TPU; on CPU the matmul formulations, which XLA:CPU runs fast inside the groups' scan
+loops too, where it puts the derived backward convolutions on a slow generic path).
 """
 
 from __future__ import annotations
@@ -41,15 +42,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax.nn.conv import conv_same
-from dgmjax.nn.depthwise import depthwise_conv
+from dgmjax.nn.compute import DEFAULT, Compute
 from dgmjax.nn.init import torch_uniform
 from dgmjax.nn.weight_norm import weight_norm
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.05        # PyTorch convention: weight of the new batch statistic
 SPECTRAL_COLLECTION = "spectral_weights"
-Dtype = Any
 
 
 def swish(x):
@@ -85,9 +84,7 @@ class WNConv(nn.Module):
   weight_norm: bool = True
   mask: Any = None
   init_log_scale: float = 0.0
-  dtype: Dtype = jnp.float32
-  depthwise_impl: str = "auto"
-  conv_impl: str = "auto"
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x):
@@ -109,17 +106,17 @@ class WNConv(nn.Module):
           + self.init_log_scale)
       kernel = weight_normalize(kernel, lwn)
     self.sow(SPECTRAL_COLLECTION, "w", kernel_matrix(kernel))
-    x = x.astype(self.dtype)
-    kernel = kernel.astype(self.dtype)
+    cm = self.compute
+    x, kernel = cm.cast(x), cm.cast(kernel)
     if self.groups == cin and self.groups == self.features and self.groups > 1 and self.stride == 1:
       taps = None if self.mask is None else [tuple(t) for t in np.argwhere(
           np.any(np.asarray(self.mask) != 0, axis=(2, 3)))]
-      y = depthwise_conv(x, kernel, self.padding, self.dilation, self.depthwise_impl, taps)
+      y = cm.depthwise_conv(x, kernel, self.padding, self.dilation, taps)
     elif k == 1 and self.stride == 1 and self.groups == 1 and self.padding == 0:
       y = jnp.einsum("bhwi,io->bhwo", x, kernel[0, 0])
     elif (k % 2 and self.stride == 1 and self.groups == 1 and self.dilation == 1
           and self.padding == k // 2):
-      y = conv_same(x, kernel, self.conv_impl)
+      y = cm.conv_same(x, kernel)
     else:
       y = jax.lax.conv_general_dilated(
           x, kernel, (self.stride, self.stride), [(self.padding, self.padding)] * 2,
@@ -127,7 +124,7 @@ class WNConv(nn.Module):
           dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
     if self.use_bias:
       bias = self.param("bias", torch_uniform(bound), (self.features,))
-      y = y + bias.astype(self.dtype)
+      y = y + cm.cast(bias)
     return y
 
 
@@ -135,7 +132,7 @@ class BatchNorm(nn.Module):
   """PyTorch-style BatchNorm2d (eps 1e-5, momentum 0.05), optionally followed by Swish
   (the official ``SyncBatchNormSwish``). Statistics are computed in float32."""
   act: bool = False
-  dtype: Dtype = jnp.float32
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -158,13 +155,12 @@ class BatchNorm(nn.Module):
     y = (xf - mean) * (scale * jax.lax.rsqrt(var + BN_EPS)) + bias
     if self.act:
       y = swish(y)
-    return y.astype(self.dtype)
+    return self.compute.cast(y)
 
 
 class SE(nn.Module):
   """Squeeze-and-excitation: x * sigmoid(W2 relu(W1 mean_hw(x))), hidden max(C/16, 4).
   Params ``se_0`` and ``se_2`` (official ``se.se.0``/``se.se.2`` Linear; kernel [in,out])."""
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -185,7 +181,7 @@ class FactorizedReduce(nn.Module):
   (0,0), (1,1), (0,1), (1,0) pixels, concatenated: C_out/4 channels each (the last takes
   the remainder). Submodules ``conv_1``..``conv_4`` as official."""
   features: int
-  dtype: Dtype = jnp.float32
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x):
@@ -193,7 +189,8 @@ class FactorizedReduce(nn.Module):
       raise ValueError(f"FactorizedReduce needs an even output width; got {self.features}")
     q = self.features // 4
     out = swish(x)
-    conv = lambda n, name: WNConv(n, 1, stride=2, use_bias=True, dtype=self.dtype, name=name)
+    conv = lambda n, name: WNConv(n, 1, stride=2, use_bias=True, compute=self.compute,
+                                  name=name)
     return jnp.concatenate([conv(q, "conv_1")(out),
                             conv(q, "conv_2")(out[:, 1:, 1:, :]),
                             conv(q, "conv_3")(out[:, :, 1:, :]),
@@ -229,11 +226,11 @@ class UpSkip(nn.Module):
   """Up-sampling skip: bilinear x2 then a bias-free 1x1 WNConv (official ``skip.1``);
   the conv is named ``conv`` here."""
   features: int
-  dtype: Dtype = jnp.float32
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x):
-    return WNConv(self.features, 1, use_bias=False, dtype=self.dtype, name="conv")(
+    return WNConv(self.features, 1, use_bias=False, compute=self.compute, name="conv")(
         upsample_bilinear(x))
 
 
@@ -241,14 +238,13 @@ class BNSwishConv(nn.Module):
   """Official ``BNSwishConv``: ``bn_act`` (BN + Swish) then ``conv_0`` (3x3 WNConv, bias)."""
   features: int
   stride: int = 1
-  dtype: Dtype = jnp.float32
-  conv_impl: str = "auto"
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = BatchNorm(act=True, dtype=self.dtype, name="bn_act")(x, train)
+    x = BatchNorm(act=True, compute=self.compute, name="bn_act")(x, train)
     return WNConv(self.features, 3, stride=self.stride, padding=1, use_bias=True,
-                  dtype=self.dtype, conv_impl=self.conv_impl, name="conv_0")(x)
+                  compute=self.compute, name="conv_0")(x)
 
 
 class ConvBNSwish(nn.Module):
@@ -256,12 +252,11 @@ class ConvBNSwish(nn.Module):
   features: int
   kernel_size: int = 1
   groups: int = 1
-  dtype: Dtype = jnp.float32
-  depthwise_impl: str = "auto"
+  compute: Compute = DEFAULT
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = WNConv(self.features, self.kernel_size, padding=(self.kernel_size - 1) // 2,
-               groups=self.groups, use_bias=False, weight_norm=False, dtype=self.dtype,
-               depthwise_impl=self.depthwise_impl, name="conv")(x)
-    return BatchNorm(act=True, dtype=self.dtype, name="bn")(x, train)
+               groups=self.groups, use_bias=False, weight_norm=False, compute=self.compute,
+               name="conv")(x)
+    return BatchNorm(act=True, compute=self.compute, name="bn")(x, train)

@@ -35,16 +35,15 @@ Decoder heads (``image_conditional`` output channels):
 28x28 inside the 32x32 padded input, official ``crop_output``); bits/dim and nats then
 refer to the crop, and samples are zero outside it.
 
-Evaluation (BN in inference mode): ``log_prob(..., iw_samples=1)`` is the ELBO
-(analytic KL, or its one-sample estimate with flows); ``iw_samples=K`` the
+Evaluation (BN in inference mode): ``log_prob(..., num_samples=1)`` is the ELBO
+(analytic KL, or its one-sample estimate with flows); ``num_samples=K`` the
 importance-weighted bound (Burda et al. 2016, "Importance Weighted Autoencoders")
 
     L_K(x) = logsumexp_k(log p(x|z_k) + log p(z_k) - log q(z_k|x)) - log K,  z_k ~ q(z|x),
 
-with E[L_1] = ELBO <= E[L_K] <= E[L_{K+1}] <= log p(x) (the paper's NLL uses K = 1000).
-It is computed in chunks of ``chunk_size`` samples by ``lax.scan`` with a running
-``logaddexp`` (no Python loop over K; memory ~ B * chunk_size forward passes, one
-compiled body).
+with E[L_1] = ELBO <= E[L_K] <= E[L_{K+1}] <= log p(x) (the paper's NLL uses K = 1000),
+computed in chunks of ``chunk_size`` samples by ``lax.scan`` with a running
+``logaddexp`` (memory ~ B * chunk_size forward passes, one compiled body).
 
 BN re-adjustment (official ``evaluate.py --readjust_bn``, NVlabs/NVAE): the decoder's BN
 running statistics are re-estimated from prior samples at the sampling temperature.
@@ -75,12 +74,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
-from dgmjax.image_model import (ImageModel, check_dtype, check_finite, check_ints,
-                                 check_positive_int, check_temperatures)
-from dgmjax.nn.conv import IMPLS as conv_impls
-from dgmjax.nn.depthwise import IMPLS as depthwise_impls
+from dgmjax.image_model import (ImageModel, check_finite, check_ints, check_positive_int,
+                                 check_temperatures)
+from dgmjax.nn.compute import Compute
 from dgmjax.nn.init import fast_init_key
-from dgmjax.nn.remat import check_remat
 from dgmjax.distributions import (bernoulli_log_prob, bernoulli_sample,
                                   discretized_logistic_mixture_log_prob,
                                   discretized_logistic_mixture_sample, mixture_params)
@@ -105,19 +102,13 @@ class NVAEModel(LatentsAndBN, ImageModel):
   kl_const_coeff, kl_balance, weight_decay_norm, weight_decay_norm_init,
   weight_decay_norm_anneal. The residual normal posterior [--res_dist] and the
   ``res_mbconv`` cells are always used. ``dmol_edge``: "exact" | "official" top/bottom
-  bins of the mixture likelihood (module docstring). ``depthwise_impl`` ("auto": "shift"
-  on CPU, XLA's "grouped" on GPU/TPU) and ``conv_impl`` (``dgmjax.nn.conv.IMPLS``;
-  "auto": XLA's convolution on GPU/TPU, the matmul-VJP formulations on CPU) choose the
-  kernels (``layers.py``).
+  bins of the mixture likelihood (module docstring).
 
-  ``scan``: run each scale's repeated groups (encoder cells; decoder cells, samplers,
-  combiners and IAF cells) as one ``nn.scan`` body with parameters stacked on a leading
-  group axis (``dgmjax.nvae.groups``): the train step's trace, and with it XLA's compile
-  time, no longer grows with ``groups_per_scale``. Same model as ``scan=False``:
-  ``dgmjax.nvae.layout.stack_groups`` / ``unstack_groups`` convert the variables (the
-  official checkpoint layout is the unrolled one; ``load_nvae`` gives either). The scan
-  splits the "sample" RNG per group, so the two layouts draw different posterior noise
-  from one key. Config key ``model.scan`` (variant ``:scan``).
+  ``compute`` (``dgmjax.nn.compute.Compute`` or a mapping of its keys; config
+  ``model.compute``): how the model runs, not what it computes: dtype, remat, unroll
+  (each scale's groups are one repeated block with stacked parameters, ``groups.py``),
+  ``conv`` and ``depthwise`` (the kernels, ``layers.py``). Variables written in the old
+  per-layer layout are converted by ``dgmjax.convert.nvae.stack_groups``.
   """
   channels: int = 32
   scales: int = 1
@@ -143,12 +134,8 @@ class NVAEModel(LatentsAndBN, ImageModel):
   weight_decay_norm_init: float = 10.0
   weight_decay_norm_anneal: bool = False
   num_power_iter: int = reg.NUM_POWER_ITER
-  remat: bool | str = False
-  dtype: Any = "float32"
-  depthwise_impl: str = "auto"
-  conv_impl: str = "auto"
   dmol_edge: str = "exact"
-  scan: bool = False
+  compute: Any = None
   name: str = dataclasses.field(default="nvae", init=False)
 
   def __post_init__(self):
@@ -195,19 +182,11 @@ class NVAEModel(LatentsAndBN, ImageModel):
                        f"got {self.kl_const_coeff!r}")
     if self.dmol_edge not in EDGES:
       raise ValueError(f"dmol_edge must be one of {EDGES}; got {self.dmol_edge!r}")
-    if self.depthwise_impl not in depthwise_impls:
-      raise ValueError(f"depthwise_impl must be one of {depthwise_impls}; "
-                       f"got {self.depthwise_impl!r}")
-    if self.conv_impl not in conv_impls:
-      raise ValueError(f"conv_impl must be one of {conv_impls}; got {self.conv_impl!r}")
     if self.weight_decay_norm < 0 or (self.weight_decay_norm_anneal and (
         self.weight_decay_norm <= 0 or self.weight_decay_norm_init <= 0)):
       raise ValueError("weight_decay_norm must be >= 0, and > 0 with weight_decay_norm_init "
                        "> 0 when weight_decay_norm_anneal is set")
-    if not isinstance(self.scan, (bool, np.bool_)):
-      raise ValueError(f"scan must be True or False; got {self.scan!r}")
-    set_("dtype", getattr(jnp, check_dtype(self.dtype, "nvae").name))
-    set_("remat", check_remat(self.remat, "nvae"))
+    set_("compute", Compute.make(self.compute))
     set_("_groups", groups_per_scale(self.scales, self.groups_per_scale, self.ada_groups,
                                      self.min_groups_per_scale))
 
@@ -231,9 +210,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
                    preprocess_blocks=self.preprocess_blocks, preprocess_cells=self.preprocess_cells,
                    postprocess_blocks=self.postprocess_blocks,
                    postprocess_cells=self.postprocess_cells, num_flows=self.num_flows,
-                   use_se=self.use_se, remat=self.remat, dtype=self.dtype,
-                   depthwise_impl=self.depthwise_impl, conv_impl=self.conv_impl,
-                   scan=self.scan)
+                   use_se=self.use_se, compute=self.compute)
 
   @property
   def num_dims(self) -> int:
@@ -291,7 +268,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
     return variables
 
   def _forward(self, variables, x, rng, train):
-    v = {k: variables[k] for k in ("params", "batch_stats")}
+    v = self._net_vars(variables)
     mutable = ["batch_stats", SPECTRAL_COLLECTION] if train else False
     out = self.net.apply(v, self._inputs(x), train=train, rngs={"sample": rng}, mutable=mutable)
     if train:
@@ -345,16 +322,17 @@ class NVAEModel(LatentsAndBN, ImageModel):
                *, iw_samples: Optional[int] = None, y=None):
     """[B] nats: the ELBO (K = 1) or the importance-weighted bound L_K with K samples.
 
-    x: uint8 [B,H,W,C]. ``iw_samples`` (or its older name ``num_samples``) is K;
+    x: uint8 [B,H,W,C]. ``num_samples`` (or its other name ``iw_samples``) is K;
     ``chunk_size`` samples per scan step (default: about 256 images per forward pass).
     """
     self._check(x, y)
+    name = "num_samples"
     if iw_samples is not None:
       if num_samples not in (1, iw_samples):
         raise ValueError(f"give iw_samples or num_samples, not both; got {iw_samples!r} and "
                          f"{num_samples!r}")
-      num_samples = iw_samples
-    k = check_positive_int(num_samples, "iw_samples")
+      num_samples, name = iw_samples, "iw_samples"
+    k = check_positive_int(num_samples, name)
     if chunk_size is not None:
       check_positive_int(chunk_size, "chunk_size")
     if k == 1:
@@ -409,9 +387,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
       if READJUSTED not in variables:
         raise ValueError(f"readjusted_bn=True needs variables[{READJUSTED!r}] (from "
                          f"model.readjust_bn); the variables hold {sorted(variables)}")
-      v = {"params": variables["params"], "batch_stats": variables[READJUSTED]}
-    else:
-      v = {k: variables[k] for k in ("params", "batch_stats")}
+    v = self._net_vars(variables, READJUSTED if readjusted_bn else "batch_stats")
     logits = self.net.apply(v, num, temperature, False, method=NVAENet.sample,
                             rngs={"sample": r_z})
     return self._decode_sample(r_x, logits)

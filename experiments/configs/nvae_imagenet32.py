@@ -26,7 +26,8 @@ def get_config(variant=None):
       postprocess_cells=2, num_flows=1, use_se=True, num_mixtures=10,
       kl_warmup_steps=int(0.3 * STEPS), kl_const_steps=max(1, int(1e-4 * STEPS)),
       kl_const_coeff=1e-4, weight_decay_norm=1e-2, weight_decay_norm_init=1.0,
-      weight_decay_norm_anneal=True, remat="full", dmol_edge="exact"))
+      weight_decay_norm_anneal=True, dmol_edge="exact",
+      compute=dict(remat="full")))
   c.train.update(dict(num_steps=STEPS, batch_size=576, eval_batch_size=256, log_every=100,
                       eval_every=5000, checkpoint_every=2000))
   c.optim.update(dict(name="adamax", lr=1e-2, eps=1e-3 / (D * math.log(2)),
@@ -35,7 +36,7 @@ def get_config(variant=None):
   if variant == "smoke":
     c.model.update(dict(channels=4, groups_per_scale=2, latents_per_group=2, cells_per_group=1,
                         preprocess_cells=1, postprocess_cells=1, num_mixtures=2,
-                        kl_warmup_steps=10, kl_const_steps=1, remat="none"))
+                        kl_warmup_steps=10, kl_const_steps=1, compute=dict(remat="none")))
     c.train.update(dict(num_steps=20, batch_size=8, eval_batch_size=32, log_every=5,
                         eval_every=20, checkpoint_every=20, num_samples=4, init_batch_size=8))
     c.optim.update(dict(warmup_steps=2))

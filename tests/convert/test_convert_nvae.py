@@ -1,11 +1,11 @@
 """The PyTorch NVAE baseline (experiments/pytorch/nvae.py) and the importer
-(dgmjax/convert/nvae.py): official parameter layout, strict loading, and parity of the
-ELBO terms with dgmjax under shared weights, input and posterior noise."""
+(dgmjax/convert/nvae.py): official parameter layout, strict loading onto the stacked
+layout, the old per-layer layout's converter, and parity of the ELBO terms with dgmjax
+under shared weights, input and posterior noise."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 
@@ -17,7 +17,8 @@ import torch
 
 from dgmjax import images
 from dgmjax.convert import nvae as convert
-from dgmjax.nvae import hierarchy, latent
+from dgmjax.convert import nvae_layout
+from dgmjax.nvae import hierarchy
 from dgmjax.nvae import regularizers as reg
 from dgmjax.nvae.layers import SPECTRAL_COLLECTION
 from experiments.pytorch import nvae as tnvae
@@ -85,19 +86,8 @@ def randomise(model: torch.nn.Module, seed: int):
   return model.eval()
 
 
-@contextlib.contextmanager
-def posterior_noise(noise):
-  """dgmjax's hierarchy draws z = mu + sigma * eps with eps from ``noise`` (a list consumed
-  in sampling order) instead of its RNG stream."""
-  it = iter(noise)
-
-  def fixed_noise_sample(self, rng):
-    del rng
-    return self.mu + jnp.exp(self.log_sigma) * next(it)
-
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(latent.LatentNormal, "sample", fixed_noise_sample)
-    yield
+def nhwc(noise):
+  return [jnp.asarray(np.transpose(e, (0, 2, 3, 1))) for e in noise]
 
 
 class Setup:
@@ -138,17 +128,15 @@ class Setup:
 
     @jax.jit
     def run(variables, x, eps):
-      with posterior_noise(eps):
-        (logits, terms), sown = model.net.apply(
-            {"params": variables["params"], "batch_stats": variables["batch_stats"]},
-            images.to_centered(x, model.num_bins), train=False,
-            rngs={"sample": jax.random.PRNGKey(0)}, mutable=[SPECTRAL_COLLECTION])
+      (logits, terms), sown = model.net.apply(
+          {"params": variables["params"], "batch_stats": variables["batch_stats"]},
+          images.to_centered(x, model.num_bins), train=False, eps=eps,
+          mutable=[SPECTRAL_COLLECTION])
       recon = -model.recon_log_prob(logits, x)
       return dict(terms, recon=recon, logits=logits,
                   weights=reg.group_weights(sown[SPECTRAL_COLLECTION]))
 
-    eps = [jnp.asarray(np.transpose(e, (0, 2, 3, 1))) for e in self.eps]
-    return jax.device_get(run(self.variables, jnp.asarray(self.x), eps))
+    return jax.device_get(run(self.variables, jnp.asarray(self.x), nhwc(self.eps)))
 
 
 @pytest.fixture(scope="module")
@@ -209,15 +197,25 @@ def test_regularisers_see_the_same_weights(setup):
   assert exact * 0.98 <= est <= exact * (1 + 1e-5)
 
 
-def test_batch_stats_imported(mnist):
+def test_batch_stats_imported_stacked(mnist):
+  """The importer gives the stacked layout: the BN statistics of decoder group j = 1 + p
+  sit at index p of their scale's stack; every official BN layer is there once."""
   tm, stats = mnist.torch_model, mnist.variables["batch_stats"]
   bn = tm.pre_process[0]._ops[0].bn_act
   np.testing.assert_array_equal(stats["pre_process_0"]["ops_0"]["bn_act"]["mean"],
                                 bn.running_mean.numpy())
   np.testing.assert_array_equal(stats["pre_process_0"]["ops_0"]["bn_act"]["var"],
                                 bn.running_var.numpy())
+  assert "dec_tower_0" not in mnist.variables["params"]
+  where = {v: k for k, v in nvae_layout.map_of(mnist.model).items()}
+  got = stats["dec_groups_1"]["cells_0"]["ops_0"]["bn_out"]["var"]    # the finer scale
+  assert got.shape[0] == mnist.model.groups[0] == 2
+  for p in range(2):
+    i = int(where[(("dec_groups_1", "cells_0"), p)].split("_")[-1])   # its dec_tower.i
+    np.testing.assert_array_equal(got[p], tm.dec_tower[i]._ops[0].conv[4].bn.running_var)
   n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in tm.modules())
-  assert len(jax.tree_util.tree_leaves(stats)) == 2 * n_bn
+  n_stacked = sum(a.shape[0] if a.ndim == 2 else 1 for a in jax.tree_util.tree_leaves(stats))
+  assert n_stacked == 2 * n_bn
 
 
 def test_kl_warmup_and_balancing_match_pytorch():
@@ -240,8 +238,7 @@ def test_kl_warmup_and_balancing_match_pytorch():
 
 @pytest.fixture(scope="module")
 def mnist_abstract(mnist):
-  x = jnp.zeros((1,) + mnist.model.image_shape, jnp.uint8)
-  return jax.eval_shape(lambda r: mnist.model.init(r, x), jax.random.PRNGKey(0))
+  return nvae_layout.per_layer_shapes(mnist.model)
 
 
 def test_missing_key_is_named(mnist, mnist_abstract):
@@ -341,14 +338,15 @@ def test_faithful_layouts_import(name):
   from their args (zeros of the reference shapes; nothing left over, nothing missing)."""
   from dgmjax import models
   model = models.create("nvae", **convert.hparams_from_args(ARGS[name]()))
-  x = jnp.zeros((1,) + model.image_shape, jnp.uint8)
-  abstract = jax.eval_shape(lambda r: model.init(r, x), jax.random.PRNGKey(0))
+  abstract = nvae_layout.abstract_variables(model)
   sd = {k: np.zeros(s, np.float32) for k, s in reference(name).items()}
-  out = convert.convert_state_dict(sd, abstract)
+  out = convert.convert_state_dict(sd, nvae_layout.per_layer_shapes(model, abstract))
   n_torch = sum(int(np.prod(s)) for k, s in reference(name).items()
                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked",
                                    "weight_normalized")))
   assert sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(out["params"])) == n_torch
+  assert sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(abstract["params"])) \
+      == n_torch
 
 
 @pytest.mark.slow
@@ -359,30 +357,25 @@ def test_prior_samples_match_pytorch(cifar):
   eps = [rs.standard_normal((2,) + s).astype(np.float32) for s in tm.latent_shapes()]
   with torch.no_grad():
     want = tm.sample(2, 0.7, eps=[torch.from_numpy(e) for e in eps]).numpy()
-  with posterior_noise([jnp.asarray(np.transpose(e, (0, 2, 3, 1))) for e in eps]):
-    got = model.net.apply({"params": cifar.variables["params"],
-                           "batch_stats": cifar.variables["batch_stats"]}, 2, 0.7, False,
-                          method=hierarchy.NVAENet.sample, rngs={"sample": jax.random.PRNGKey(0)})
+  got = model.net.apply({"params": cifar.variables["params"],
+                         "batch_stats": cifar.variables["batch_stats"]}, 2, 0.7, False,
+                        nhwc(eps), method=hierarchy.NVAENet.sample)
   np.testing.assert_allclose(np.asarray(got), np.transpose(want, (0, 2, 3, 1)),
                              rtol=1e-4, atol=1e-4)
 
 
-def test_scanned_import_matches_pytorch(mnist):
-  """load_nvae into a scan=True model: the official layout stacked (unstacking gives the
-  unrolled import back exactly) and the same ELBO terms as PyTorch under shared noise."""
-  import dataclasses
-  from dgmjax.nvae.layout import unstack_groups
-  model = dataclasses.replace(mnist.model, scan=True)
-  variables = convert.load_nvae(mnist.checkpoint, model)
-  assert any(k.startswith("dec_groups_") for k in variables["params"])
-  back = unstack_groups(model, variables)
+def test_old_per_layer_variables_convert_once(mnist):
+  """Variables in dgmjax's old per-layer layout (official module names, spectral rows in
+  that layout's kernel order) are refused by the model with one line naming the converter,
+  and ``stack_groups`` turns them into exactly the imported (stacked) variables."""
+  model = mnist.model
+  old = convert.convert_state_dict(mnist.checkpoint["state_dict"],
+                                   nvae_layout.per_layer_shapes(model))
+  old["spectral"] = convert.spectral_state(old["params"], 0, 10 * model.num_power_iter)
+  with pytest.raises(ValueError, match=r"per-layer layout.*dgmjax\.convert\.nvae\.stack_groups"):
+    model.loss(old, jnp.asarray(mnist.x), jax.random.PRNGKey(0))
+  new = convert.stack_groups(model, old)
   for col in ("params", "batch_stats", "spectral"):
-    jax.tree_util.tree_map(np.testing.assert_array_equal, back[col], mnist.variables[col])
-  eps = [jnp.asarray(np.transpose(e, (0, 2, 3, 1))) for e in mnist.eps]
-  logits, terms = jax.jit(lambda v, x: model.net.apply(
-      v, images.to_centered(x, model.num_bins), train=False, eps=eps))(
-          {k: variables[k] for k in ("params", "batch_stats")}, jnp.asarray(mnist.x))
-  t = mnist.torch_terms
-  np.testing.assert_allclose(logits, np.transpose(t["logits"], (0, 2, 3, 1)), rtol=1e-4,
-                             atol=1e-4)
-  np.testing.assert_allclose(np.asarray(terms["kl"]).T, t["kl"], rtol=1e-4)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, new[col], mnist.variables[col])
+  with pytest.raises(ValueError, match="not in the per-layer"):
+    convert.stack_groups(model, mnist.variables)

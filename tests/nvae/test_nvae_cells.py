@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from dgmjax.nn import depthwise
+from dgmjax.nn.compute import Compute
 from dgmjax.nvae import cells, iaf, layers
 
 
@@ -119,34 +120,40 @@ def test_ar_masks_are_autoregressive():
   assert jac[0, 1] == 0.0
 
 
-def test_conv_impl_reaches_the_cells_and_agrees():
-  """An encoder cell's 3x3 convolutions run by ``conv_impl``: "xla" traces XLA
-  convolutions, "matmul" none, "auto" on CPU the hand-written matmul VJP; output and
-  gradients agree between them (a masked IAF cell too)."""
+def test_compute_kernels_reach_the_cells_and_agree():
+  """An encoder cell's 3x3 convolutions run by ``compute.conv`` and a decoder cell's and an
+  IAF cell's depthwise 5x5 by ``compute.depthwise``: "xla" traces XLA convolutions,
+  "matmul" none, "auto" on CPU the custom-JVP matmul formulations; "grouped" a grouped XLA
+  convolution, "shift" none; output and gradients agree between them."""
   from tests.jaxpr_walk import equations
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 8))
   z = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 6, 3))
-  mods = {impl: (cells.Cell(8, "normal_enc", conv_impl=impl), iaf.PairedCellAR(3, conv_impl=impl))
-          for impl in ("xla", "matmul", "auto")}
-  cell_v = mods["xla"][0].init(jax.random.PRNGKey(2), x, True)
-  iaf_v = mods["xla"][1].init(jax.random.PRNGKey(3), z)
+  settings = {"xla": Compute(conv="xla", depthwise="grouped"),
+              "matmul": Compute(conv="matmul", depthwise="shift"), "auto": Compute()}
+  mods = {k: (cells.Cell(8, "normal_enc", compute=c), iaf.PairedCellAR(3, compute=c),
+              cells.Cell(8, "normal_dec", compute=c)) for k, c in settings.items()}
+  init = [m.init(jax.random.PRNGKey(2 + i), *a) for i, (m, a) in enumerate(zip(
+      mods["xla"], ((x, True), (z,), (x, True))))]
 
-  def loss(params, impl):
-    y, _ = mods[impl][0].apply({**cell_v, "params": params[0]}, x, True, mutable=["batch_stats"])
-    w, _ = mods[impl][1].apply({"params": params[1]}, z)
-    return jnp.sum(jnp.sin(y)) + jnp.sum(jnp.cos(w))
+  def loss(params, k):
+    y, _ = mods[k][0].apply({**init[0], "params": params[0]}, x, True, mutable=["batch_stats"])
+    w, _ = mods[k][1].apply({"params": params[1]}, z)
+    d, _ = mods[k][2].apply({**init[2], "params": params[2]}, x, True, mutable=["batch_stats"])
+    return jnp.sum(jnp.sin(y)) + jnp.sum(jnp.cos(w)) + jnp.sum(jnp.sin(d))
 
-  params = (cell_v["params"], iaf_v["params"])
+  params = tuple(v["params"] for v in init)
   value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
   ref_value, ref = value_and_grad(params, "xla")
-  for impl in ("matmul", "auto"):
-    value, grad = value_and_grad(params, impl)
+  for k in ("matmul", "auto"):
+    value, grad = value_and_grad(params, k)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                            grad, ref)
-  prims = {impl: [e.primitive.name for e in equations(lambda p: loss(p, impl), params)]
-           for impl in mods}
-  assert prims["xla"].count("conv_general_dilated") >= 4
-  assert "conv_general_dilated" not in prims["matmul"]
-  vjps = lambda names: sum("custom_vjp" in n for n in names)
-  assert vjps(prims["auto"]) > vjps(prims["xla"])
+  eqs = {k: equations(lambda p: loss(p, k), params) for k in mods}
+  convs = lambda k: [e.params["feature_group_count"] for e in eqs[k]
+                     if e.primitive.name == "conv_general_dilated"]
+  assert sum(g == 1 for g in convs("xla")) >= 4 and sum(g > 1 for g in convs("xla")) == 3
+  assert convs("matmul") == []
+  assert all(g == 1 for g in convs("auto"))           # shift depthwise on CPU
+  custom = lambda k: sum(e.primitive.name.startswith("custom_jvp") for e in eqs[k])
+  assert custom("auto") > custom("xla")

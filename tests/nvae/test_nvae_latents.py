@@ -25,7 +25,8 @@ from dgmjax import models
 
 TINY = dict(channels=4, scales=2, groups_per_scale=2, ada_groups=True, use_se=False,
             latents_per_group=2, cells_per_group=1, preprocess_blocks=1, preprocess_cells=1,
-            postprocess_blocks=1, postprocess_cells=1, num_flows=1, depthwise_impl="grouped")
+            postprocess_blocks=1, postprocess_cells=1, num_flows=1,
+            compute=dict(depthwise="grouped"))
 
 
 @pytest.fixture(scope="module")

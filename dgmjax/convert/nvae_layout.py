@@ -1,12 +1,14 @@
-"""NVAE variables in the unrolled (official) and the scanned layout, converted both ways.
+"""NVAE's per-layer layout (the official module order, and dgmjax's before the stacked
+layout) mapped onto the stacked layout of ``dgmjax.nvae`` (``hierarchy.py`` docstring).
 
-``NVAEModel(scan=False)`` keeps one module per cell under the official names
-(``hierarchy.py`` docstring); ``scan=True`` stacks the repeated groups of each scale
-(``groups.py``). With G groups, decoder order j = 0..G-1, decoder scale t (coarsest
-first) holding groups j = j_t .. j_t + n_t - 1 (group 0 excluded at t = 0), and the
-position of group j inside its scale's stack p = j - j_t:
+The per-layer layout keeps one module per cell under the official names (``enc_tower_i``,
+``dec_tower_i``, ``enc_sampler_j``, ``dec_sampler_j``, ``nf_cells_k``); the model stacks
+the repeated groups of each scale (``groups.py``). With G groups, decoder order
+j = 0..G-1, decoder scale t (coarsest first) holding groups j = j_t .. j_t + n_t - 1
+(group 0 excluded at t = 0), and the position of group j inside its scale's stack
+p = j - j_t:
 
-    unrolled                               scanned (leading axis [n_t], index p)
+    per-layer                              stacked (leading axis [n_t], index p)
     enc_tower_i (cell c of enc. group g)   enc_groups_s/cells_c           [g]
     enc_tower_i (down cell of scale s)     enc_down_s
     enc_tower_i (combiner of group j)      dec_groups_t/enc_combiner      [p]
@@ -22,13 +24,15 @@ Everything else (stem, pre/post-processing, enc0, enc_sampler_0, nf_cells_k for 
 0, image_conditional, prior_ftr0) keeps its name. ``params``, ``batch_stats`` and
 ``readjusted_batch_stats`` convert exactly; the spectral power-iteration vectors
 (``spectral``, one row per kernel in the order of the sown kernels) are permuted to the
-other layout's kernel order, so a converted run continues bit for bit. The converters
-work on the host: moved arrays come back as numpy arrays (one copy of the variables).
+stacked layout's kernel order, so a converted run continues bit for bit. The conversion
+works on the host: moved arrays come back as numpy arrays (one copy of the variables).
+``dgmjax.convert.nvae.stack_groups`` is the public entry point.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 from flax.core import unfreeze
@@ -37,11 +41,11 @@ from dgmjax.nn.stacking import stack_trees
 from dgmjax.nvae.regularizers import group_key
 
 TREES = ("params", "batch_stats", "readjusted_batch_stats")
-_SCANNED_TOP = ("enc_groups_", "enc_down_", "dec_groups_", "dec_up_", "dec_top")
+_STACKED_TOP = ("enc_groups_", "enc_down_", "dec_groups_", "dec_up_", "dec_top")
 
 
 def layout_map(groups, cells_per_group: int, num_flows: int) -> dict[str, tuple]:
-  """{unrolled top-level name: (scanned path tuple, stack index or None)} for every
+  """{per-layer top-level name: (stacked path tuple, stack index or None)} for every
   module that moves (module docstring); ``groups`` per encoder scale, finest first."""
   n = len(groups)
   dec_counts = [groups[n - 1 - t] for t in range(n)]
@@ -91,7 +95,8 @@ def layout_map(groups, cells_per_group: int, num_flows: int) -> dict[str, tuple]
   return out
 
 
-def _map_of(model) -> dict[str, tuple]:
+def map_of(model) -> dict[str, tuple]:
+  """``layout_map`` of an ``NVAEModel``."""
   return layout_map(model.groups, model.cells_per_group, model.num_flows)
 
 
@@ -127,28 +132,36 @@ def _stack_tree(tree, mapping):
   return out
 
 
-def _unstack_tree(tree, mapping):
-  out = {k: v for k, v in tree.items() if not k.startswith(_SCANNED_TOP)}
-  count = lambda t: len(jax.tree_util.tree_leaves(t))
-  kept = count(out)
+def _per_layer_shapes(tree, mapping):
+  out = {k: v for k, v in tree.items() if not k.startswith(_STACKED_TOP)}
   for name, (path, pos) in mapping.items():
     sub = _get(tree, path)
     if sub is not None:
       out[name] = sub if pos is None else jax.tree_util.tree_map(
-          lambda a: np.asarray(a)[pos], sub)     # one slice: unstack_tree would take all
-  moved = sum(count(_get(tree, p)) for p in {path for path, _ in mapping.values()})
-  if kept + moved != count(tree):
-    raise ValueError("the variables hold scanned modules that the model's layout does not "
-                     "have; were they made for another groups/cells/num_flows?")
+          lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), sub)
   return out
+
+
+def abstract_variables(model) -> dict:
+  """The shapes of ``model.init``'s variables (``jax.eval_shape``: nothing computed)."""
+  x = jnp.zeros((1,) + tuple(model.image_shape), jnp.uint8)
+  return jax.eval_shape(lambda r: model.init(r, x), jax.random.PRNGKey(0))
+
+
+def per_layer_shapes(model, abstract=None) -> dict:
+  """{"params", "batch_stats"} of ``model`` as ``jax.ShapeDtypeStruct`` trees in the
+  per-layer (official) layout: what ``convert_state_dict`` maps a state_dict onto."""
+  abstract = abstract_variables(model) if abstract is None else abstract
+  return {c: _per_layer_shapes(unfreeze(abstract[c]), map_of(model))
+          for c in ("params", "batch_stats")}
 
 
 def spectral_order(params, mapping=None) -> dict[str, list]:
   """{"RxC": [kernel id]} the convolutions of ``params`` in the order the model sows
   them (sorted module paths; a stacked kernel [N,...] gives N members in turn): the row
-  order of the ``spectral`` state. Kernel ids are unrolled module paths, so the orders
+  order of the ``spectral`` state. Kernel ids are per-layer module paths, so the orders
   of the two layouts of one model can be matched (``mapping``: ``layout_map`` when
-  ``params`` is scanned)."""
+  ``params`` is stacked)."""
   reverse = {(path, pos): name for name, (path, pos) in (mapping or {}).items()}
   flat = traverse_util.flatten_dict(unfreeze(params))
   order: dict[str, list] = {}
@@ -181,26 +194,15 @@ def _permute_spectral(spectral, params_from, map_from, params_to, map_to):
   return out
 
 
-def stack_groups(model, variables: dict) -> dict:
-  """Unrolled variables of ``model`` (an ``NVAEModel``; its ``scan`` flag is ignored)
-  -> the ``scan=True`` layout (module docstring). Same model, same outputs."""
-  mapping = _map_of(model)
+def stack_variables(model, variables: dict) -> dict:
+  """Per-layer variables of ``model`` -> its stacked layout (module docstring)."""
+  mapping = map_of(model)
+  if not any(name in variables.get("params", {}) for name in mapping):
+    raise ValueError("the variables are not in the per-layer NVAE layout (no enc_tower_i / "
+                     "dec_tower_i modules)")
   out = {c: _stack_tree(unfreeze(t), mapping) if c in TREES else t
          for c, t in variables.items()}
   if "spectral" in variables:
     out["spectral"] = _permute_spectral(variables["spectral"], variables["params"], None,
                                         out["params"], mapping)
   return out
-
-
-def unstack_groups(model, variables: dict) -> dict:
-  """The inverse of ``stack_groups``: ``scan=True`` variables -> the unrolled (official)
-  layout, e.g. to export a scanned checkpoint or run it with ``scan=False``."""
-  mapping = _map_of(model)
-  out = {c: _unstack_tree(unfreeze(t), mapping) if c in TREES else t
-         for c, t in variables.items()}
-  if "spectral" in variables:
-    out["spectral"] = _permute_spectral(variables["spectral"], variables["params"], mapping,
-                                        out["params"], None)
-  return out
-
