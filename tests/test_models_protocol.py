@@ -2,6 +2,7 @@
 package imports another model package (shared layers live in dgmjax/nn)."""
 
 import ast
+import collections
 import dataclasses
 import os
 
@@ -143,14 +144,16 @@ def test_remat_policies_keep_loss_and_gradient(name):
       compiler_options=fast)(v["params"])
   l0, g0 = grad(base)
 
-  def policies(m):   # the policies of the rematerialised blocks in the traced gradient
-    return {repr(e.params.get("policy")) for e in equations(
+  def policies(m):   # policy -> count of the rematerialised blocks in the traced gradient
+    return collections.Counter(repr(e.params.get("policy")) for e in equations(
         jax.grad(lambda p: m.loss({**v, "params": p}, x, jax.random.PRNGKey(1))[0]),
-        v["params"]) if e.primitive.name in ("remat2", "checkpoint")}
-  assert policies(base) == set()
+        v["params"]) if e.primitive.name in ("remat2", "checkpoint"))
+  own = policies(base)   # kernels' own jax.checkpoint, if any (Glow's CPU convolutions)
+  assert set(own) <= {"None"}
   for remat in (True, "dots_with_no_batch_dims_saveable"):
     want = None if remat is True else getattr(jax.checkpoint_policies, remat)
-    assert policies(make(remat)) == {repr(want)}
+    added = policies(make(remat)) - own
+    assert repr(want) in added and set(added) <= {repr(want), "None"}, added
     l1, g1 = grad(make(remat))
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),

@@ -2,7 +2,9 @@
 ``experiments/pytorch/glow.py``, which shares its layout) into dgmjax ``GlowModel``
 variables.
 
-Mapping (PyTorch NCHW/OIHW -> dgmjax NHWC/HWIO), block i < L, step k < K:
+Mapping (PyTorch NCHW/OIHW -> dgmjax NHWC/HWIO), block i < L, step k < K. dgmjax keeps
+a level's K steps stacked: "flows_k/X [shape]" below is row k of the array
+``blocks_i/flows/X [K, *shape]`` (the per-step layout exists only here).
 
 PyTorch key  ->  dgmjax variable:
 - blocks.i.flows.k.actnorm.loc / .scale [1,C,1,1]
@@ -28,11 +30,13 @@ PyTorch key  ->  dgmjax variable:
 
 The model must have the architecture that checkpoint has: ``permutation="lu"``,
 ``net_actnorm=False``, ``logscale_factor=None``, ``edge_bias=False``,
-``learn_top=True``, ``num_classes=None``; ``scan`` either way (with ``scan=True`` the
-per-step arrays are stacked over a leading [K] axis under ``blocks_i/flows/scan/step``);
-``coupling``, ``levels`` (n_block),
-``steps`` (n_flow) and ``width`` (filter_size) as trained. Every key is consumed with
-its expected shape; a missing, unexpected or mis-shaped key is a ValueError naming it.
+``learn_top=True``, ``num_classes=None``; ``coupling``, ``levels`` (n_block), ``steps``
+(n_flow) and ``width`` (filter_size) as trained; any ``compute``. Every key is consumed
+with its expected shape; a missing, unexpected or mis-shaped key is a ValueError naming it.
+
+``stack_steps(variables)`` converts variables saved by earlier dgmjax versions in their
+per-step layouts (``blocks_i/flows_k/...``, or ``blocks_i/flows/scan/step/...`` from
+``scan=True``) to today's stacked one.
 """
 
 from __future__ import annotations
@@ -42,7 +46,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax.convert.common import StateDict, check_model, load_checkpoint, torch_conv_to_flax
-from dgmjax.flows.glow import stack_steps
+from dgmjax.nn.stacking import stack_trees
+
+
+def stack_steps(variables: dict) -> dict:
+  """Variables in dgmjax's former per-step Glow layouts -> today's stacked layout.
+
+  ``blocks_i/flows_k/...`` (one subtree per step, the former default) become
+  ``blocks_i/flows/...`` with a leading [K] axis (step k at row k); the former
+  ``scan=True`` layout ``blocks_i/flows/scan/step/...`` (already stacked) is re-nested to
+  ``blocks_i/flows/...``. Every collection (``params``, ``constants``) is converted;
+  anything else (priors, ``top_prior``) is kept. Variables already in today's layout are
+  returned unchanged. Same model, same outputs::
+
+      variables = dgmjax.convert.glow.stack_steps(old_variables)
+  """
+  out = {}
+  for col, tree in variables.items():
+    out[col] = {}
+    for name, sub in tree.items():
+      if not (name.startswith("blocks_") and isinstance(sub, dict)):
+        out[col][name] = sub
+        continue
+      keys = sorted((k for k in sub if k.startswith("flows_")), key=lambda k: int(k[6:]))
+      rest = {k: v for k, v in sub.items() if not k.startswith("flows_")}
+      if keys:
+        rest["flows"] = stack_trees([sub[k] for k in keys], xp=np)
+      elif isinstance(sub.get("flows"), dict) and "scan" in sub["flows"]:
+        rest["flows"] = sub["flows"]["scan"]["step"]
+      out[col][name] = rest
+  return out
 
 
 def _check_model(model) -> None:
@@ -79,7 +112,7 @@ def load_glow(path_or_state_dict, model) -> dict:
   c = c_img
   for i in range(model.levels):
     cs = 4 * c  # channels inside the level
-    bp, bc = {}, {}
+    bp, bc, steps_p, steps_c = {}, {}, [], []
     for k in range(model.steps):
       pre = f"blocks.{i}.flows.{k}"
       init = sd.take(f"{pre}.actnorm.initialized", ())
@@ -89,7 +122,7 @@ def load_glow(path_or_state_dict, model) -> dict:
       for buf in ("u_mask", "l_mask", "l_eye"):
         sd.take(f"{pre}.invconv.{buf}", (cs, cs))
       cout = cs if half_out else cs // 2
-      bp[f"flows_{k}"] = {
+      steps_p.append({
           "actnorm": {"loc": _vec(sd, f"{pre}.actnorm.loc", cs),
                       "scale": _vec(sd, f"{pre}.actnorm.scale", cs)},
           "invconv": {"w_l": sd.take(f"{pre}.invconv.w_l", (cs, cs)),
@@ -102,9 +135,10 @@ def load_glow(path_or_state_dict, model) -> dict:
               "conv2": {"kernel": sd.take(f"{pre}.coupling.net.2.weight",
                                           (width, width, 1, 1))[:, :, 0, 0].T,
                         "bias": sd.take(f"{pre}.coupling.net.2.bias", (width,))},
-              "zero_conv": _zero_conv(sd, f"{pre}.coupling.net.4", width, cout)}}}
-      bc[f"flows_{k}"] = {"invconv": {"w_p": sd.take(f"{pre}.invconv.w_p", (cs, cs)),
-                                      "s_sign": sd.take(f"{pre}.invconv.s_sign", (cs,))}}
+              "zero_conv": _zero_conv(sd, f"{pre}.coupling.net.4", width, cout)}}})
+      steps_c.append({"invconv": {"w_p": sd.take(f"{pre}.invconv.w_p", (cs, cs)),
+                                  "s_sign": sd.take(f"{pre}.invconv.s_sign", (cs,))}})
+    bp["flows"], bc["flows"] = stack_trees(steps_p, xp=np), stack_trees(steps_c, xp=np)
     if i < model.levels - 1:
       bp["prior"] = {"conv": _zero_conv(sd, f"blocks.{i}.prior", cs // 2, cs)}
       c = cs // 2
@@ -114,8 +148,6 @@ def load_glow(path_or_state_dict, model) -> dict:
   sd.finish()
   variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32),
                                      {"params": params, "constants": consts})
-  if model.scan:
-    variables = stack_steps(variables)
   expected = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                             jnp.zeros((1,) + model.image_shape, jnp.uint8))
   got_s = jax.tree_util.tree_map(lambda a: a.shape, variables)

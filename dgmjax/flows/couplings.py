@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from dgmjax.flows.bijectors import Bijector, check_nhwc
 from dgmjax.flows.conditioners import CouplingNet
+from dgmjax.nn.compute import DEFAULT, Compute
 
 
 def coupling_transform(xb, h, affine: bool, inverse: bool = False):
@@ -49,8 +50,9 @@ class Coupling(Bijector):
   ``net`` wherever the template was built) and, when the template has a ``features``
   field left None, sets it to the channels the transform needs: C for affine
   ([log_s', t]), C/2 for additive. Without a conditioner the coupling uses Glow's
-  ``CouplingNet(width, net_actnorm=net_actnorm, edge_bias=edge_bias, dtype=dtype)``;
-  ``width``, ``net_actnorm``, ``edge_bias`` and ``dtype`` only configure that default.
+  ``CouplingNet(width, net_actnorm=net_actnorm, edge_bias=edge_bias, compute=compute)``;
+  ``width``, ``net_actnorm``, ``edge_bias`` and ``compute`` (``dgmjax.nn.compute``) only
+  configure that default.
 
   Glow's network ends in a zero-initialised convolution, so a fresh additive coupling
   is the identity (and a fresh affine one scales x_b by sigmoid(2)).
@@ -59,13 +61,13 @@ class Coupling(Bijector):
   affine: bool = True
   net_actnorm: bool = False
   edge_bias: bool = False
-  dtype: jnp.dtype = jnp.float32
+  compute: Compute = DEFAULT
   conditioner: nn.Module | None = None
 
   def _template(self) -> nn.Module:
     if self.conditioner is not None:
       return self.conditioner
-    return CouplingNet(self.width, None, self.net_actnorm, self.edge_bias, self.dtype,
+    return CouplingNet(self.width, None, self.net_actnorm, self.edge_bias, self.compute,
                        parent=None)
 
   @nn.compact

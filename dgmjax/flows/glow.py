@@ -10,9 +10,17 @@ Top:                the last level's output is z_top with a learned prior.
 x: float32 [B,H,W,C] to the list of latents ``zs = [z_0, ..., z_{L-2}, z_top]`` (z_i of
 shape [B, H/2^(i+1), W/2^(i+1), 2^(i+1) C], z_top [B, H/2^L, W/2^L, 2^(L+1) C]);
 ``inverse_and_log_det(zs)`` is its exact inverse. ``log_density(x, labels)`` is
-log q(x) = log p(zs) + log_det in nats [B]. The parameter layout mirrors
-rosinality/glow-pytorch: ``blocks_i/flows_k/{actnorm,invconv,coupling}``, split priors
-``blocks_i/prior``, and ``top_prior``.
+log q(x) = log p(zs) + log_det in nats [B].
+
+Parameter layout (one, whatever the compute setting): level i's K steps are one stack,
+``blocks_i/flows/{actnorm,invconv,coupling}/...`` with every leaf [K, *shape] (run by
+``dgmjax.nn.repeat``: the number of arrays does not grow with K), split priors
+``blocks_i/prior``, and ``top_prior``. rosinality/glow-pytorch's per-step layout is known
+only to ``dgmjax.convert.glow``; ``dgmjax.convert.glow.stack_steps`` converts variables
+saved in dgmjax's former per-step layout (``blocks_i/flows_k/...``). How the flow runs
+(dtype, remat, unroll, the 3x3 convolutions' formulation) is one
+``dgmjax.nn.compute.Compute`` value, ``compute``, handed to every level, coupling
+network and prior.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax.flows.actnorm import ActNorm
-from dgmjax.flows.bijectors import CONSTANTS
+from dgmjax.flows.bijectors import CONSTANTS, Bijector
 from dgmjax.flows.conditioners import CouplingNet
 from dgmjax.flows.couplings import Coupling
 from dgmjax.flows.permutations import InvConv1x1, InvConv1x1LU, Permute, permutation_indices
@@ -33,112 +41,29 @@ from dgmjax.flows.priors import ClassHead, SplitPrior, TopPrior, gaussian_log_pr
 from dgmjax.flows.reversible import rebuild_input, reversible_steps
 from dgmjax.flows.squeeze import squeeze2d, unsqueeze2d
 from dgmjax.flows.step_spec import StepSpec
-from dgmjax.nn.remat import remat_module
-from dgmjax.nn.stacking import stack_trees, unstack_tree
+from dgmjax.nn.compute import DEFAULT, Compute
+from dgmjax.nn.repeat import repeat
 
 PERMUTATIONS = ("lu", "conv", "reverse", "shuffle")
 COUPLINGS = ("affine", "additive")
 
 
-class FlowStep(nn.Module):
-  """ActNorm -> permutation -> coupling; ``__call__(x, inverse) -> (y, log_det[B])``.
-
-  ``spec``: the step's hyper-parameters (``StepSpec``); ``seed``: the seed of a fixed
-  ``shuffle`` permutation."""
-  spec: StepSpec
-  seed: int = 0
-
-  @nn.compact
-  def __call__(self, x, inverse=False, perm=None):
-    """``perm``: optional int [C] overriding a fixed permutation's indices (a scan feeds
-    each step its own row, so that every step keeps the permutation of seed + k)."""
-    spec = self.spec
-    actnorm = ActNorm(spec.logscale_factor, name="actnorm")
-    if spec.permutation == "lu":
-      permute = InvConv1x1LU(name="invconv")
-    elif spec.permutation == "conv":
-      permute = InvConv1x1(name="invconv")
-    else:
-      fixed = Permute(spec.permutation, self.seed, name="invconv")
-      permute = lambda u, inv: fixed(u, inv, perm)
-    # parent=None: a template the coupling binds as its own submodule ``net``.
-    net = CouplingNet(spec.width, net_actnorm=spec.net_actnorm, edge_bias=spec.edge_bias,
-                      dtype=spec.dtype, conv_impl=spec.conv_impl, parent=None)
-    coupling = Coupling(affine=spec.affine, conditioner=net, name="coupling")
-    return _chain((actnorm, permute, coupling), x, inverse)
-
-  def forward_and_log_det(self, x):
-    return self(x, False)
-
-  def inverse_and_log_det(self, y):
-    return self(y, True)
-
-
-class _ScanBody(nn.Module):
-  """One FlowStep as an nn.scan body: carry (h, log_det), x = this step's permutation
-  indices (int [C], or None) -> carry."""
-  spec: StepSpec
-  seed: int = 0
-  inverse: bool = False
-  remat: bool | str = False
-
-  @nn.compact
-  def __call__(self, carry, perm):
-    h, log_det = carry
-    step_cls = remat_module(FlowStep, self.remat, static_argnums=(2,))
-    h, ld = step_cls(self.spec, self.seed, name="step")(h, self.inverse, perm)
-    return (h, log_det + ld.astype(log_det.dtype)), None
-
-
-class ScannedSteps(nn.Module):
-  """K FlowSteps run by ``nn.scan``: parameters stacked over a leading [K] axis, one
-  compiled body instead of K (compile time independent of K). ``__call__(h, inverse)``;
-  the inverse runs the steps from last to first. Fixed permutations (reverse, shuffle)
-  are fed to the body as scanned int [K,C] indices, so step k uses seed + k exactly as
-  the unrolled steps do.
-
-  ``reversible=True``: after init, the forward direction runs
-  ``dgmjax.flows.reversible.reversible_steps`` on the same stacked variables (a
-  ``custom_vjp`` whose backward pass rebuilds each step's input instead of storing it);
-  init (ActNorm's data-dependent initialisation) and the inverse direction use the
-  ordinary scan.
-  """
-  spec: StepSpec
-  seed: int = 0
-  steps: int = 1
-  remat: bool | str = False
-  reversible: bool = False
-
-  def permutations(self, c: int) -> np.ndarray | None:
-    """int [K,C] indices of the fixed permutations, or None for the 1x1 convolutions."""
-    if self.spec.permutation not in ("reverse", "shuffle"):
-      return None
-    return np.stack([permutation_indices(self.spec.permutation, self.seed + k, c)
-                     for k in range(self.steps)]).astype(np.int32)
-
-  def _stacked(self):
-    params = self.variables["params"]["scan"]["step"]
-    consts = self.variables.get(CONSTANTS, {}).get("scan", {}).get("step", {})
-    return params, consts
-
-  @nn.compact
-  def __call__(self, h, inverse=False):
-    perms = self.permutations(h.shape[-1])
-    if self.reversible and not inverse and not self.is_initializing():
-      params, consts = self._stacked()
-      return reversible_steps(self.spec, params, consts, perms, h)
-    scan = nn.scan(_ScanBody, variable_axes={"params": 0, CONSTANTS: 0},
-                   split_rngs={"params": True}, length=self.steps, reverse=inverse)
-    log_det = jnp.zeros((h.shape[0],), jnp.promote_types(h.dtype, jnp.float32))
-    (h, log_det), _ = scan(self.spec, self.seed, inverse, False if self.reversible else self.remat,
-                           name="scan")((h, log_det), perms)
-    return h, log_det
-
-  def rebuild(self, y):
-    """The first step's input rebuilt from the last step's output y [B,H,W,C] with the
-    reversible backward pass's inverses (``reversible.rebuild_input``)."""
-    params, consts = self._stacked()
-    return rebuild_input(self.spec, params, consts, self.permutations(y.shape[-1]), y)
+def _step_layers(spec: StepSpec, compute: Compute, seed: int, perm):
+  """ActNorm, the permutation and the coupling of one step, as submodules ``actnorm``,
+  ``invconv``, ``coupling`` of the compact method that calls this. ``perm``: optional int
+  [C] indices overriding a fixed permutation's (a stack feeds each step its own row)."""
+  actnorm = ActNorm(spec.logscale_factor, name="actnorm")
+  if spec.permutation == "lu":
+    permute = InvConv1x1LU(name="invconv")
+  elif spec.permutation == "conv":
+    permute = InvConv1x1(name="invconv")
+  else:
+    fixed = Permute(spec.permutation, seed, name="invconv")
+    permute = lambda u, inv: fixed(u, inv, perm)
+  # parent=None: a template the coupling binds as its own submodule ``net``.
+  net = CouplingNet(spec.width, net_actnorm=spec.net_actnorm, edge_bias=spec.edge_bias,
+                    compute=compute, parent=None)
+  return actnorm, permute, Coupling(affine=spec.affine, conditioner=net, name="coupling")
 
 
 def _chain(layers, x, inverse):
@@ -149,47 +74,93 @@ def _chain(layers, x, inverse):
   return x, log_det
 
 
-class GlowLevel(nn.Module):
-  """squeeze -> K steps (-> split). ``encode(h) -> (h_next | None, z, log_det, log_p)``."""
-  steps: int
-  width: int
-  split: bool = True
-  coupling: str = "affine"
-  permutation: str = "lu"
-  net_actnorm: bool = False
-  logscale_factor: float | None = None
-  edge_bias: bool = False
-  seed: int = 0
-  remat: bool | str = False
-  scan: bool = False
-  dtype: jnp.dtype = jnp.float32
-  reversible: bool = False
-  conv_impl: str = "auto"
+class FlowStep(Bijector):
+  """One step of flow, ActNorm -> permutation -> coupling, as a bijector:
+  ``__call__(x, inverse=False, perm=None) -> (y, log_det[B])``.
 
-  @property
-  def scanned(self) -> bool:
-    """Whether the steps use the stacked (scan) layout: ``scan`` or ``reversible``."""
-    return self.scan or self.reversible
+  ``spec``: the step's hyper-parameters (``StepSpec``); ``compute``: how its coupling
+  network runs (``dgmjax.nn.compute``); ``seed``: the seed of a fixed ``shuffle``
+  permutation. A Glow level stacks K of these (``Steps``)."""
+  spec: StepSpec
+  compute: Compute = DEFAULT
+  seed: int = 0
+
+  @nn.compact
+  def __call__(self, x, inverse=False, perm=None):
+    return _chain(_step_layers(self.spec, self.compute, self.seed, perm), x, inverse)
+
+
+class Steps(nn.Module):
+  """The K steps of flow of one level with their variables stacked on a leading [K] axis
+  (``<this module>/{actnorm,invconv,coupling}/...``, every leaf [K, *shape]), run by the
+  executor ``dgmjax.nn.repeat.repeat`` as ``compute`` says (scan, unroll, remat): one
+  compiled step whatever K. ``__call__(h, inverse) -> (h, log_det[B])``; the inverse runs
+  the steps from last to first. Fixed permutations (reverse, shuffle) are fed to the steps
+  as int [K,C] indices, step k using seed + k.
+
+  ``reversible=True``: after init, the forward direction runs
+  ``dgmjax.flows.reversible.reversible_steps`` on the same stacked variables (a
+  ``custom_vjp`` whose backward pass rebuilds each step's input instead of storing it;
+  reverse mode only); init (ActNorm's data-dependent initialisation) and the inverse
+  direction use the executor's scan.
+  """
+  spec: StepSpec
+  compute: Compute = DEFAULT
+  steps: int = 1
+  seed: int = 0
+  reversible: bool = False
+
+  def permutations(self, c: int) -> np.ndarray | None:
+    """int [K,C] indices of the fixed permutations, or None for the 1x1 convolutions."""
+    if self.spec.permutation not in ("reverse", "shuffle"):
+      return None
+    return np.stack([permutation_indices(self.spec.permutation, self.seed + k, c)
+                     for k in range(self.steps)]).astype(np.int32)
+
+  def _stacked(self):
+    return self.variables["params"], self.variables.get(CONSTANTS, {})
+
+  @nn.compact
+  def _step(self, carry, perm, inverse):
+    """One step as the executor's body: carry (h, log_det) -> carry."""
+    h, log_det = carry
+    h, ld = _chain(_step_layers(self.spec, self.compute, self.seed, perm), h, inverse)
+    return (h, log_det + ld.astype(log_det.dtype)), None
+
+  def __call__(self, h, inverse=False):
+    perms = self.permutations(h.shape[-1])
+    if self.reversible and not inverse and not self.is_initializing():
+      params, consts = self._stacked()
+      return reversible_steps(self.spec, self.compute, params, consts, perms, h)
+    stack = repeat(lambda mdl, carry, perm: mdl._step(carry, perm, inverse), self.steps,
+                   self.compute, reverse=inverse, collections=("params", CONSTANTS))
+    log_det = jnp.zeros((h.shape[0],), jnp.promote_types(h.dtype, jnp.float32))
+    (h, log_det), _ = stack(self, (h, log_det), perms)
+    return h, log_det
+
+  def rebuild(self, y):
+    """The first step's input rebuilt from the last step's output y [B,H,W,C] with the
+    reversible backward pass's inverses (``reversible.rebuild_input``)."""
+    params, consts = self._stacked()
+    return rebuild_input(self.spec, self.compute, params, consts,
+                         self.permutations(y.shape[-1]), y)
+
+
+class GlowLevel(nn.Module):
+  """squeeze -> K steps (-> split). ``encode(h) -> (h_next | None, z, log_det, log_p)``.
+
+  Submodules ``flows`` (``Steps``) and, when ``split``, ``prior`` (``SplitPrior``)."""
+  spec: StepSpec
+  compute: Compute = DEFAULT
+  steps: int = 1
+  split: bool = True
+  seed: int = 0
+  reversible: bool = False
 
   def setup(self):
-    spec = StepSpec(self.width, self.coupling, self.permutation, self.net_actnorm,
-                    self.logscale_factor, self.edge_bias, self.dtype, self.conv_impl)
-    if self.scanned:
-      self.flows = ScannedSteps(spec, self.seed, self.steps, self.remat, self.reversible)
-    else:
-      step_cls = remat_module(FlowStep, self.remat, static_argnums=(2,))
-      self.flows = [step_cls(spec, self.seed + k) for k in range(self.steps)]
+    self.flows = Steps(self.spec, self.compute, self.steps, self.seed, self.reversible)
     if self.split:
-      self.prior = SplitPrior(self.edge_bias, self.conv_impl)
-
-  def _run_steps(self, h, inverse):
-    if self.scanned:
-      return self.flows(h, inverse)
-    log_det = jnp.zeros((h.shape[0],), jnp.float32)
-    for flow in (reversed(self.flows) if inverse else self.flows):
-      h, ld = flow(h, inverse)
-      log_det = log_det + ld
-    return h, log_det
+      self.prior = SplitPrior(self.spec.edge_bias, self.compute)
 
   def encode(self, x, check: int = 0):
     """x [B,H,W,C] -> (h_next | None, z, log_det [B], log_p [B], err).
@@ -200,7 +171,7 @@ class GlowLevel(nn.Module):
     (no gradient flows through it). Otherwise ``err`` is None.
     """
     h_in = squeeze2d(x)
-    h, log_det = self._run_steps(h_in, False)
+    h, log_det = self.flows(h_in, False)
     err = None
     if check and self.reversible and not self.is_initializing():
       real = jax.lax.stop_gradient(h_in[:check])
@@ -215,7 +186,7 @@ class GlowLevel(nn.Module):
   def decode(self, h, z):
     """Inverse of ``encode`` given h_next (None for the top level) and z."""
     x = z if h is None else jnp.concatenate([h, z], -1)
-    x, log_det = self._run_steps(x, True)
+    x, log_det = self.flows(x, True)
     return unsqueeze2d(x), log_det
 
   def sample_z(self, h, rng, temperature):
@@ -236,22 +207,16 @@ class Glow(nn.Module):
   logscale_factor: float | None = None
   edge_bias: bool = False
   shuffle_seed: int = 0
-  remat: bool | str = False
-  scan: bool = False
-  dtype: jnp.dtype = jnp.float32
   reversible: bool = False
-  conv_impl: str = "auto"
+  compute: Compute = DEFAULT
 
   def setup(self):
-    self.blocks = [GlowLevel(self.steps, self.width, split=i < self.levels - 1,
-                             coupling=self.coupling, permutation=self.permutation,
-                             net_actnorm=self.net_actnorm,
-                             logscale_factor=self.logscale_factor, edge_bias=self.edge_bias,
-                             seed=self.shuffle_seed + 1000 * i, remat=self.remat,
-                             scan=self.scan, dtype=self.dtype, reversible=self.reversible,
-                             conv_impl=self.conv_impl)
+    spec = StepSpec(self.width, self.coupling, self.permutation, self.net_actnorm,
+                    self.logscale_factor, self.edge_bias)
+    self.blocks = [GlowLevel(spec, self.compute, self.steps, split=i < self.levels - 1,
+                             seed=self.shuffle_seed + 1000 * i, reversible=self.reversible)
                    for i in range(self.levels)]
-    self.top_prior = TopPrior(self.learn_top, self.num_classes, self.edge_bias, self.conv_impl)
+    self.top_prior = TopPrior(self.learn_top, self.num_classes, self.edge_bias, self.compute)
     if self.num_classes:
       self.class_head = ClassHead(self.num_classes)
 
@@ -340,44 +305,3 @@ class Glow(nn.Module):
       z = self.blocks[i].sample_z(h, rngs[i], temperature)
       h, _ = self.blocks[i].decode(h, z)
     return h
-
-
-def stack_steps(variables: dict) -> dict:
-  """Unrolled variables (``blocks_i/flows_k/...``) -> the ``scan=True`` layout
-  (``blocks_i/flows/scan/step/...`` with a leading [K] axis). Same model, same outputs."""
-  out = {}
-  for col, tree in variables.items():
-    out[col] = {}
-    for name, sub in tree.items():
-      keys = sorted((k for k in sub if k.startswith("flows_")), key=lambda k: int(k[6:])) \
-          if name.startswith("blocks_") else []
-      if not keys:
-        out[col][name] = sub
-        continue
-      rest = {k: v for k, v in sub.items() if not k.startswith("flows_")}
-      steps = [sub[k] for k in keys]
-      rest["flows"] = {"scan": {"step": stack_trees(steps)}}
-      out[col][name] = rest
-  return out
-
-
-def unstack_steps(variables: dict) -> dict:
-  """The inverse of ``stack_steps``: the ``scan=True``/``reversible=True`` layout
-  (``blocks_i/flows/scan/step/...``, leading [K] axis) -> the unrolled one
-  (``blocks_i/flows_k/...``), e.g. to run a scanned checkpoint with ``scan=False`` or to
-  export it in rosinality/glow-pytorch's per-step layout."""
-  out = {}
-  for col, tree in variables.items():
-    out[col] = {}
-    for name, sub in tree.items():
-      stacked = sub.get("flows", {}).get("scan", {}).get("step") \
-          if name.startswith("blocks_") and isinstance(sub, dict) else None
-      if stacked is None:
-        out[col][name] = sub
-        continue
-      rest = {n: v for n, v in sub.items() if n != "flows"}
-      for i, step in enumerate(unstack_tree(stacked)):
-        rest[f"flows_{i}"] = step
-      out[col][name] = rest
-  return out
-

@@ -17,42 +17,47 @@ loss in bits when ``num_classes`` is set, openai/glow's ``weight_y``).
 Hyper-parameters beyond the issue's: ``net_actnorm`` (ActNorm inside the coupling
 network, openai), ``logscale_factor`` (None: ActNorm scale stored directly, rosinality;
 3.0: openai's ``logs``), ``edge_bias`` (openai's edge-indicator padding instead of
-rosinality's pad-with-ones), ``shuffle_seed``, ``scan`` (run each level's K steps with
-``nn.scan``: parameters stacked over [K], one compiled step instead of K, so compile
-time does not grow with K; at paper sizes on CPU it also runs as fast as the unrolled
-steps and peaks at ~1.0x PyTorch's memory instead of 1.5x, see
-experiments/results/HISTORY.md, "Glow's scan=True"; the paper configs set it; off by
-default so that the default layout is rosinality's, ``glow.stack_steps`` /
-``glow.unstack_steps`` convert between the two). The defaults express
-rosinality/glow-pytorch exactly (``dgmjax.convert.glow.load_glow``), with the
-difference that its last level always uses the LU 1x1 convolution.
+rosinality's pad-with-ones), ``shuffle_seed``. The defaults express
+rosinality/glow-pytorch exactly (``dgmjax.convert.glow.load_glow``), with the difference
+that its last level always uses the LU 1x1 convolution.
+
+Parameter layout: each level's K steps keep their variables stacked on a leading [K] axis
+(``blocks_i/flows/...``, ``dgmjax.flows.glow``), run by the executor
+``dgmjax.nn.repeat``: one compiled step whatever K. Variables saved in dgmjax's former
+per-step layout (``blocks_i/flows_k/...``, or ``blocks_i/flows/scan/step/...``) are
+refused with one line naming ``dgmjax.convert.glow.stack_steps``, which converts them.
+
+``compute`` (``dgmjax.nn.compute.Compute``, or a mapping of its keys, or None for the
+defaults): how the flow runs, never what it computes. ``dtype``: the coupling networks'
+and priors' arithmetic (float32 or bfloat16; parameters, log-determinants and likelihood
+sums stay float32). ``remat``: what the backward pass of a step stores. ``unroll``: steps
+per loop iteration, or True for straight-line code. ``conv``: the 3x3 convolutions'
+formulation (coupling networks and priors, ``dgmjax.nn.conv``); "auto" is XLA's
+convolution on GPU/TPU, and on CPU a formulation whose gradient stays fast inside the
+scan over the steps (XLA:CPU's derived backward convolutions run on a slow path in a
+loop). The default Glow supports forward-mode differentiation (``jax.jvp``, ``jacfwd``)
+as well as reverse mode wherever its convolutions do.
 
 ``reversible=True`` (``dgmjax.flows.reversible``): the training gradient rebuilds each
 step's input from its output with the step's inverse instead of storing the K steps'
-activations, so the gradient's activation memory does not grow with K. It uses the
-scanned parameter layout (it sets ``scan=True``: on XLA:CPU the memory is only freed
-when the steps are scanned), makes ``remat`` redundant (ignored), and keeps the flow's
-main path float32 under ``dtype=bfloat16``. ``loss`` then reports the metric
-``rev_recon_err``: the largest relative error, over levels, of the first step's input
-rebuilt from the level's output, on the first ``reversible_check`` examples of the batch
-(0: off; it costs one inverse pass over those examples). Do not trust the reversible
-gradient when it exceeds about 1e-3 (see ``dgmjax.flows.reversible``).
-``reconstruction_errors(variables, x)`` gives the per-level figures for a whole batch.
-
-``conv_impl`` (``dgmjax.nn.conv``): the 3x3 convolutions' formulation (coupling networks
-and priors);
-"auto" is XLA's convolution on GPU/TPU, and on CPU a formulation whose gradient stays
-fast inside the scan of ``scan``/``reversible`` (XLA:CPU's derived backward convolutions
-run on a slow path in a loop: the cause of the scanned Glow's former 7-13x slower step).
-``dtype``: the coupling networks' compute dtype (float32 or bfloat16; parameters,
-log-determinants and likelihood sums stay float32); float16 is refused (no loss scaling).
+activations, so the gradient's activation memory does not grow with K. Same parameter
+layout; ``compute.remat`` and ``compute.unroll`` do not apply to it, and the flow's main
+path stays float32 under bfloat16. Reverse mode only (a ``jax.custom_vjp``): ``jax.jvp``
+through its loss raises JAX's "can't apply forward-mode autodiff (jvp) to a custom_vjp
+function"; run the same variables with ``reversible=False`` for forward mode. ``loss``
+then reports the metric ``rev_recon_err``: the largest relative error, over levels, of
+the first step's input rebuilt from the level's output, on the first
+``reversible_check`` examples of the batch (0: off; it costs one inverse pass over those
+examples). Do not trust the reversible gradient when it exceeds about 1e-3 (see
+``dgmjax.flows.reversible``). ``reconstruction_errors(variables, x)`` gives the
+per-level figures for a whole batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -60,12 +65,24 @@ import numpy as np
 
 from dgmjax import images
 from dgmjax.flows.glow import COUPLINGS, PERMUTATIONS, Glow
-from dgmjax.image_model import (ImageModel, check_dtype, check_ints, check_positive_int,
-                                check_temperatures)
+from dgmjax.image_model import ImageModel, check_ints, check_positive_int, check_temperatures
 from dgmjax.latents import interpolate_latents
-from dgmjax.nn.conv import IMPLS
+from dgmjax.nn.compute import Compute
 from dgmjax.nn.init import fast_init_key
-from dgmjax.nn.remat import check_remat
+
+
+def check_layout(variables) -> None:
+  """ValueError (one line, naming the converter) for variables in dgmjax's former
+  per-step layouts: ``blocks_i/flows_k/...`` (unrolled) or ``blocks_i/flows/scan/step/...``."""
+  params = variables.get("params") if isinstance(variables, Mapping) else None
+  level = params.get("blocks_0") if isinstance(params, Mapping) else None
+  if not isinstance(level, Mapping):
+    return
+  flows = level.get("flows")
+  if "flows_0" in level or (isinstance(flows, Mapping) and "scan" in flows):
+    raise ValueError("glow: these variables are in dgmjax's former per-step layout "
+                     "(blocks_i/flows_k/... or blocks_i/flows/scan/step/...); convert them "
+                     "once with dgmjax.convert.glow.stack_steps(variables)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +99,9 @@ class GlowModel(ImageModel):
   logscale_factor: float | None = None
   edge_bias: bool = False
   shuffle_seed: int = 0
-  remat: bool | str = False
-  scan: bool = False
-  dtype: Any = jnp.float32
   reversible: bool = False
   reversible_check: int = 1
-  conv_impl: str = "auto"
+  compute: Compute | Mapping[str, Any] | None = None
   name: str = dataclasses.field(default="glow", init=False)
 
   def __post_init__(self):
@@ -114,20 +128,14 @@ class GlowModel(ImageModel):
         or isinstance(self.reversible_check, bool) or self.reversible_check < 0):
       raise ValueError(f"glow: reversible_check must be an int >= 0 (examples checked per "
                        f"loss); got {self.reversible_check!r}")
-    if self.reversible:
-      object.__setattr__(self, "scan", True)  # the reversible gradient needs the scan
     if self.logscale_factor is not None and not self.logscale_factor > 0:
       raise ValueError(f"glow: logscale_factor must be None or > 0; got {self.logscale_factor!r}")
-    dtype = check_dtype(self.dtype, "glow")
-    if self.conv_impl not in IMPLS:
-      raise ValueError(f"glow: conv_impl must be one of {IMPLS}; got {self.conv_impl!r}")
-    object.__setattr__(self, "dtype", dtype)
+    object.__setattr__(self, "compute", Compute.make(self.compute))
     object.__setattr__(self, "module", Glow(
         shape, self.levels, self.steps, self.width, self.coupling, self.permutation,
         bool(self.learn_top), self.num_classes, bool(self.net_actnorm),
         self.logscale_factor, bool(self.edge_bias), int(self.shuffle_seed),
-        check_remat(self.remat, "glow"), bool(self.scan), dtype, bool(self.reversible),
-        self.conv_impl))
+        reversible=bool(self.reversible), compute=self.compute))
 
   # ------------------------------------------------------------------ helpers
   def _continuous(self, x, rng):
@@ -169,6 +177,7 @@ class GlowModel(ImageModel):
     return dict(variables)
 
   def _log_q(self, variables, x, rng, y, check=0):
+    check_layout(variables)
     xc = self._continuous(x, rng)
     log_q, extras = self.module.apply(variables, xc, self.check_labels(y, x.shape[0]), check,
                                       method=Glow.log_density)
@@ -216,6 +225,7 @@ class GlowModel(ImageModel):
     num < 1 or a temperature that is not finite and > 0 (checked when it is concrete)."""
     check_positive_int(num, "num")
     check_temperatures(temperature=temperature)
+    check_layout(variables)
     return self.module.apply(variables, rng, num, temperature, self.check_labels(y, num),
                              method=Glow.sample)
 
@@ -224,6 +234,7 @@ class GlowModel(ImageModel):
     None) or float32 [B,H,W,C] in the dequantised space [-1/2, 1/2] (ValueError for NaN,
     inf or values outside it, checked when x is concrete). zs: per-level latents,
     shapes ``latent_shapes()``."""
+    check_layout(variables)
     return self.module.apply(variables, self._continuous(x, rng),
                              method=Glow.forward_and_log_det)
 
@@ -232,11 +243,13 @@ class GlowModel(ImageModel):
     the reversible backward pass rebuilds it from the level's output, on the batch x
     (uint8, dequantised with rng or at bin centres; or float as for ``encode``).
     Needs ``reversible=True``."""
+    check_layout(variables)
     return self.module.apply(variables, self._continuous(x, rng),
                              method=Glow.reconstruction_errors)
 
   def decode(self, variables, zs):
     """zs -> float32 x [B,H,W,C] (exact inverse of ``encode``); ``images.quantize`` it for uint8."""
+    check_layout(variables)
     return self.module.apply(variables, list(zs), method=Glow.inverse_and_log_det)[0]
 
   def latent_shapes(self):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from dgmjax.distributions.normal import normal_log_prob, normal_sample
 from dgmjax.flows.bijectors import check_nhwc
 from dgmjax.flows.conditioners import ZeroConv
+from dgmjax.nn.compute import DEFAULT, Compute
 
 
 def gaussian_log_prob(z, mean, logsd):
@@ -40,12 +41,12 @@ class SplitPrior(nn.Module):
   an equivalent relabelling of a zero-initialised convolution).
   """
   edge_bias: bool = False
-  conv_impl: str = "auto"   # the ZeroConv's formulation (dgmjax.nn.conv)
+  compute: Compute = DEFAULT   # how the ZeroConv runs (dgmjax.nn.compute)
 
   @nn.compact
   def __call__(self, z1):
     _, _, _, c = check_nhwc(z1, "SplitPrior")
-    h = ZeroConv(2 * c, self.edge_bias, conv_impl=self.conv_impl, name="conv")(z1)
+    h = ZeroConv(2 * c, self.edge_bias, compute=self.compute, name="conv")(z1)
     return h[..., :c], h[..., c:]
 
   def split(self, z):
@@ -66,13 +67,13 @@ class TopPrior(nn.Module):
   learn_top: bool = True
   num_classes: int | None = None
   edge_bias: bool = False
-  conv_impl: str = "auto"   # the ZeroConv's formulation (dgmjax.nn.conv)
+  compute: Compute = DEFAULT   # how the ZeroConv runs (dgmjax.nn.compute)
 
   @nn.compact
   def __call__(self, shape, batch: int, labels=None):
     h, w, c = shape
     if self.learn_top:
-      out = ZeroConv(2 * c, self.edge_bias, conv_impl=self.conv_impl,
+      out = ZeroConv(2 * c, self.edge_bias, compute=self.compute,
                      name="conv")(jnp.zeros((1, h, w, c), jnp.float32))
     else:
       out = jnp.zeros((1, h, w, 2 * c), jnp.float32)

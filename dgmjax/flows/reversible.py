@@ -6,8 +6,9 @@ x_k = f_k^{-1}(y_k) and recomputes the step's local forward to get its vector-Ja
 product (the reversible residual network's algorithm, Gomez et al. 2017, "The Reversible
 Residual Network: Backpropagation Without Storing Activations", Algorithm 1; for flows,
 e.g. Behrmann et al. 2019, "Invertible Residual Networks", and the memory-saving request
-openai/glow#37). ``reversible_steps`` wraps the K steps of one Glow level in a single
-``jax.custom_vjp``:
+openai/glow#37). ``reversible_steps`` runs the K steps of one Glow level through the
+executor's reversible scan (``dgmjax.nn.repeat.reversible``, one ``jax.custom_vjp``) with
+this module's ``step_forward`` and Glow's own ``step_backward``:
 
   forward   (y, log_det) = f_{K-1} o ... o f_0 (x) as a ``lax.scan`` over the stacked step
             parameters; the residuals kept for the backward pass are the parameters and
@@ -24,12 +25,12 @@ One backward step, with y = [y_a, y_b] (channel halves) and the coupling network
 The network runs once forward (with its residuals) and once backward per step, as in
 the standard backward pass; the extra cost over storing activations is one forward of
 every coupling network plus the cheap ActNorm/1x1 inverses. Measured on a 2-core CPU
-(``dgmjax bench glow --sizes mnist,cifar10 --scan --reversible --repeats 3``, B16): the
+(``dgmjax bench glow --sizes mnist,cifar10 --reversible --repeats 3``, B16): the
 reversible step takes 0.89x (MNIST, L2 K32 w512) and 1.34x (CIFAR-10, L3 K32 w512) the
 scanned standard step, with XLA temp memory 88 vs 720 MB and 186 vs 1132 MB and peak
 RSS 0.65x PyTorch's; the temp memory at CIFAR-10 size is 44.7 MB for K = 8, 16, 32 and
 64 (standard: 254 -> 1910 MB). The coupling networks' 3x3 convolutions must use a
-formulation whose backward runs well inside the scan (``conv_impl="auto"``,
+formulation whose backward runs well inside the scan (``compute.conv="auto"``,
 ``dgmjax.nn.conv``): with XLA:CPU's derived convolution gradients it was 3-5x slower.
 
 Drift. x_k is rebuilt, not stored, so float rounding in each inverse accumulates over
@@ -44,24 +45,35 @@ that measurably differ from the forward pass's (float32 inverses of a healthy Gl
 to ~1e-6; see the README for measured figures), and switch to ``reversible=False`` (or
 x64) for that run. NaN/inf in it means an inverse overflowed (a scale s -> 0).
 
-Composition. ``scan``: the reversible path is itself a scan over stacked step parameters
-(the ``scan=True`` parameter layout, ``blocks_i/flows/scan/step/...``); on XLA:CPU the
-memory is only freed when the steps are scanned (an unrolled loop of custom-VJP steps
-kept the forward outputs alive), so reversible implies the scanned layout.
-``remat``: redundant and ignored: the backward already keeps one step's activations at
-a time, which is what ``jax.checkpoint`` around a step would give. ``dtype=bfloat16``:
-only the coupling networks compute in bfloat16; the flow's main path (x_k, ActNorm, the
-1x1 convolutions, the coupling's affine map) stays float32, and NN(y_a) is re-evaluated
-on exactly the y_a it saw in the forward pass when nothing drifted, so bf16 does not by
+Composition. The steps run through ``dgmjax.nn.repeat.reversible`` (the generic
+reversible scan of the executor, a ``jax.custom_vjp``) with this module's ``step_forward``
+and ``step_backward``, on the one stacked parameter layout (``blocks_i/flows/...``,
+leading [K] axis): a checkpoint trained reversibly runs without it and vice versa. On
+XLA:CPU the memory is only freed when the steps are scanned (an unrolled loop of
+custom-VJP steps kept the forward outputs alive), so ``compute.unroll`` does not apply
+to the reversible forward, and ``compute.remat`` is redundant there (ignored): the
+backward already keeps one step's activations at a time, which is what
+``jax.checkpoint`` around a step would give. ``compute.dtype=bfloat16``: only the
+coupling networks compute in bfloat16; the flow's main path (x_k, ActNorm, the 1x1
+convolutions, the coupling's affine map) stays float32, and NN(y_a) is re-evaluated on
+exactly the y_a it saw in the forward pass when nothing drifted, so bf16 does not by
 itself add drift; once x_k has drifted, bf16 rounding of NN's output makes the next
 rebuilt step differ by bf16's 2^-8 relative precision instead of float32's 2^-24: check
 ``rev_recon_err`` before trusting a bf16 reversible run.
 
+Reverse mode only: a ``custom_vjp`` has no forward-mode rule, so ``jax.jvp``/``jacfwd``
+through a reversible Glow's forward raise JAX's "can't apply forward-mode autodiff (jvp)
+to a custom_vjp function". The same variables run with ``reversible=False`` (the default
+Glow supports both modes).
+
 Shapes: x, y: float32 [B,H,W,C] (C even); log_det: float32 [B]; stacked parameters carry a
-leading [K] axis; ``perms``: int [K,C] (fixed channel permutations) or None.
+leading [K] axis; ``perms``: int [K,C] (fixed channel permutations) or None. Every
+function takes the step's ``StepSpec`` and the model's ``Compute`` first.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +85,8 @@ from dgmjax.flows.conditioners import CouplingNet
 from dgmjax.flows.couplings import coupling_transform
 from dgmjax.flows.permutations import InvConv1x1, InvConv1x1LU, Permute
 from dgmjax.flows.step_spec import StepSpec
+from dgmjax.nn.compute import Compute
+from dgmjax.nn.repeat import reversible
 
 
 def _pre(spec: StepSpec, params, consts, perm, x, inverse=False):
@@ -98,11 +112,11 @@ def _pre(spec: StepSpec, params, consts, perm, x, inverse=False):
   return out, ld1 + ld2
 
 
-def _net(spec: StepSpec, net_params, xa):
+def _net(spec: StepSpec, compute: Compute, net_params, xa):
   """h = NN(x_a): float32 [B,H,W,C] (affine) or [B,H,W,C/2] (additive)."""
   c = 2 * xa.shape[-1]
   net = CouplingNet(spec.width, c if spec.affine else c // 2, spec.net_actnorm,
-                       spec.edge_bias, spec.dtype, spec.conv_impl, parent=None)
+                    spec.edge_bias, compute, parent=None)
   return net.apply({"params": net_params}, xa)
 
 
@@ -110,28 +124,28 @@ def _pre_params(params):
   return {k: v for k, v in params.items() if k != "coupling"}
 
 
-def step_forward(spec: StepSpec, params, consts, perm, x):
+def step_forward(spec: StepSpec, compute: Compute, params, consts, perm, x):
   """One step of flow, x -> (y, log_det[B]); the same maths (and variables) as
-  ``glow.FlowStep(spec)``."""
+  ``glow.FlowStep(spec, compute)``."""
   p, ld_pre = _pre(spec, _pre_params(params), consts, perm, x)
   half = p.shape[-1] // 2
   pa, pb = p[..., :half], p[..., half:]
-  h = _net(spec, params["coupling"]["net"], pa)
+  h = _net(spec, compute, params["coupling"]["net"], pa)
   yb, ld_c = coupling_transform(pb, h, spec.affine)
   return jnp.concatenate([pa, yb.astype(p.dtype)], -1), ld_pre + ld_c
 
 
-def step_inverse(spec: StepSpec, params, consts, perm, y):
+def step_inverse(spec: StepSpec, compute: Compute, params, consts, perm, y):
   """x = f^-1(y) for one step (the reconstruction the backward pass does)."""
   half = y.shape[-1] // 2
   ya, yb = y[..., :half], y[..., half:]
-  h = _net(spec, params["coupling"]["net"], ya)
+  h = _net(spec, compute, params["coupling"]["net"], ya)
   pb, _ = coupling_transform(yb, h, spec.affine, inverse=True)
   p = jnp.concatenate([ya, pb.astype(y.dtype)], -1)
   return _pre(spec, _pre_params(params), consts, perm, p, inverse=True)[0]
 
 
-def step_backward(spec: StepSpec, params, consts, perm, y, gy, gld):
+def step_backward(spec: StepSpec, compute: Compute, params, consts, perm, y, gy, gld):
   """Rebuilds a step's input from its output y and back-propagates through the step.
 
   y, gy = dL/dy: [B,H,W,C]; gld = dL/dlog_det: [B] (the same for every step, as the
@@ -140,7 +154,7 @@ def step_backward(spec: StepSpec, params, consts, perm, y, gy, gld):
   half = y.shape[-1] // 2
   ya, yb = y[..., :half], y[..., half:]
   gya, gyb = gy[..., :half], gy[..., half:]
-  h, net_vjp = jax.vjp(lambda q, u: _net(spec, q, u), params["coupling"]["net"], ya)
+  h, net_vjp = jax.vjp(lambda q, u: _net(spec, compute, q, u), params["coupling"]["net"], ya)
   pb, _ = coupling_transform(yb, h, spec.affine, inverse=True)
   pb = pb.astype(y.dtype)
   (_, ld_c), c_vjp = jax.vjp(lambda b, hh: coupling_transform(b, hh, spec.affine), pb, h)
@@ -154,59 +168,27 @@ def step_backward(spec: StepSpec, params, consts, perm, y, gy, gld):
   return x, gx, {**g_pre, "coupling": {"net": g_net}}
 
 
-def _scan_forward(spec, params, consts, perms, x):
-  def body(carry, xs):
-    h, log_det = carry
-    p, c, perm = xs
-    h, ld = step_forward(spec, p, c, perm, h)
-    return (h, log_det + ld.astype(log_det.dtype)), None
-  log_det = jnp.zeros((x.shape[0],), jnp.promote_types(x.dtype, jnp.float32))
-  (y, log_det), _ = jax.lax.scan(body, (x, log_det), (params, consts, perms))
-  return y, log_det
-
-
-def rebuild_input(spec: StepSpec, params, consts, perms, y):
+def rebuild_input(spec: StepSpec, compute: Compute, params, consts, perms, y):
   """x = f_0^-1 o ... o f_{K-1}^-1 (y): the first step's input as the backward pass
   rebuilds it (a reversed scan of ``step_inverse``)."""
   perms = None if perms is None else jnp.asarray(perms, jnp.int32)
 
   def body(h, xs):
     p, c, perm = xs
-    return step_inverse(spec, p, c, perm, h), None
+    return step_inverse(spec, compute, p, c, perm, h), None
   x, _ = jax.lax.scan(body, y, (params, consts, perms), reverse=True)
   return x
 
 
-def reversible_steps(spec: StepSpec, params, consts, perms, x):
+def reversible_steps(spec: StepSpec, compute: Compute, params, consts, perms, x):
   """(y, log_det[B]) = the K steps of flow on x [B,H,W,C], with a reversible gradient.
 
   ``params``/``consts``: the stacked ``params``/``constants`` trees of the K steps (leading
   [K] axis; ``consts`` may be empty); ``perms``: numpy int [K,C] channel permutations for
-  ``permutation`` in (reverse, shuffle), else None. Differentiable in ``params`` and
-  ``x`` (reverse mode only: ``jax.grad``/``jax.vjp``; forward-mode ``jax.jvp`` is not
-  defined for a ``custom_vjp``). ``consts`` get zero cotangents.
+  ``permutation`` in (reverse, shuffle), else None. ``dgmjax.nn.repeat.reversible`` with
+  this module's ``step_forward``/``step_backward``: differentiable in ``params`` and ``x``
+  in reverse mode only (``jax.grad``/``jax.vjp``); ``consts`` get zero cotangents.
   """
   perms = None if perms is None else jnp.asarray(np.asarray(perms), jnp.int32)
-
-  @jax.custom_vjp
-  def run(params, consts, x):
-    return _scan_forward(spec, params, consts, perms, x)
-
-  def fwd(params, consts, x):
-    y, log_det = _scan_forward(spec, params, consts, perms, x)
-    return (y, log_det), (params, consts, y)
-
-  def bwd(res, g):
-    params, consts, y = res
-    gy, gld = g
-
-    def body(carry, xs):
-      h, gh = carry
-      p, c, perm = xs
-      x, gx, gp = step_backward(spec, p, c, perm, h, gh, gld)
-      return (x, gx), gp
-    (_, gx), g_params = jax.lax.scan(body, (y, gy), (params, consts, perms), reverse=True)
-    return g_params, jax.tree_util.tree_map(jnp.zeros_like, consts), gx
-
-  run.defvjp(fwd, bwd)
-  return run(params, consts, x)
+  return reversible(functools.partial(step_forward, spec, compute),
+                    functools.partial(step_backward, spec, compute), params, consts, perms, x)

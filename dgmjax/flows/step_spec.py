@@ -1,13 +1,12 @@
-"""The static hyper-parameters of one Glow step of flow, shared by the Flax module
-(``glow.FlowStep``) and the pure functions of the reversible backward pass
+"""The static hyper-parameters of one Glow step of flow, shared by the Flax modules
+(``glow.FlowStep``, ``glow.Steps``) and the pure functions of the reversible backward pass
 (``reversible.step_forward``/``step_inverse``/``step_backward``), so both read one
-definition."""
+definition. How a step runs (dtype, convolution formulation) is not part of it: that is
+the model's one ``dgmjax.nn.compute.Compute`` value, passed beside it."""
 
 from __future__ import annotations
 
 import dataclasses
-
-import jax.numpy as jnp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,9 +18,7 @@ class StepSpec:
   after the coupling network's hidden convolutions (openai/glow) instead of biases
   (rosinality/glow-pytorch); logscale_factor: ActNorm's log-scale multiplier
   (openai/glow: 3.0; None: plain log-scale); edge_bias: openai/glow's padding of the
-  3x3 convolutions (zeros plus an edge-indicator channel) instead of rosinality's; dtype:
-  the coupling network's compute dtype; conv_impl: its 3x3 convolutions' formulation
-  (``dgmjax.nn.conv.IMPLS``; "auto" picks per backend).
+  3x3 convolutions (zeros plus an edge-indicator channel) instead of rosinality's.
   Frozen, so it is hashable and can be a Flax module field or a static jit argument.
   """
   width: int
@@ -30,8 +27,6 @@ class StepSpec:
   net_actnorm: bool = False
   logscale_factor: float | None = None
   edge_bias: bool = False
-  dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
 
   @property
   def affine(self) -> bool:

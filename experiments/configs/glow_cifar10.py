@@ -10,19 +10,22 @@ edge-bias padding, ActNorm log-scale factor 3); Adamax lr 1e-3 warmed up linearl
 reproduced here (the paper trained on 8 GPUs for days).
 """
 
+from ml_collections.config_dict import placeholder
+
 from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
   variant, shared = split_variant(variant, ("smoke",))
   c = base_config("glow", "cifar10")
-  # scan=True: each level's K steps are one nn.scan body: compiles once, runs as fast as
-  # unrolled, less memory (experiments/results/HISTORY.md, "Glow's scan=True").
+  # Each level's K steps are one stack run as a scan (compiles once, as fast as unrolled on
+  # CPU, less memory: experiments/results/HISTORY.md); :unroll unrolls it.
   # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
   # rev_recon_err metric (trust the gradient while it stays below ~1e-3).
   c.model.update(dict(levels=3, steps=32, width=512, coupling="affine", permutation="conv",
                       learn_top=True, net_actnorm=True, logscale_factor=3.0, edge_bias=True,
-                      scan=True, reversible=False))
+                      reversible=False,
+                      num_classes=placeholder(int)))  # --config.model.num_classes=N
   c.train.update(dict(num_steps=300_000, batch_size=512, eval_every=5000,
                       checkpoint_every=5000, log_every=100, init_batch_size=512))
   c.optim.update(dict(name="adamax", lr=1e-3, b1=0.9, b2=0.9898, warmup_steps=977,

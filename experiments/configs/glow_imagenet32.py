@@ -8,19 +8,22 @@ batch 512 and Polyak averaging (openai/glow README command for imagenet-oord 32)
 Expected: 4.09 bits/dim (paper); not reproduced here.
 """
 
+from ml_collections.config_dict import placeholder
+
 from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
   variant, shared = split_variant(variant, ("smoke",))
   c = base_config("glow", "downsampled_imagenet/32x32")
-  # scan=True: each level's K steps are one nn.scan body: compiles once, runs as fast as
-  # unrolled, less memory (experiments/results/HISTORY.md, "Glow's scan=True").
+  # Each level's K steps are one stack run as a scan (compiles once, as fast as unrolled on
+  # CPU, less memory: experiments/results/HISTORY.md); :unroll unrolls it.
   # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
   # rev_recon_err metric (trust the gradient while it stays below ~1e-3).
   c.model.update(dict(levels=3, steps=48, width=512, coupling="affine", permutation="conv",
                       learn_top=True, net_actnorm=True, logscale_factor=3.0, edge_bias=True,
-                      scan=True, reversible=False))
+                      reversible=False,
+                      num_classes=placeholder(int)))  # --config.model.num_classes=N
   c.train.update(dict(num_steps=500_000, batch_size=512, eval_every=5000,
                       checkpoint_every=5000, log_every=100, init_batch_size=512))
   # 1.28M images / 512 = 2500 steps per epoch: 10 warm-up epochs, beta2 = 1 - 1/2500.

@@ -9,19 +9,22 @@ averaging as for CIFAR-10. Expected: about 1.05 bits/dim (the number reported fo
 on MNIST, e.g. in FFJORD's table); not reproduced here (needs a GPU and hours).
 """
 
+from ml_collections.config_dict import placeholder
+
 from dgmjax.train.config import base_config, finalize, split_variant
 
 
 def get_config(variant=None):
   variant, shared = split_variant(variant, ("smoke",))
   c = base_config("glow", "mnist")
-  # scan=True: each level's K steps are one nn.scan body: compiles once, runs as fast as
-  # unrolled, less memory (experiments/results/HISTORY.md, "Glow's scan=True").
+  # Each level's K steps are one stack run as a scan (compiles once, as fast as unrolled on
+  # CPU, less memory: experiments/results/HISTORY.md); :unroll unrolls it.
   # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
   # rev_recon_err metric (trust the gradient while it stays below ~1e-3).
   c.model.update(dict(levels=2, steps=32, width=512, coupling="affine", permutation="conv",
                       learn_top=True, net_actnorm=True, logscale_factor=3.0, edge_bias=True,
-                      scan=True, reversible=False))
+                      reversible=False,
+                      num_classes=placeholder(int)))  # --config.model.num_classes=N
   c.train.update(dict(num_steps=100_000, batch_size=64, eval_every=5000,
                       checkpoint_every=5000, log_every=100, init_batch_size=256))
   # openai/glow: Adamax with beta2 = 1 - 1/(steps per epoch) = 1 - 1/938 at batch 64,

@@ -1,7 +1,9 @@
 """PyTorch parity: the project's rosinality-layout PyTorch Glow and dgmjax's Glow with
 the same weights give the same log-likelihood (1e-4 relative) on the same dequantised
-input, the same latents and the same inverse; the importer rejects missing,
-unexpected and mis-shaped keys and reads ``.pt`` files safely."""
+input, the same latents and the same inverse; the importer gives the stacked layout
+directly, rejects missing, unexpected and mis-shaped keys and reads ``.pt`` files safely;
+``stack_steps`` converts dgmjax's former per-step layouts, which the model refuses with one
+line naming it."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import torch
 
 import dgmjax
 from dgmjax import images
-from dgmjax.convert.glow import load_glow
+from dgmjax.convert.glow import load_glow, stack_steps
+from dgmjax.nn.stacking import unstack_tree
 from experiments.pytorch import glow as tglow
+from tests.flows.glow_util import fast_jit
 
 IMAGE = (8, 8, 2)   # H, W, C
 NUM_BINS = 32
@@ -50,21 +54,21 @@ def test_same_log_likelihood_latents_and_inverse(pair):
   tmodel, jmodel, variables = pair
   x = jnp.asarray(np.random.RandomState(0).randint(0, NUM_BINS, (4,) + IMAGE), jnp.uint8)
   rng = jax.random.PRNGKey(7)
-  logp_j = jax.jit(lambda v, x, r: jmodel.log_prob(v, x, r))(variables, x, rng)
+  logp_j = fast_jit(lambda v, x, r: jmodel.log_prob(v, x, r))(variables, x, rng)
   y = images.dequantize(rng, x, NUM_BINS)  # the same noise dgmjax drew
   with torch.no_grad():
     log_p, log_det, zs_t = tmodel(_nchw(y))
   d = math.prod(IMAGE)
   logp_t = (log_p + log_det).numpy() - d * math.log(NUM_BINS)
   np.testing.assert_allclose(np.asarray(logp_j), logp_t, rtol=1e-4)
-  zs_j, _ = jmodel.encode(variables, y)
+  zs_j, _ = fast_jit(jmodel.encode)(variables, y)
   for zj, zt in zip(zs_j, zs_t):
     np.testing.assert_allclose(np.transpose(np.asarray(zj), (0, 3, 1, 2)), zt.numpy(),
                                rtol=1e-4, atol=1e-4)
   # the same inverse: both decode the same latents to the same image (and back to y)
   with torch.no_grad():
     x_t = tmodel.reverse([_nchw(z) for z in zs_j], reconstruct=True)
-  x_j = jmodel.decode(variables, zs_j)
+  x_j = fast_jit(jmodel.decode)(variables, zs_j)
   np.testing.assert_allclose(np.transpose(np.asarray(x_j), (0, 3, 1, 2)), x_t.numpy(), atol=1e-4)
   np.testing.assert_allclose(np.asarray(x_j), np.asarray(y), atol=1e-4)
 
@@ -77,14 +81,28 @@ def test_load_from_pt_file(pair, tmp_path):
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables)
 
 
-def test_load_into_scanned_model(pair):
-  tmodel, jmodel, variables = pair
-  scanned = dgmjax.models.create("glow", IMAGE, NUM_BINS, levels=2, steps=2, width=16,
-                                 coupling=jmodel.coupling, scan=True)
-  vs = load_glow(dict(tmodel.state_dict()), scanned)
-  x = jnp.asarray(np.random.RandomState(1).randint(0, NUM_BINS, (2,) + IMAGE), jnp.uint8)
-  np.testing.assert_allclose(scanned.log_prob(vs, x, jax.random.PRNGKey(0)),
-                             jmodel.log_prob(variables, x, jax.random.PRNGKey(0)), rtol=1e-5)
+def test_stacked_layout_and_former_layouts_convert(pair):
+  """load_glow stacks each level's K steps (leading [K] axis under blocks_i/flows); the
+  former per-step layout (blocks_i/flows_k) and the former scan=True layout
+  (blocks_i/flows/scan/step) are refused with one line naming stack_steps, which converts
+  both back to the same variables."""
+  _, jmodel, variables = pair
+  assert variables["params"]["blocks_0"]["flows"]["actnorm"]["loc"].shape == (2, 8)
+  assert variables["constants"]["blocks_1"]["flows"]["invconv"]["w_p"].shape == (2, 16, 16)
+  per_step = {col: {name: ({**{k: v for k, v in sub.items() if k != "flows"},
+                            **{f"flows_{i}": t for i, t in enumerate(unstack_tree(sub["flows"]))}}
+                           if name.startswith("blocks_") else sub)
+                    for name, sub in tree.items()} for col, tree in variables.items()}
+  scanned = {col: {name: ({**sub, "flows": {"scan": {"step": sub["flows"]}}}
+                          if name.startswith("blocks_") else sub)
+                   for name, sub in tree.items()} for col, tree in variables.items()}
+  x = jnp.zeros((1,) + IMAGE, jnp.uint8)
+  for old in (per_step, scanned):
+    with pytest.raises(ValueError, match=r"dgmjax\.convert\.glow\.stack_steps") as e:
+      jmodel.log_prob(old, x, jax.random.PRNGKey(0))
+    assert "\n" not in str(e.value)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, stack_steps(old), variables)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, stack_steps(variables), variables)
 
 
 def test_bad_state_dicts_are_errors(pair):

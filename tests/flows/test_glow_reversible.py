@@ -1,8 +1,9 @@
-"""Reversible Glow (``reversible=True``, ``dgmjax.flows.reversible``): its gradient equals
-standard autodiff (float32 and x64) for every coupling x permutation, with class
-conditioning and openai's network options; the gradient's temp memory does not grow with
-depth while the standard one does; the reconstruction-error metric; and the Glow
-bad-input checks of ``sample`` and ``encode``.
+"""Reversible Glow (``reversible=True``, ``dgmjax.flows.reversible``): on the same variables
+as the standard Glow, its gradient equals standard autodiff (float32 and x64) for every
+coupling x permutation, with class conditioning and openai's network options; the
+gradient's temp memory does not grow with depth while the standard one does; the
+reconstruction-error metric; forward mode is refused (reverse mode only, documented); and
+the Glow bad-input checks of ``sample`` and ``encode``.
 
 Gradient closeness is measured per parameter array relative to that array's largest
 entry: max|g_rev - g_std| <= rtol * max|g_std| (elementwise relative error is meaningless
@@ -18,27 +19,18 @@ import numpy as np
 import pytest
 
 import dgmjax
-from dgmjax.flows.glow import Glow, stack_steps
+from dgmjax.flows.glow import Glow
+from tests.flows.glow_util import FAST_COMPILE, fast_jit, perturb
 
 SHAPE = (4, 4, 2)
-# Less LLVM optimisation: compiles ~40% faster on CPU; buffer assignment (and so XLA's
-# memory analysis) and the HLO-level computation are unchanged.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-COMBOS = [(c, p) for c in ("affine", "additive") for p in ("lu", "conv", "reverse", "shuffle")]
-
-
-def _perturb(variables, rng, scale=0.05):
-  """Adds N(0, scale^2) noise to every parameter: the zero-initialised convolutions, the
-  class embedding and the priors become non-zero, so no layer is the identity."""
-  leaves, tree = jax.tree_util.tree_flatten(variables["params"])
-  keys = jax.random.split(rng, len(leaves))
-  leaves = [a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
-  return {**variables, "params": jax.tree_util.tree_unflatten(tree, leaves)}
+# Every permutation once and every coupling twice (their code paths are independent),
+# x64 on two of them: (coupling, permutation, also in x64).
+COMBOS = [("affine", "lu", True), ("affine", "reverse", False), ("additive", "conv", False),
+          ("additive", "shuffle", True)]
 
 
 def _assert_grads_close(g_rev, g_std, rtol):
-  """g_std in the unrolled layout; both compared in the stacked (scan) layout."""
-  g_std = stack_steps({"params": g_std})["params"]
+  """Per parameter array: max|g_rev - g_std| <= rtol * max|g_std|."""
   assert jax.tree_util.tree_structure(g_rev) == jax.tree_util.tree_structure(g_std)
   flat_r = jax.tree_util.tree_leaves_with_path(g_rev)
   flat_s = jax.tree_util.tree_leaves(g_std)
@@ -52,11 +44,11 @@ def _assert_grads_close(g_rev, g_std, rtol):
 
 def _run(f, *args):
   """jax.jit(f)(*args), compiled with ``FAST_COMPILE``."""
-  return jax.jit(f).lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
+  return fast_jit(f)(*args)
 
 
-def _models(coupling, permutation, **kw):
-  kw = dict(levels=2, steps=2, width=8, coupling=coupling, permutation=permutation, **kw)
+def _models(coupling, permutation, levels=2, **kw):
+  kw = dict(levels=levels, steps=2, width=8, coupling=coupling, permutation=permutation, **kw)
   return (dgmjax.models.create("glow", SHAPE, 16, **kw),
           dgmjax.models.create("glow", SHAPE, 16, reversible=True, **kw))
 
@@ -65,15 +57,15 @@ def _data(n=4):
   return jnp.asarray(np.random.RandomState(0).randint(0, 16, (n,) + SHAPE), jnp.uint8)
 
 
-@pytest.mark.parametrize("coupling,permutation", COMBOS)
-def test_gradient_equals_autodiff_float32_and_x64(coupling, permutation):
+@pytest.mark.parametrize("coupling,permutation,x64", COMBOS)
+def test_gradient_equals_autodiff_float32_and_x64(coupling, permutation, x64):
   """Loss and every parameter's gradient of the reversible model equal those of the
-  standard unrolled model (same variables, stacked): relative 1e-4 in float32, 1e-8 with
-  jax_enable_x64 (parameters, inputs and the coupling networks in float64)."""
-  plain, rev = _models(coupling, permutation)
+  standard model on the same variables: relative 1e-4 in float32, 1e-8 with
+  jax_enable_x64 (parameters, inputs and the coupling networks in float64). One level:
+  the levels above compose through the split prior (``test_class_conditioning...``)."""
+  plain, rev = _models(coupling, permutation, levels=1)
   x = _data()
-  v = _perturb(jax.jit(plain.init)(jax.random.PRNGKey(0), x), jax.random.PRNGKey(1))
-  vs = stack_steps(v)
+  v = perturb(fast_jit(plain.init)(jax.random.PRNGKey(0), x), 1)
   rng = jax.random.PRNGKey(2)
 
   def grad(m, variables):
@@ -81,12 +73,13 @@ def test_gradient_equals_autodiff_float32_and_x64(coupling, permutation):
     return _run(jax.value_and_grad(lambda p: m.loss({"params": p, **rest}, x, rng)[0]),
                 variables["params"])
 
-  (l_std, g_std), (l_rev, g_rev) = grad(plain, v), grad(rev, vs)
+  (l_std, g_std), (l_rev, g_rev) = grad(plain, v), grad(rev, v)
   np.testing.assert_allclose(l_rev, l_std, rtol=1e-6)
   _assert_grads_close(g_rev, g_std, 1e-4)
-
+  if not x64:
+    return
   with jax.enable_x64(True):
-    plain64, rev64 = _models(coupling, permutation, dtype="float64")
+    plain64, rev64 = _models(coupling, permutation, levels=1, compute=dict(dtype="float64"))
     y = (np.asarray(x, np.float64) + np.random.RandomState(1).uniform(size=x.shape)) / 16 - 0.5
     to64 = lambda t: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), t)
 
@@ -96,25 +89,25 @@ def test_gradient_equals_autodiff_float32_and_x64(coupling, permutation):
                                            method=Glow.log_density)[0])
       return _run(jax.value_and_grad(f), to64(variables["params"]))
 
-    (l_std, g_std), (l_rev, g_rev) = grad64(plain64, v), grad64(rev64, vs)
-    assert g_rev["blocks_0"]["flows"]["scan"]["step"]["actnorm"]["loc"].dtype == jnp.float64
+    (l_std, g_std), (l_rev, g_rev) = grad64(plain64, v), grad64(rev64, v)
+    assert g_rev["blocks_0"]["flows"]["actnorm"]["loc"].dtype == jnp.float64
     np.testing.assert_allclose(l_rev, l_std, rtol=1e-12)
     _assert_grads_close(g_rev, g_std, 1e-8)
 
 
 def test_class_conditioning_and_openai_options():
   """Class-conditional prior and class loss, ActNorm in the coupling network (its
-  data-dependent init), edge-bias padding, log-scale factor 3, three levels (two splits)."""
+  data-dependent init), edge-bias padding, log-scale factor 3, two levels (the split
+  prior's gradient reaches the level below through the reversible steps)."""
   from sklearn.datasets import load_digits
   d = load_digits()
   x = jnp.asarray(d.images[:16].astype(np.uint8).reshape(-1, 8, 8, 1))
   y = jnp.asarray(d.target[:16])
-  kw = dict(levels=3, steps=2, width=8, coupling="affine", permutation="conv", num_classes=10,
+  kw = dict(levels=2, steps=2, width=8, coupling="affine", permutation="conv", num_classes=10,
             class_loss_weight=0.5, net_actnorm=True, logscale_factor=3.0, edge_bias=True)
   plain = dgmjax.models.create("glow", (8, 8, 1), 17, **kw)
   rev = dgmjax.models.create("glow", (8, 8, 1), 17, reversible=True, **kw)
-  v = _perturb(jax.jit(plain.init)(jax.random.PRNGKey(0), x, y), jax.random.PRNGKey(1))
-  vs = stack_steps(v)
+  v = perturb(fast_jit(plain.init)(jax.random.PRNGKey(0), x, y), 1)
   rng = jax.random.PRNGKey(2)
 
   def grad(m, variables):
@@ -123,7 +116,7 @@ def test_class_conditioning_and_openai_options():
                                    has_aux=True), variables["params"])
 
   (l_std, aux_std), g_std = grad(plain, v)
-  (l_rev, aux_rev), g_rev = grad(rev, vs)
+  (l_rev, aux_rev), g_rev = grad(rev, v)
   np.testing.assert_allclose(l_rev, l_std, rtol=1e-6)
   np.testing.assert_allclose(aux_rev["metrics"]["class_bits"], aux_std["metrics"]["class_bits"],
                              rtol=1e-6)
@@ -132,21 +125,20 @@ def test_class_conditioning_and_openai_options():
   assert 0 <= float(aux_rev["metrics"]["rev_recon_err"]) < 1e-5
 
 
-def test_init_layout_round_trip_and_sampling():
-  """A reversible model inits into the scan layout (ActNorm initialised per step from
-  the data), decodes its own latents, samples, and is flagged ``scan`` for the importer."""
+def test_init_layout_round_trip_sampling_and_no_forward_mode():
+  """A reversible model inits into the one stacked layout (ActNorm initialised per step
+  from the data), decodes its own latents and samples; forward mode through its loss is
+  refused (a custom_vjp: reverse mode only, as documented)."""
   plain, rev = _models("affine", "shuffle")
-  assert rev.scan and rev.reversible and not plain.scan
   x = _data(8)
-  v = jax.jit(rev.init)(jax.random.PRNGKey(0), x)
-  locs = v["params"]["blocks_0"]["flows"]["scan"]["step"]["actnorm"]["loc"]
+  v = fast_jit(rev.init)(jax.random.PRNGKey(0), x)
+  locs = v["params"]["blocks_0"]["flows"]["actnorm"]["loc"]
   assert locs.shape == (2, 8) and not np.allclose(locs[0], locs[1])
-  v_plain = jax.jit(plain.init)(jax.random.PRNGKey(0), x)
-  assert (jax.tree_util.tree_structure(stack_steps(v_plain))
+  assert (jax.tree_util.tree_structure(jax.eval_shape(plain.init, jax.random.PRNGKey(0), x))
           == jax.tree_util.tree_structure(v))
-  v = _perturb(v, jax.random.PRNGKey(1))
+  v = perturb(v, 1)
 
-  @jax.jit
+  @fast_jit
   def run(v):
     zs, _ = rev.encode(v, x)
     return rev.decode(v, zs), rev.sample(v, jax.random.PRNGKey(3), 3, temperature=0.7)
@@ -154,6 +146,9 @@ def test_init_layout_round_trip_and_sampling():
   back, s = run(v)
   np.testing.assert_allclose(back, rev._continuous(x, None), atol=1e-5)
   assert s.shape == (3,) + SHAPE and s.dtype == jnp.uint8
+  loss = lambda p: rev.loss({**v, "params": p}, x, jax.random.PRNGKey(2))[0]
+  with pytest.raises(TypeError, match="forward-mode autodiff"):
+    jax.jvp(loss, (v["params"],), (v["params"],))
 
 
 def test_reconstruction_error_metric_flags_a_lossy_step():
@@ -162,19 +157,19 @@ def test_reconstruction_error_metric_flags_a_lossy_step():
   x_b's low bits, so the rebuilt x_b = y_b / s - t is off by ~ulp(1e4) ~ 1e-3."""
   _, rev = _models("affine", "lu")
   x = _data(8)
-  v = _perturb(jax.jit(rev.init)(jax.random.PRNGKey(0), x), jax.random.PRNGKey(1))
-  metric = jax.jit(lambda v: rev.loss(v, x, jax.random.PRNGKey(2))[1]["metrics"])
-  errs = jax.jit(lambda v: rev.reconstruction_errors(v, x))
+  v = perturb(fast_jit(rev.init)(jax.random.PRNGKey(0), x), 1)
+  metric = fast_jit(lambda v: rev.loss(v, x, jax.random.PRNGKey(2))[1]["metrics"])
+  errs = fast_jit(lambda v: rev.reconstruction_errors(v, x))
   m = metric(v)
   e = errs(v)
   assert e.shape == (2, 2) and float(jnp.max(e[:, 1])) < 1e-5
   assert 0 <= float(m["rev_recon_err"]) < 1e-5
 
   def shift(bias):  # step 1 of level 0: the t half of the zero conv's bias
-    return bias.at[1, 4:].set(1e4)
-  net = v["params"]["blocks_0"]["flows"]["scan"]["step"]["coupling"]["net"]
+    return jnp.asarray(bias).at[1, 4:].set(1e4)
+  net = v["params"]["blocks_0"]["flows"]["coupling"]["net"]
   bad = jax.tree_util.tree_map(lambda a: a, v)
-  bad["params"]["blocks_0"]["flows"]["scan"]["step"]["coupling"]["net"] = {
+  bad["params"]["blocks_0"]["flows"]["coupling"]["net"] = {
       **net, "zero_conv": {**net["zero_conv"], "bias": shift(net["zero_conv"]["bias"])}}
   assert float(metric(bad)["rev_recon_err"]) > 1e-4
   assert float(errs(bad)[0, 1]) > 1e-4
@@ -184,13 +179,14 @@ def test_reconstruction_error_metric_flags_a_lossy_step():
 
 @pytest.mark.parametrize("reversible", [True, False])
 def test_gradient_memory_flat_in_depth(reversible):
-  """XLA's temp bytes of the training gradient at width 64, L=3, for K=8 and K=64 steps
+  """XLA's temp bytes of the training gradient at width 32, L=1, for K=8 and K=64 steps
   per level: the reversible one must stay flat (ratio <= 1.25; measured 1.00), the
-  standard scanned one must grow (measured 7.3x), so the test fails if the reversible
-  path silently falls back to storing the activations.
+  standard one (the same stack, ordinary autodiff of the scan) must grow (measured 6.6x;
+  7.4x at width 64, L=3, at 3x the compile time),
+  so the test fails if the reversible path silently falls back to storing the activations.
 
   Compile only (nothing runs), on an 8x8x3 image, batch 4: the ratio does not depend on
-  the image size (16x16 batch 8 measured the same 1.00 and 7.5x). The scan makes compile
+  the image size (16x16 batch 8 measured the same 1.00 and 7.5x). The stack makes compile
   time independent of K, so K=64 costs no more than K=8; XLA's LLVM optimisation is
   turned down (``FAST_COMPILE``), which leaves buffer assignment, and so the temp sizes,
   unchanged (checked: identical bytes).
@@ -198,8 +194,8 @@ def test_gradient_memory_flat_in_depth(reversible):
   x = jnp.zeros((4, 8, 8, 3), jnp.uint8)
 
   def temp_bytes(steps):
-    kw = dict(reversible=True) if reversible else dict(scan=True)
-    m = dgmjax.models.create("glow", (8, 8, 3), 256, levels=3, steps=steps, width=64, **kw)
+    kw = dict(reversible=True) if reversible else {}
+    m = dgmjax.models.create("glow", (8, 8, 3), 256, levels=1, steps=steps, width=32, **kw)
     v = jax.eval_shape(m.init, jax.random.PRNGKey(0), x)
     rest = {k: a for k, a in v.items() if k != "params"}
     grad = jax.jit(jax.grad(lambda p, r: m.loss({"params": p, **r}, x,
