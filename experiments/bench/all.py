@@ -130,7 +130,7 @@ def flops_for(model_name: str, size: str, dtype: str = "float32") -> float | Non
   if model_name == "nvae":
     c = bench.SIZES[size]
     model = dgmjax.models.create("nvae", c["image"], c["bins"], **c["hp"], **bench.TRAINING,
-                                 dtype=dtype)
+                                 compute=dict(dtype=dtype))
     return _train_step_flops(model, bench._data(c, c["batch"]),  # pylint: disable=protected-access
                              {"step": 0})
   raise ValueError(f"unknown model {model_name!r}; expected one of {MODELS}")

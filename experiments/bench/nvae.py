@@ -2,7 +2,7 @@
 
     python -m experiments.bench.nvae --sizes tiny --repeats 5 --out nvae_bench.json
     python -m experiments.bench.nvae --sizes tiny,mnist,cifar10 --repeats 3
-    python -m experiments.bench.nvae --sizes mnist,cifar10 --scan   # scanned layout
+    python -m experiments.bench.nvae --sizes mnist,cifar10 --unroll true   # straight-line
 
 Both implementations build the same network (``experiments/pytorch/nvae.py`` from the
 same hyper-parameters via ``args_from_hparams``) and each runs in its own subprocess so
@@ -16,7 +16,9 @@ peak memory is its own. Measured:
 - compile: dgmjax's ahead-of-time lowering + compilation of the train step alone
   (``step_compile_s``) and of the three functions (``compile_s``); ``init_s`` (its
   compile included); PyTorch runs eagerly; peak memory: the worker's peak RSS.
-  ``--scan``: dgmjax's ``scan=True`` layout (each scale's groups one ``nn.scan`` body).
+  ``--unroll``: dgmjax's ``compute.unroll`` (groups per scan iteration of each scale's
+  stacked groups, or ``true``: fully unrolled straight-line code); ``--conv-impl``:
+  ``compute.conv``.
 Sizes: ``tiny`` (32x32x3, the ``nvae_cifar_tiny`` reference layout: channels 8, one
 scale of 2 groups, 1 flow pair, batch 8), ``mnist`` (the paper's binarised-MNIST
 network, 33.4M parameters, batch 8), ``cifar10`` (the paper's CIFAR-10 network,
@@ -65,7 +67,7 @@ def _data(cfg, n, seed=0):
   return x
 
 
-def worker_jax(size: str, repeats: int, dtype: str = "float32", scan: bool = False,
+def worker_jax(size: str, repeats: int, dtype: str = "float32", unroll: int | bool = 1,
                conv_impl: str = "auto") -> dict:
   import jax
   import jax.numpy as jnp
@@ -74,7 +76,7 @@ def worker_jax(size: str, repeats: int, dtype: str = "float32", scan: bool = Fal
 
   cfg = SIZES[size]
   model = dgmjax.models.create("nvae", cfg["image"], cfg["bins"], **cfg["hp"], **TRAINING,
-                               dtype=dtype, scan=scan, conv_impl=conv_impl)
+                               compute=dict(dtype=dtype, unroll=unroll, conv=conv_impl))
   x = jnp.asarray(_data(cfg, cfg["batch"]))
   xi = jnp.asarray(_data(cfg, cfg["iw_batch"], 1))
   t0 = time.perf_counter()
@@ -117,7 +119,7 @@ def worker_jax(size: str, repeats: int, dtype: str = "float32", scan: bool = Fal
                         max(2, repeats // 2))
   return dict(train_step_s=train_s, train_step_min_s=train_min, sample_s=sample_s,
               sample_min_s=sample_min, iw_s=iw_s, iw_min_s=iw_min, compile_s=compile_s,
-              step_compile_s=step_compile_s, scan=scan, conv_impl=conv_impl,
+              step_compile_s=step_compile_s, unroll=unroll, conv_impl=conv_impl,
               init_s=init_s, peak_rss_mb=common.peak_rss_mb(), final_loss_bpd=state["loss"],
               xla_memory=common.xla_memory(step_c), dtype=dtype,
               params=int(sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))),
@@ -203,8 +205,9 @@ def depthwise(repeats: int = 5) -> dict:
 
 
 def _run_worker(kind: str, size: str, repeats: int, dtype: str = "float32",
-                scan: bool = False, conv_impl: str = "auto") -> dict:
-  extra = f", dtype={dtype!r}, scan={scan!r}, conv_impl={conv_impl!r}" if kind == "jax" else ""
+                unroll: int | bool = 1, conv_impl: str = "auto") -> dict:
+  extra = (f", dtype={dtype!r}, unroll={unroll!r}, conv_impl={conv_impl!r}" if kind == "jax"
+           else "")
   return common.run_worker("experiments.bench.nvae", f"worker_{kind}({size!r}, {repeats}{extra})")
 
 
@@ -216,17 +219,18 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--no-depthwise", action="store_true", help="skip the depthwise conv timing")
   common.add_threads_argument(p)
   common.add_dtype_argument(p)
-  p.add_argument("--scan", action="store_true",
-                 help="dgmjax's scanned layout (each scale's groups one nn.scan body)")
-  p.add_argument("--conv-impl", default="auto", help="dgmjax's conv_impl (dgmjax.nn.conv)")
+  p.add_argument("--unroll", default="1",
+                 help="compute.unroll: groups per scan iteration, or 'true' (straight-line)")
+  p.add_argument("--conv-impl", default="auto", help="compute.conv (dgmjax.nn.conv)")
   args = p.parse_args(argv)
+  unroll = True if args.unroll.lower() == "true" else int(args.unroll)
   sizes = common.choices_argument(p, args.sizes, SIZES)
   threads = common.pin_threads(args.threads)
-  results = {"platform": f"{common.platform_line(threads)} | dgmjax dtype: {args.dtype}",
-             "dtype": args.dtype, "sizes": {}}
+  results = {"platform": f"{common.platform_line(threads)} | dgmjax dtype: {args.dtype}, "
+                         f"unroll: {unroll}", "dtype": args.dtype, "unroll": unroll, "sizes": {}}
   for size in sizes:
     torch_r = _run_worker("torch", size, args.repeats)
-    jax_r = _run_worker("jax", size, args.repeats, args.dtype, args.scan, args.conv_impl)
+    jax_r = _run_worker("jax", size, args.repeats, args.dtype, unroll, args.conv_impl)
     results["sizes"][size] = {"config": SIZES[size], "pytorch": torch_r, "dgmjax": jax_r}
   results["device"] = next(iter(results["sizes"].values()))["dgmjax"]["device"] if sizes else ""
   print(f"platform: {results['platform']}; dgmjax device: {results['device']}")
