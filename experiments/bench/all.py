@@ -119,7 +119,7 @@ def flops_for(model_name: str, size: str, dtype: str = "float32") -> float | Non
     c = bench.SIZES[size]
     model = dgmjax.models.create("glow", c["image"], bench.NUM_BINS, levels=c["levels"],
                                  steps=c["steps"], width=c["width"], coupling="affine",
-                                 permutation="lu", dtype=dtype)
+                                 permutation="lu", compute=dict(dtype=dtype))
     return _train_step_flops(model, _random_images(c["image"], bench.NUM_BINS, c["batch"]))
   if model_name == "lmconv":
     shape, nb, f, r, b = bench.SIZES[size]

@@ -7,8 +7,9 @@ For each model, the ahead-of-time lowering + XLA compilation of one training ste
 (value_and_grad of ``loss`` + an Adam update, the step ``dgmjax train`` compiles) at a
 small width and at depth d and 4d, each in its own subprocess (no cache shared):
 
-- glow: K = 8 and 32 steps per level (L=3, width 64, 16x16x3, B8), unrolled (default) and
-  ``scan=True`` (each level's steps are one ``nn.scan`` body) and ``reversible=True``;
+- glow: K = 8 and 32 steps per level (L=3, width 64, 16x16x3, B8), each level's steps
+  one scan body (the default), fully unrolled (``compute.unroll=True``) and
+  ``reversible=True``;
 - lmconv: R = 1 and 4 gated resnets per stage (F=32, 16x16x1, B8), each stream's resnets
   one scan body (the default) and fully unrolled (``compute.unroll=True``);
 - nvae: 2 and 8 groups per scale (channels 16, 2 scales, 16x16x1, B8), each scale's
@@ -27,7 +28,8 @@ import sys
 from experiments.bench import common
 
 CASES = {
-    "glow": [("unrolled", {}), ("scan", {"scan": True}), ("reversible", {"reversible": True})],
+    "glow": [("scan", {}), ("unrolled", {"compute": {"unroll": True}}),
+             ("reversible", {"reversible": True})],
     "lmconv": [("scan", {}), ("unrolled", {"compute": {"unroll": True}})],
     "nvae": [("scan", {}), ("scan, paper objective", {"weight_decay_norm": 1e-2,
                                                       "kl_warmup_steps": 100}),
