@@ -34,19 +34,20 @@ Parameter tree (``variables["params"]``) and the official state_dict names
 
     u_init/kernel                  [k,k,C+1,F]   u_init.weight            (transpose 2,3,1,0)
     u_init/bias                    [F]           u_init.bias
-    up_layers_{i}/u_stream_{j}/conv_input/{kernel [k,k,2F,F], bias [F]}
+    up_layers_{i}/u_stream/conv_input/{kernel[j] [k,k,2F,F], bias[j] [F]}
                                                  up_layers.i.u_stream.j.conv_input.{weight,bias}
-    up_layers_{i}/u_stream_{j}/conv_out/{kernel [k,k,2F,2F], bias [2F]}
+    up_layers_{i}/u_stream/conv_out/{kernel[j] [k,k,2F,2F], bias[j] [2F]}
                                                  up_layers.i.u_stream.j.conv_out.{weight,bias}
-    down_layers_{i}/u_stream_{j}/conv_input, conv_out      as above (down_layers.i...)
-    down_layers_{i}/u_stream_{j}/nin_skip/kernel [2F,F]  ...nin_skip.lin_a.weight_v (transposed)
-    down_layers_{i}/u_stream_{j}/nin_skip/scale  [F]     ...nin_skip.lin_a.weight_g [F,1]
-    down_layers_{i}/u_stream_{j}/nin_skip/bias   [F]     ...nin_skip.lin_a.bias
+    down_layers_{i}/u_stream/conv_input, conv_out          as above (down_layers.i...)
+    down_layers_{i}/u_stream/nin_skip/kernel[j] [2F,F]   ...nin_skip.lin_a.weight_v (transposed)
+    down_layers_{i}/u_stream/nin_skip/scale[j]  [F]      ...nin_skip.lin_a.weight_g [F,1]
+    down_layers_{i}/u_stream/nin_skip/bias[j]   [F]      ...nin_skip.lin_a.bias
     downsize_u_stream_{i}/{kernel [k,k,F,F], bias}       downsize_u_stream.i.{weight,bias}
     upsize_u_stream_{i}/{kernel [k,k,F,F], bias}         upsize_u_stream.i.{weight,bias}
     nin_out/{kernel [F,n_out], scale [n_out], bias}      nin_out.lin_a.{weight_v^T, weight_g, bias}
 
-i in 0..2, j in 0..R-1 for up_layers and down_layers_0, 0..R for down_layers_{1,2}.
+i in 0..2, j in 0..R-1 for up_layers and down_layers_0, 0..R for down_layers_{1,2}: the
+leaves under ``u_stream`` are stacked [num, ...] (below), ``[j]`` is resnet j.
 With ``normalization="weight_norm"`` each masked conv also has ``scale`` [Cout]
 (``weight_g`` [Cout,1,1,1]) and its ``kernel`` is ``weight_v``; the effective kernel is
 ``scale * kernel / ||kernel||`` (norm over k,k,Cin). With ``mask_weight=True`` each masked
