@@ -23,9 +23,11 @@ steps and reports max |decode(encode(x)) - x| in float32 on held-out images.
 (``dgmjax.flows.reversible``), and a second table: its train step and peak RSS against
 the standard dgmjax step and PyTorch, and XLA's temp bytes of both train steps
 (``compiled.memory_analysis()``: the activation memory the gradient needs).
+The two reversible studies live in ``experiments/bench/glow_reversible.py``:
 ``--memory-vs-k SIZE`` compiles (does not run) the train step at SIZE for K = 8, 16, 32,
-64 steps per level, standard (``scan=True``: same layout, ordinary autodiff of the scan)
-and reversible, and tabulates the temp bytes. ``--drift-steps N`` measures the
+64 steps per level, standard (same layout, ordinary autodiff of the scan) and reversible,
+and tabulates the temp bytes. ``--unroll``: dgmjax runs each level's stack of steps
+fully unrolled (``compute.unroll=True``), not as a scan. ``--drift-steps N`` measures the
 reversible reconstruction drift at K=32, L=3, width 512 on ``digits`` (initialised, then
 after N Adam steps): per level, max |x_rebuilt - x| of the first step's input, and the
 relative difference between the reversible and the standard gradient.
@@ -62,7 +64,7 @@ def _temp_mb(compiled) -> float | None:
   return None if m is None else m["temp_mb"]
 
 
-def worker_jax(size: str, repeats: int, scan: bool = False, reversible: bool = False,
+def worker_jax(size: str, repeats: int, unroll: bool = False, reversible: bool = False,
                dtype: str = "float32") -> dict:
   import jax
   import jax.numpy as jnp
@@ -72,8 +74,8 @@ def worker_jax(size: str, repeats: int, scan: bool = False, reversible: bool = F
   cfg = SIZES[size]
   model = dgmjax.models.create("glow", cfg["image"], NUM_BINS, levels=cfg["levels"],
                                steps=cfg["steps"], width=cfg["width"], coupling="affine",
-                               permutation="lu", scan=scan, reversible=reversible,
-                               dtype=dtype)
+                               permutation="lu", reversible=reversible,
+                               compute=dict(dtype=dtype, unroll=True if unroll else 1))
   x = jnp.asarray(_data(cfg))
   t0 = time.perf_counter()
   init = jax.jit(model.init).lower(jax.random.PRNGKey(0), x).compile()
@@ -205,111 +207,9 @@ def digits_reconstruction(steps: int) -> dict:
               num_test=int(len(test)))
 
 
-def memory_vs_k(size: str, ks=(8, 16, 32, 64)) -> list[dict]:
-  """XLA temp MB of the train step's gradient at ``size`` for each K, standard (scan=True)
-  and reversible; compile only."""
-  import jax
-  import jax.numpy as jnp
-  import dgmjax
-
-  cfg = SIZES[size]
-  x = jnp.asarray(_data(cfg))
-  rows = []
-  for k in ks:
-    row = {"K": k}
-    for name, kw in (("standard", dict(scan=True)), ("reversible", dict(reversible=True))):
-      model = dgmjax.models.create("glow", cfg["image"], NUM_BINS, levels=cfg["levels"],
-                                   steps=k, width=cfg["width"], **kw)
-      v = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-      rest = {n: a for n, a in v.items() if n != "params"}
-      grad = jax.jit(jax.grad(lambda p, r, m=model: m.loss({"params": p, **r}, x,
-                                                          jax.random.PRNGKey(1))[0]))
-      row[name + "_temp_mb"] = _temp_mb(grad.lower(v["params"], rest).compile())
-    rows.append(row)
-  return rows
-
-
-def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
-                 width: int = 512, lr: float = 1e-4, dtype: str = "float32") -> dict:
-  """Reversible reconstruction drift on digits at K=32, L=3, width 512: for the
-  initialised model and after ``steps`` Adam steps (reversible gradient; lr warmed up
-  linearly to ``lr`` over 20 steps, global-norm clipping at 50. With lr 1e-3 this deep
-  Glow diverges to NaN by step 14 with the standard gradient as with the reversible one
-  (same losses to 1e-6 relative); ``rev_recon_err`` grew from 2e-6 to 6e-4 (step 7),
-  1e-2 (step 9) and 0.4 (step 12) on the way), per
-  level [max abs, relative] error of the first step's rebuilt input on 64 held-out images
-  (``GlowModel.reconstruction_errors``), and the relative difference
-  max|g_rev - g_std| / max|g_std| per parameter array between the reversible and the
-  standard (scan=True) gradient on one batch (both models in ``dtype``): its max and
-  median over arrays, the worst array with its scale, and the largest difference against
-  the whole gradient's largest entry."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  import optax
-  from sklearn.datasets import load_digits
-  import dgmjax
-
-  d = load_digits()
-  xs = d.images.astype(np.uint8).reshape(-1, 8, 8, 1)
-  idx = np.random.RandomState(0).permutation(len(xs))
-  train, test = xs[idx[:1500]], xs[idx[1500:]]
-  kw = dict(levels=levels, steps=k, width=width, dtype=dtype)
-  rev = dgmjax.models.create("glow", (8, 8, 1), 17, reversible=True, **kw)
-  std = dgmjax.models.create("glow", (8, 8, 1), 17, scan=True, **kw)
-  v = jax.jit(rev.init)(jax.random.PRNGKey(0), jnp.asarray(train[:256]))
-  rest = {n: a for n, a in v.items() if n != "params"}
-  opt = optax.chain(optax.clip_by_global_norm(50.0),
-                    optax.adam(optax.linear_schedule(0.0, lr, 20)))
-  errs = jax.jit(lambda v, x: rev.reconstruction_errors(v, x, jax.random.PRNGKey(7)))
-  grad = lambda m: jax.jit(jax.grad(lambda p, x: m.loss({"params": p, **rest}, x,
-                                                        jax.random.PRNGKey(5))[0]))
-  g_rev, g_std = grad(rev), grad(std)
-
-  def measure(params):
-    x = jnp.asarray(test[:64])
-    e = np.asarray(errs({"params": params, **rest}, x))
-    a, b = g_rev(params, x), g_std(params, x)
-    flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
-    flat_b = jax.tree_util.tree_leaves(b)
-    rel = [float(jnp.max(jnp.abs(u - w)) / jnp.maximum(jnp.max(jnp.abs(w)), 1e-30))
-           for (_, u), w in zip(flat_a, flat_b)]
-    worst = int(np.argmax(rel))
-    top = max(float(jnp.max(jnp.abs(w))) for w in flat_b)
-    return dict(level_abs_err=e[:, 0].tolist(), level_rel_err=e[:, 1].tolist(),
-                grad_rel_diff_max=max(rel), grad_rel_diff_median=float(np.median(rel)),
-                grad_rel_diff_worst_array=jax.tree_util.keystr(flat_a[worst][0]),
-                grad_worst_array_scale=float(jnp.max(jnp.abs(flat_b[worst]))) / top,
-                grad_global_rel_diff=max(float(jnp.max(jnp.abs(u - w)))
-                                         for (_, u), w in zip(flat_a, flat_b)) / top)
-
-  @jax.jit
-  def step(params, state, x, rng):
-    (loss, aux), g = jax.value_and_grad(
-        lambda p: rev.loss({"params": p, **rest}, x, rng), has_aux=True)(params)
-    updates, state = opt.update(g, state, params)
-    return optax.apply_updates(params, updates), state, loss, aux["metrics"]["rev_recon_err"]
-
-  params = v["params"]
-  out = {"config": dict(kw, batch=batch, steps_trained=steps), "init": measure(params)}
-  state, rs, metric, losses = opt.init(params), np.random.RandomState(0), [], []
-  t0 = time.perf_counter()
-  for i in range(steps):
-    params, state, loss, m = step(params, state, jnp.asarray(train[rs.randint(0, 1500, batch)]),
-                                  jax.random.PRNGKey(i))
-    metric.append(float(m))
-    losses.append(float(loss))
-  out["train_s"] = time.perf_counter() - t0
-  out["trained"] = dict(measure(params), train_loss_first=losses[0] if losses else None,
-                        train_loss_last=losses[-1] if losses else None,
-                        rev_recon_err_max_during_training=float(np.max(metric)) if metric
-                        else None)
-  return out
-
-
-def _run_worker(kind: str, size: str, repeats: int, scan: bool = False,
+def _run_worker(kind: str, size: str, repeats: int, unroll: bool = False,
                 reversible: bool = False, dtype: str = "float32") -> dict:
-  extra = f", scan={scan}, reversible={reversible}, dtype={dtype!r}" if kind == "jax" else ""
+  extra = f", unroll={unroll}, reversible={reversible}, dtype={dtype!r}" if kind == "jax" else ""
   return common.run_worker("experiments.bench.glow", f"worker_{kind}({size!r}, {repeats}{extra})")
 
 
@@ -320,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--out", default="glow_bench.json")
   common.add_threads_argument(p)
   common.add_dtype_argument(p)
-  p.add_argument("--scan", action="store_true",
-                 help="dgmjax runs each level's steps with nn.scan (faster compilation)")
+  p.add_argument("--unroll", action="store_true",
+                 help="dgmjax runs each level's steps fully unrolled (compute.unroll=True; "
+                      "default: one scan, compile time flat in depth)")
   p.add_argument("--reversible", action="store_true",
                  help="also measure dgmjax with reversible=True (O(1)-memory gradient)")
   p.add_argument("--memory-vs-k", default="",
@@ -333,18 +234,18 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--recon-steps", type=int, default=0,
                  help="also train on digits this many steps and report the reconstruction error")
   args = p.parse_args(argv)
+  from experiments.bench import glow_reversible
   sizes = common.choices_argument(p, args.sizes, SIZES)
   threads = common.pin_threads(args.threads)
-  results = {"platform": f"{common.platform_line(threads)} | dgmjax scan: {args.scan}, "
-                         f"dtype: {args.dtype}", "dtype": args.dtype,
-             "sizes": {}}
+  results = {"platform": f"{common.platform_line(threads)} | dgmjax unroll: {args.unroll}, "
+                         f"dtype: {args.dtype}", "dtype": args.dtype, "sizes": {}}
   for size in sizes:
     torch_r = _run_worker("torch", size, args.repeats)
-    jax_r = _run_worker("jax", size, args.repeats, args.scan, dtype=args.dtype)
+    jax_r = _run_worker("jax", size, args.repeats, args.unroll, dtype=args.dtype)
     results["sizes"][size] = {"config": SIZES[size], "pytorch": torch_r, "dgmjax": jax_r}
     if args.reversible:
       results["sizes"][size]["dgmjax_reversible"] = _run_worker("jax", size, args.repeats,
-                                                                args.scan, True, args.dtype)
+                                                                args.unroll, True, args.dtype)
   first = next(iter(results["sizes"].values())) if sizes else None
   results["device"] = (f"dgmjax on {first['dgmjax']['device']}, PyTorch on "
                        f"{first['pytorch']['device']}" if first else "")
@@ -376,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt(j.get('temp_mb'))} |")
   if args.memory_vs_k:
     size = common.choices_argument(p, args.memory_vs_k, SIZES, "memory-vs-k size")[0]
-    rows = memory_vs_k(size)
+    rows = glow_reversible.memory_vs_k(size)
     results["memory_vs_k"] = {"size": size, "rows": rows}
     print(f"\ntrain-step XLA temp memory (MB) vs K at {size} (compile only)")
     print("| K | standard (scan) | reversible |")
@@ -384,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
       print(f"| {row['K']} | {row['standard_temp_mb']:.1f} | {row['reversible_temp_mb']:.1f} |")
   if args.drift_steps >= 0:
-    drift = digits_drift(args.drift_steps, dtype=args.dtype)
+    drift = glow_reversible.digits_drift(args.drift_steps, dtype=args.dtype)
     results["reversible_drift"] = drift
     print(f"\nreversible drift on digits ({drift['config']})")
     for when in ("init", "trained"):
