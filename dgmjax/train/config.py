@@ -103,30 +103,6 @@ def _model_defaults(name: str) -> dict:
   return out
 
 
-def _takes_compute(name: str) -> bool:
-  """Whether model ``name`` takes a ``compute`` value (transitional: models migrate to
-  ``dgmjax.nn.compute`` one at a time)."""
-  import dataclasses
-
-  from dgmjax import models
-  return "compute" in {f.name for f in dataclasses.fields(models.model_class(name))}
-
-
-def _finalize_legacy(c, shared):
-  """The per-field dtype/remat/scan keys of a model not yet on ``Compute``."""
-  for key, default in (("dtype", "float32"), ("remat", "none"), ("scan", False)):
-    if key not in c.model:
-      c.model[key] = default
-  if "bf16" in shared:
-    c.model.dtype = "bfloat16"
-  if "remat" in shared:
-    c.model.remat = "full"
-  if "unroll" in shared:
-    raise ValueError(f"variant 'unroll' needs {c.model.name} on dgmjax.nn.compute")
-  c.lock()
-  return c
-
-
 def finalize(c: ml_collections.ConfigDict, shared=()) -> ml_collections.ConfigDict:
   """Completes and locks a config: ``model`` gets every constructor argument of its model
   that the file does not set (with the model's default), so ``--config.model.KEY=...``
@@ -134,8 +110,6 @@ def finalize(c: ml_collections.ConfigDict, shared=()) -> ml_collections.ConfigDi
   (``dgmjax.nn.compute``; defaults where the file sets none) and the ``shared`` variants
   (``SHARED_VARIANTS``) are applied to it. Locked: a misspelt key is an error."""
   name = c.model.name
-  if name in _TUNABLE_MODELS and not _takes_compute(name):
-    return _finalize_legacy(c, shared)
   if name in _TUNABLE_MODELS:
     from dgmjax.nn.compute import Compute
     given = c.model.compute.to_dict() if "compute" in c.model else {}

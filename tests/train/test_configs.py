@@ -46,9 +46,6 @@ def test_at_least_one_config_per_model():
 
 @pytest.mark.parametrize("path", MODEL_CONFIGS, ids=os.path.basename)
 def test_shared_variants_set_the_compute_keys(path):
-  name = os.path.basename(path).split("_")[0]
-  if not config_lib._takes_compute(name):  # pylint: disable=protected-access
-    pytest.fail(f"{name} does not take dgmjax.nn.compute.Compute yet")
   plain = config_lib.load_config(path)
   assert plain.model.compute.dtype == "float32" and plain.model.compute.remat in ("none", "full")
   both = config_lib.load_config(path + ":smoke+bf16+remat+unroll")
