@@ -11,6 +11,13 @@ Multi-host: every process runs this same loop on its rows of each global batch
 (``data.Batches`` and ``data.eval_batches`` shard by ``jax.process_index()``); the
 jitted steps see global arrays, only process 0 writes metrics, samples and the lock.
 A workdir holds one trainer at a time (``dgmjax.train.lock``).
+
+Stopping: SIGTERM (a cluster or TPU VM about to reclaim the machine) or SIGINT (Ctrl-C)
+only sets a flag. Before each step the processes agree (one small all-gather per step
+on multi-host runs) whether any of them was signalled or saw a save fail; if so all stop
+at that same step, save it unless it is saved already, wait for the write, release the
+lock and raise ``TrainingInterrupted`` (the CLI prints its one line and exits with 128 +
+the signal's number). No step is lost and no metric row is written twice.
 """
 
 from __future__ import annotations
