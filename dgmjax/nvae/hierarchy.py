@@ -45,7 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dgmjax.nn.compute import Compute
+from dgmjax.nn.compute import DEFAULT, Compute
 from dgmjax.nvae.cells import Cell, DecCombiner
 from dgmjax.nvae.groups import DecGroup, EncGroup, draw, run_flows, run_groups
 from dgmjax.nvae.iaf import PairedCellAR
@@ -99,7 +99,7 @@ class NVAENet(nn.Module):
   postprocess_cells: int
   num_flows: int = 0
   use_se: bool = True
-  compute: Compute = Compute()
+  compute: Compute = DEFAULT
 
   def setup(self):
     ch, cm, se = self.channels, self.compute, self.use_se

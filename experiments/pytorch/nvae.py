@@ -104,8 +104,8 @@ def args_from_hparams(image_shape, num_bins=256, *, channels=32, scales=1, group
   Official datasets fix the image: (32,32,1) with num_bins 2 is MNIST (Bernoulli output,
   28x28 crop), (S,S,3) with 2**b bins is cifar10 (S = 32) or imagenet_S / celeba_64.
   ``training`` may hold weight_decay_norm, weight_decay_norm_init,
-  weight_decay_norm_anneal, kl_const_coeff; dgmjax-only options (remat, dtype,
-  depthwise_impl, decoder, crop_to, kl_*_steps, kl_balance, num_power_iter) are ignored.
+  weight_decay_norm_anneal, kl_const_coeff; dgmjax-only options (compute, decoder,
+  crop_to, kl_*_steps, kl_balance, num_power_iter, dmol_edge) are ignored.
   """
   h, w, c = image_shape
   if (h, w, c) == (32, 32, 1) and num_bins == 2:
