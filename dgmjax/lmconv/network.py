@@ -256,10 +256,10 @@ class Stream(nn.Module):
   the executor (``dgmjax.nn.repeat.repeat``) with parameters ``u_stream/...`` stacked on
   a leading [num] axis (module docstring).
 
-  ``__call__(u, skips, engine, deterministic)``: u [B,H,W,F] (or [B,F]); skips None (up
-  stream) or the list of ``num`` skip inputs, consumed in list order. Returns the list of
-  the ``num`` outputs (up stream); a down stream returns only its last output, as a
-  one-element list (the network reads nothing else, so no ys are built)."""
+  ``__call__(u, skips, engine, deterministic) -> (u', ys)``: u [B,H,W,F] (or [B,F]);
+  skips None (up stream) or the ``num`` skip inputs stacked [num,B,H,W,F], consumed in
+  that order. ys: the ``num`` outputs stacked [num,B,H,W,F] (up stream), or None (a down
+  stream: the network reads only its last output u')."""
   num: int
   skip: bool
   filters: int
@@ -273,10 +273,8 @@ class Stream(nn.Module):
   def __call__(self, u, skips, engine, deterministic):
     stack = repeat(GatedResnet, self.num, self.compute, collections=("params", "window", "centre"),
                    rngs=("params", "dropout"), broadcast=2, static_argnums=(3, 4))
-    xs = jnp.stack(skips) if self.skip else None
-    u, ys = stack(self.filters, self.skip, self.conv, self.nin, self.pono, self.dropout,
-                  not self.skip, name="u_stream")(u, xs, engine, deterministic)
-    return [u] if ys is None else [ys[j] for j in range(self.num)]
+    return stack(self.filters, self.skip, self.conv, self.nin, self.pono, self.dropout,
+                 not self.skip, name="u_stream")(u, skips, engine, deterministic)
 
 
 class LMConvNetwork(nn.Module):
@@ -309,16 +307,19 @@ class LMConvNetwork(nn.Module):
 
     x = self.compute.cast(x)
     x = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)
-    stack = [norm(conv(f, FIRST, name="u_init")(x, engine))]
+    # up: heads[i] enters up stream i, whose outputs ys[i] [R,...] the down streams read
+    heads, ys = [norm(conv(f, FIRST, name="u_init")(x, engine))], []
     for i in range(3):
-      stack += stream(r, False, f"up_layers_{i}")(stack[-1], None, engine, deterministic)
+      ys.append(stream(r, False, f"up_layers_{i}")(heads[i], None, engine, deterministic)[1])
       if i < 2:
-        stack.append(norm(middle(f"downsize_u_stream_{i}")(stack[-1], engine)))
-    u = stack.pop()
+        heads.append(norm(middle(f"downsize_u_stream_{i}")(ys[i][-1], engine)))
+    # down: the official list L = [heads_0, ys_0, heads_1, ys_1, heads_2, ys_2] popped from
+    # the end, i.e. down stream i reads (ys_{2-i} reversed, heads_{2-i}) after u = L.pop()
+    u = ys[2][-1]
     for i in range(3):
-      num = r if i == 0 else r + 1
-      skips = [stack.pop() for _ in range(num)]
-      u = stream(num, True, f"down_layers_{i}")(u, skips, engine, deterministic)[-1]
+      up = ys[2 - i][:-1] if i == 0 else ys[2 - i]
+      skips = jnp.concatenate([up[::-1], heads[2 - i][None]], axis=0)
+      u = stream(r + (i > 0), True, f"down_layers_{i}")(u, skips, engine, deterministic)[0]
       if i < 2:
         u = norm(middle(f"upsize_u_stream_{i}")(u, engine))
     out = nin(self.num_outputs, name="nin_out")(jax.nn.elu(u))
