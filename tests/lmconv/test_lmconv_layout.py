@@ -2,12 +2,12 @@
 
 Each stream's gated resnets are one stack ``u_stream/...`` [num, ...] run by the executor
 (``dgmjax.nn.repeat``, whose own test shows scan = unroll = loop on a toy body): the tree
-does not grow with R and the traced loss runs one scan per stream; ``unroll=True`` gives
-the same loss; forward mode works (jvp of the loss = the gradient's inner product with the
-tangent); variables of the old per-resnet layout are refused with one line and converted
-exactly by ``dgmjax.convert.lmconv.stack_resnets``; remat reaches the body and a remat
-model samples (the cached sampler runs the same stacked network) the same images;
-dropout draws a channel mask per resnet.
+does not grow with R, the traced loss runs one scan per stream and does not grow with R
+either; ``unroll=True`` gives the same loss; forward mode works (jvp of the loss = the
+gradient's inner product with the tangent); variables of the old per-resnet layout are
+refused with one line and converted exactly by ``dgmjax.convert.lmconv.stack_resnets``;
+remat reaches the body and a remat model samples (the cached sampler runs the same
+stacked network) the same images; dropout draws a channel mask per resnet.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def test_tree_is_stacked_and_flat_in_depth_and_the_loss_scans(model_and_vars):
       (R, 3, 3, 2 * F, 2 * F)
   eqs = equations(_loss(model), v["params"])
   assert sum(e.primitive.name == "scan" for e in eqs) == 6          # one per stream
+  assert len(equations(_loss(_create(resnets=4)), deep)) == len(eqs)  # flat in R
   unrolled = _create(compute=dict(unroll=True))
   assert all(e.params["unroll"] == e.params["length"] for e in equations(
       _loss(unrolled), v["params"]) if e.primitive.name == "scan")
