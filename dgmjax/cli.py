@@ -41,18 +41,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import logging
 import os
 import sys
 from typing import Callable
 
+from dgmjax.commands.workdirs import UsageError
+
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-
-
-class UsageError(ValueError):
-  """A mistake in the command line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,62 +132,12 @@ def _initialize_distributed(fl) -> None:
                              num_processes=fl.num_processes, process_id=fl.process_id)
 
 
-def _require_checkpoint(workdir: str) -> None:
-  from dgmjax.train import checkpoint as ckpt_lib
-  if not os.path.isdir(workdir):
-    raise UsageError(f"workdir {workdir} does not exist")
-  if not ckpt_lib.has_checkpoint(workdir):
-    raise UsageError(f"no checkpoint in {workdir} (expected {workdir}/checkpoints/<step>; "
-                     f"run `dgmjax train` first)")
-
-
-def _print(obj) -> None:
-  import jax
-  if jax.process_index() == 0:
-    print(json.dumps(obj))
-
-
-# ---------------------------------------------------------------------------- train
-
-def _train(fl) -> int:
-  """Trains ``--config``, or without it resumes the workdir with the config it stores."""
-  from dgmjax.commands.workdirs import config_for
-  from dgmjax.train import config as config_lib
-  config = config_for(fl, "last")
-  config_lib.validate(config)
-  from dgmjax.train import loop
-  _print(loop.train(config, fl.workdir))
-  return 0
-
-
-# ----------------------------------------------------------------------------- eval
-
-def _define_eval(fl) -> None:
-  from absl import flags
-  flags.DEFINE_enum("which", "best", ["best", "last"], "checkpoint to evaluate", flag_values=fl)
-
-
-# --------------------------------------------------------------------------- sample
-
-def _define_sample(fl) -> None:
-  from absl import flags
-  flags.DEFINE_integer("num", 64, "number of samples (>= 1)", flag_values=fl)
-  flags.DEFINE_float("temperature", None, "sampling temperature, > 0 (models that take one)",
-                     flag_values=fl)
-  flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fl)
-  flags.DEFINE_integer("batch", 256, "images drawn per program (device memory is bounded "
-                       "by it, not by --num; the last batch is drawn whole and cut)",
-                       flag_values=fl)
-  flags.DEFINE_string("out", None, "output directory (default WORKDIR/samples)",
-                      flag_values=fl)
-
-
 from dgmjax import commands as research  # noqa: E402  (imports nothing heavy at load time)
 
 COMMANDS: dict[str, Command] = {
     "train": Command("Trains a config in a workdir, resuming from its newest good "
                      "checkpoint (without --config: with the config the workdir stores).",
-                     lambda fl: None, _train, required=("workdir",)),
+                     lambda fl: None, research.run_train, required=("workdir",)),
     "eval": Command("Test bits/dim and nats per image of a workdir's best (or last) "
                     "checkpoint.", research.define_eval, research.run_eval,
                     required=("workdir",)),

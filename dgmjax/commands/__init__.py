@@ -1,5 +1,5 @@
-"""The researcher's commands ``dgmjax import|eval|sample|complete|interpolate``
-(registered in ``dgmjax.cli.COMMANDS``).
+"""The commands ``dgmjax train|import|eval|sample|complete|interpolate|fid`` (registered
+in ``dgmjax.cli.COMMANDS``; what they share is in ``workdirs``).
 
     dgmjax import --checkpoint FILE --workdir DIR [--config CFG] [--weights ema|model]
     dgmjax eval   --workdir DIR [--iw_samples K] [--orders s_curve:all]
@@ -36,9 +36,10 @@ from dgmjax.commands.figures import (define_complete, define_interpolate, run_co
                                      run_interpolate)
 from dgmjax.commands.importing import data_from_args, define_import, run_import
 from dgmjax.commands.sampling import define_sample, run_sample
+from dgmjax.commands.training import run_train
 from dgmjax.commands.workdirs import CONFIG_FILE, READJUST_DIR, config_for, stored_config
 
 __all__ = ["CONFIG_FILE", "READJUST_DIR", "config_for", "data_from_args", "define_complete",
            "define_eval", "define_fid", "define_import", "define_interpolate", "define_sample",
            "run_complete", "run_eval", "run_fid", "run_import", "run_interpolate", "run_sample",
-           "stored_config"]
+           "run_train", "stored_config"]

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import math
 
-from dgmjax.commands.workdirs import (_flags, _need_model, _positive_int, _print, _restore, _usage,
-                                      config_for)
+from dgmjax.commands.workdirs import (absl_flags, check_positive_int, config_for, define_which,
+                                      need_model, print_json, require_checkpoint, restore,
+                                      usage_error)
 
 
 # ------------------------------------------------------------------------------- eval
 
 def define_eval(fl) -> None:
-  from dgmjax import cli
-  cli._define_eval(fl)  # pylint: disable=protected-access
-  flags = _flags()
+  define_which(fl)
+  flags = absl_flags()
   flags.DEFINE_integer("iw_samples", None, "NVAE: the importance-weighted bound with K "
                        "posterior samples per image (the papers use 1000)", flag_values=fl)
   flags.DEFINE_integer("chunk_size", None, "NVAE with --iw_samples: samples per forward pass "
@@ -84,20 +84,19 @@ def _bpd(exp, log_prob_nats: float) -> float:
 
 
 def run_eval(fl) -> int:
-  from dgmjax import cli
-  _positive_int("iw_samples", fl.iw_samples)
-  _positive_int("chunk_size", fl.chunk_size)
+  check_positive_int("iw_samples", fl.iw_samples)
+  check_positive_int("chunk_size", fl.chunk_size)
   if fl.chunk_size is not None and fl.iw_samples is None:
-    raise _usage("--chunk_size goes with --iw_samples")
-  cli._require_checkpoint(fl.workdir)  # pylint: disable=protected-access
+    raise usage_error("--chunk_size goes with --iw_samples")
+  require_checkpoint(fl.workdir)
   cfg = config_for(fl, fl.which)
   if fl.iw_samples is not None:
-    _need_model(cfg, ("nvae",), "--iw_samples")
+    need_model(cfg, ("nvae",), "--iw_samples")
   if fl.orders is not None:
-    _need_model(cfg, ("lmconv",), "--orders")
+    need_model(cfg, ("lmconv",), "--orders")
   import jax
   from dgmjax.train import loop
-  exp, state = _restore(fl, cfg)
+  exp, state = restore(fl, cfg)
   variables = state.variables(ema=True)
   model = exp.model
   out = {"step": int(state.step), "checkpoint": fl.which}
@@ -126,5 +125,5 @@ def run_eval(fl) -> int:
   else:
     bpd = loop.evaluate(exp, variables)
   out.update(test_bpd=bpd, test_nats=_nats(exp, bpd))
-  _print(out)
+  print_json(out)
   return 0

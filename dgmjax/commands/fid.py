@@ -17,14 +17,15 @@ from __future__ import annotations
 import hashlib
 import os
 
-from dgmjax.commands.workdirs import (_flags, _positive_float, _positive_int, _print, _restore,
-                                      _usage, config_for)
+from dgmjax.commands.workdirs import (absl_flags, check_positive_float, check_positive_int,
+                                      config_for, print_json, require_checkpoint, restore,
+                                      usage_error)
 
 FID_DIR = "fid"
 
 
 def define_fid(fl) -> None:
-  flags = _flags()
+  flags = absl_flags()
   flags.DEFINE_string("inception", None, "pytorch-fid's Inception weights file "
                       "(pt_inception-2015-12-05-6726825d.pth)", flag_values=fl)
   flags.DEFINE_integer("num", 50_000, "samples drawn (the papers use 50000)", flag_values=fl)
@@ -110,16 +111,15 @@ def dataset_stats(cfg, name: str, split: str, params, num_bins: int, batch: int)
 
 
 def run_fid(fl) -> int:
-  _positive_int("num", fl.num)
-  _positive_int("batch", fl.batch)
-  _positive_float("temperature", fl.temperature)
+  check_positive_int("num", fl.num)
+  check_positive_int("batch", fl.batch)
+  check_positive_float("temperature", fl.temperature)
   if fl.num < 2:
-    raise _usage("--num must be >= 2 (FID needs a covariance)")
+    raise usage_error("--num must be >= 2 (FID needs a covariance)")
   if not os.path.isfile(fl.inception):
-    raise _usage(f"--inception file not found: {fl.inception} (pytorch-fid's "
+    raise usage_error(f"--inception file not found: {fl.inception} (pytorch-fid's "
                  f"pt_inception-2015-12-05-6726825d.pth)")
-  from dgmjax import cli
-  cli._require_checkpoint(fl.workdir)  # pylint: disable=protected-access
+  require_checkpoint(fl.workdir)
   cfg = config_for(fl)
   reference = fl.reference or f"{cfg.data.name}:train"
   import jax
@@ -127,7 +127,7 @@ def run_fid(fl) -> int:
   from dgmjax.convert.inception import load_inception
   from dgmjax.fid import frechet
   params = load_inception(fl.inception)
-  exp, state = _restore(fl, cfg)
+  exp, state = restore(fl, cfg)
   variables = state.variables(ema=True)
   out_dir = os.path.join(fl.workdir, FID_DIR)
   if reference.endswith(".npz"):
@@ -136,7 +136,7 @@ def run_fid(fl) -> int:
   else:
     name, _, split = reference.partition(":")
     if not split:
-      raise _usage(f"--reference must be DATASET:SPLIT or a .npz file; got {reference!r}")
+      raise usage_error(f"--reference must be DATASET:SPLIT or a .npz file; got {reference!r}")
     key = (f"{name.replace('/', '_')}-{split}-bins{exp.num_bins}-pad{cfg.data.pad_to}-"
            f"{_digest(fl.inception)}")
     ref_path = os.path.join(out_dir, key + ".npz")
@@ -153,7 +153,7 @@ def run_fid(fl) -> int:
   samples_path = os.path.join(out_dir, f"samples-step{int(state.step)}{t}-n{fl.num}.npz")
   if jax.process_index() == 0:
     frechet.save_stats(samples_path, mu, sigma)
-  _print({"fid": frechet.frechet_distance(mu, sigma, ref_mu, ref_sigma), "num": fl.num,
+  print_json({"fid": frechet.frechet_distance(mu, sigma, ref_mu, ref_sigma), "num": fl.num,
           "step": int(state.step), "reference": reference, "reference_stats": ref_path,
           "sample_stats": samples_path, **kwargs})
   return 0

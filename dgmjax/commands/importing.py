@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 
-from dgmjax.commands.workdirs import (CONFIG_FILE, _config_from_json, _flags, _print, _usage)
+from dgmjax.commands.workdirs import (CONFIG_FILE, absl_flags, config_from_json, print_json,
+                                      usage_error)
 
 
 # ----------------------------------------------------------------------------- import
 
 def define_import(fl) -> None:
-  flags = _flags()
+  flags = absl_flags()
   flags.DEFINE_string("checkpoint", None, "official PyTorch checkpoint file: ajayjain/lmconv "
                       "*.pth, NVlabs/NVAE checkpoint.pt or rosinality/glow-pytorch model_*.pt",
                       flag_values=fl)
@@ -89,7 +90,7 @@ def _import_config(fl, name: str, obj):
   cfg = fl.config
   if cfg is None:
     if name == "glow":
-      raise _usage("a rosinality/glow-pytorch file stores no hyper-parameters: pass --config "
+      raise usage_error("a rosinality/glow-pytorch file stores no hyper-parameters: pass --config "
                    "with the model's architecture and data")
     name_, file_hp, variables = workflows.read_official_checkpoint(obj, fl.weights)
     args = obj["args"]
@@ -100,24 +101,24 @@ def _import_config(fl, name: str, obj):
       model_hp["dmol_edge"] = fl.dmol_edge
     cfg.model.update(model_hp)
     cfg = config_lib.finalize(cfg)
-    return _config_from_json(cfg.to_json()), file_hp, variables
+    return config_from_json(cfg.to_json()), file_hp, variables
   if cfg.model.name != name:
-    raise _usage(f"the checkpoint holds a {name!r} model; --config describes "
+    raise usage_error(f"the checkpoint holds a {name!r} model; --config describes "
                  f"{cfg.model.name!r}")
   if fl.dmol_edge:
-    raise _usage("--dmol_edge is for imports without --config; set config.model.dmol_edge")
+    raise usage_error("--dmol_edge is for imports without --config; set config.model.dmol_edge")
   shape, num_bins = _data_shape(cfg)
   cfg_hp = dict(loop.model_hparams(cfg), image_shape=shape, num_bins=num_bins)
   own = file_hparams(name, obj)   # compared before any weight is converted
   bad = workflows.hparams_conflicts(own, cfg_hp) if own else []
   if bad:
     parts = ", ".join(f"{k} (file {_show(own[k])}, config {_show(cfg_hp[k])})" for k in bad)
-    raise _usage(f"--config disagrees with the checkpoint's hyper-parameters: {parts}")
+    raise usage_error(f"--config disagrees with the checkpoint's hyper-parameters: {parts}")
   _, file_hp, variables = workflows.read_official_checkpoint(obj, fl.weights, hparams=cfg_hp,
                                                              model_name=name)
   merged = ml_collections.ConfigDict(cfg.to_dict())
   merged.model.update({k: v for k, v in file_hp.items() if k not in ("image_shape", "num_bins")})
-  return _config_from_json(merged.to_json()), file_hp, variables
+  return config_from_json(merged.to_json()), file_hp, variables
 
 
 def _as_init_tree(model, variables):
@@ -142,9 +143,9 @@ def run_import(fl) -> int:
   from dgmjax.train import checkpoint as ckpt_lib
   path = fl.checkpoint
   if not os.path.isfile(path):
-    raise _usage(f"checkpoint file not found: {path}")
+    raise usage_error(f"checkpoint file not found: {path}")
   if os.path.exists(fl.workdir) and ckpt_lib.has_checkpoint(fl.workdir):
-    raise _usage(f"{fl.workdir} already holds a checkpoint; import into a new or empty "
+    raise usage_error(f"{fl.workdir} already holds a checkpoint; import into a new or empty "
                  f"--workdir")
   import jax
   from dgmjax import models, workflows
@@ -178,7 +179,7 @@ def run_import(fl) -> int:
         f.write(cfg.to_json(indent=2))
       os.replace(tmp, os.path.join(fl.workdir, CONFIG_FILE))
   n_params = sum(int(a.size) for a in jax.tree.leaves(variables["params"]))
-  _print({"workdir": fl.workdir, "model": name, "format": name, **choice,
+  print_json({"workdir": fl.workdir, "model": name, "format": name, **choice,
           "params": n_params, "data": cfg.data.name, "config": os.path.join(fl.workdir,
                                                                            CONFIG_FILE)})
   return 0

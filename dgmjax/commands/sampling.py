@@ -9,14 +9,15 @@ import logging
 import os
 import shutil
 
-from dgmjax.commands.workdirs import (READJUST_DIR, _flags, _need_model, _positive_float,
-                                      _positive_int, _restore, config_for)
+from dgmjax.commands.workdirs import (READJUST_DIR, absl_flags, check_positive_float,
+                                      check_positive_int, config_for, define_sample_flags,
+                                      need_model, require_checkpoint, restore)
 
 
 # ----------------------------------------------------------------------------- sample
 
-def _define_temperatures(fl) -> None:
-  flags = _flags()
+def define_temperatures(fl) -> None:
+  flags = absl_flags()
   flags.DEFINE_float("mixture_temperature", None, "LMConv (mixture head): the official "
                      "sampler's mixture temperature, > 0", flag_values=fl)
   flags.DEFINE_float("logistic_temperature", None, "LMConv (mixture head): the official "
@@ -24,12 +25,11 @@ def _define_temperatures(fl) -> None:
 
 
 def define_sample(fl) -> None:
-  from dgmjax import cli
-  cli._define_sample(fl)  # pylint: disable=protected-access
-  flags = _flags()
+  define_sample_flags(fl)
+  flags = absl_flags()
   flags.DEFINE_string("order", None, "LMConv: generation order (e.g. s_curve, hilbert:4; "
                       "default the first configured)", flag_values=fl)
-  _define_temperatures(fl)
+  define_temperatures(fl)
   flags.DEFINE_bool("readjust_bn", False, "NVAE: sample with BN statistics re-estimated from "
                     "prior samples at --temperature (stored in WORKDIR/readjusted_bn, reused)",
                     flag_values=fl)
@@ -39,12 +39,12 @@ def define_sample(fl) -> None:
                        flag_values=fl)
 
 
-def _check_temperatures(fl) -> None:
+def check_temperatures(fl) -> None:
   for k in ("temperature", "mixture_temperature", "logistic_temperature"):
-    _positive_float(k, getattr(fl, k))
+    check_positive_float(k, getattr(fl, k))
 
 
-def _lmconv_kwargs(fl, cfg) -> dict:
+def lmconv_kwargs(fl, cfg) -> dict:
   kw = {}
   for k in ("mixture_temperature", "logistic_temperature"):
     v = getattr(fl, k)
@@ -52,7 +52,7 @@ def _lmconv_kwargs(fl, cfg) -> dict:
       kw[k] = float(v)
   order = getattr(fl, "order", None)
   if kw or order is not None:
-    _need_model(cfg, ("lmconv",), "--order / --mixture_temperature / --logistic_temperature")
+    need_model(cfg, ("lmconv",), "--order / --mixture_temperature / --logistic_temperature")
   if order is not None:
     kw["order"] = order
   return kw
@@ -143,20 +143,19 @@ def _progress(total: int, what: str, enabled: bool):
 
 
 def run_sample(fl) -> int:
-  from dgmjax import cli
-  _positive_int("num", fl.num)
-  _positive_int("batch", fl.batch)
-  _check_temperatures(fl)
-  _positive_int("readjust_steps", fl.readjust_steps)
-  _positive_int("readjust_batch", fl.readjust_batch)
-  cli._require_checkpoint(fl.workdir)  # pylint: disable=protected-access
+  check_positive_int("num", fl.num)
+  check_positive_int("batch", fl.batch)
+  check_temperatures(fl)
+  check_positive_int("readjust_steps", fl.readjust_steps)
+  check_positive_int("readjust_batch", fl.readjust_batch)
+  require_checkpoint(fl.workdir)
   cfg = config_for(fl)
-  kwargs = _lmconv_kwargs(fl, cfg)
+  kwargs = lmconv_kwargs(fl, cfg)
   if fl.readjust_bn:
-    _need_model(cfg, ("nvae",), "--readjust_bn")
+    need_model(cfg, ("nvae",), "--readjust_bn")
   import jax
   from dgmjax import imageio
-  exp, state = _restore(fl, cfg)
+  exp, state = restore(fl, cfg)
   if "order" in kwargs:
     exp.model._order(kwargs["order"])  # pylint: disable=protected-access  (checks the spec)
   if fl.temperature is not None:

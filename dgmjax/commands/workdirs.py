@@ -1,5 +1,9 @@
-"""What every research command shares: flag helpers, the config a workdir stores
-(``stored_config``, ``config_for``), restoring its checkpoint, and picture helpers."""
+"""What every command shares, with public names: the user-error type and the one-line
+JSON output, flag helpers (``check_positive_int``...) and shared flag groups
+(``define_which``, ``define_sample_flags``), the config a workdir stores
+(``stored_config``, ``config_for``), checks on the workdir (``require_checkpoint``),
+restoring its checkpoint (``restore``) and picture helpers. ``dgmjax.cli`` only registers
+the commands; the command modules import from here, never from the CLI."""
 
 from __future__ import annotations
 
@@ -12,34 +16,71 @@ READJUST_DIR = "readjusted_bn"
 FILE_DATA = "file"          # data settings derived from the checkpoint file's arguments
 
 
-def _usage(msg: str):
-  from dgmjax.cli import UsageError
+class UsageError(ValueError):
+  """A mistake in the command line: one line ``dgmjax: error: ...``, exit status 2."""
+
+
+def usage_error(msg: str) -> UsageError:
   return UsageError(msg)
 
 
-def _flags():
+def absl_flags():
+  """absl's ``flags`` module, imported when a command defines its flags."""
   from absl import flags
   return flags
 
 
-def _print(obj) -> None:
-  from dgmjax import cli
-  cli._print(obj)  # pylint: disable=protected-access
+def print_json(obj) -> None:
+  """A command's result: one JSON line on stdout (process 0 only)."""
+  import jax
+  if jax.process_index() == 0:
+    print(json.dumps(obj))
 
 
-def _positive_float(name: str, v) -> None:
+def require_checkpoint(workdir: str) -> None:
+  """UsageError unless ``workdir`` exists and holds a checkpoint (checked before anything
+  is built, and creating nothing)."""
+  from dgmjax.train import checkpoint as ckpt_lib
+  if not os.path.isdir(workdir):
+    raise UsageError(f"workdir {workdir} does not exist")
+  if not ckpt_lib.has_checkpoint(workdir):
+    raise UsageError(f"no checkpoint in {workdir} (expected {workdir}/checkpoints/<step>; "
+                     f"run `dgmjax train` first)")
+
+
+def define_which(fl) -> None:
+  """--which: the checkpoint a command reads."""
+  absl_flags().DEFINE_enum("which", "best", ["best", "last"], "checkpoint to evaluate",
+                           flag_values=fl)
+
+
+def define_sample_flags(fl) -> None:
+  """--num, --temperature, --seed, --batch, --out of the commands that draw samples."""
+  flags = absl_flags()
+  flags.DEFINE_integer("num", 64, "number of samples (>= 1)", flag_values=fl)
+  flags.DEFINE_float("temperature", None, "sampling temperature, > 0 (models that take one)",
+                     flag_values=fl)
+  flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fl)
+  flags.DEFINE_integer("batch", 256, "images drawn per program (device memory is bounded "
+                       "by it, not by --num; the last batch is drawn whole and cut)",
+                       flag_values=fl)
+  flags.DEFINE_string("out", None, "output directory (default WORKDIR/samples)",
+                      flag_values=fl)
+
+
+def check_positive_float(name: str, v) -> None:
   if v is not None and not (math.isfinite(v) and v > 0):
-    raise _usage(f"--{name} must be a finite number > 0; got {v}")
+    raise usage_error(f"--{name} must be a finite number > 0; got {v}")
 
 
-def _positive_int(name: str, v) -> None:
+def check_positive_int(name: str, v) -> None:
   if v is not None and v < 1:
-    raise _usage(f"--{name} must be >= 1; got {v}")
+    raise usage_error(f"--{name} must be >= 1; got {v}")
 
 
 # ---------------------------------------------------------------------------- configs
 
-def _config_from_json(text: str):
+def config_from_json(text: str):
   """A locked ConfigDict from ``cfg.to_json()`` (lists in ``model`` back to tuples)."""
   import ml_collections
 
@@ -72,14 +113,14 @@ def stored_config(workdir: str, which: str = "best"):
     checkpointer.close()
   if meta is not None and isinstance(meta.get("config"), str):
     try:
-      return _config_from_json(meta["config"])
+      return config_from_json(meta["config"])
     except ValueError:
       pass
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.isfile(path):
     try:
       with open(path, encoding="utf-8") as f:
-        return _config_from_json(f.read())
+        return config_from_json(f.read())
     except ValueError as e:  # JSON and UTF-8 errors included
       raise ValueError(f"{path} is damaged ({' '.join(str(e).split())[:200]}): pass "
                        f"--config path/to/config.py[:variant], or restore the file") from None
@@ -92,25 +133,25 @@ def config_for(fl, which: str = "best"):
     return fl.config
   cfg = stored_config(fl.workdir, which)
   if cfg is None:
-    raise _usage(f"{fl.workdir} stores no config (checkpoints written before configs were "
+    raise usage_error(f"{fl.workdir} stores no config (checkpoints written before configs were "
                  f"stored): pass --config path/to/config.py[:variant]")
   return cfg
 
 
-def _restore(fl, cfg):
+def restore(fl, cfg):
   from dgmjax.train import loop
   return loop.restore_for_eval(cfg, fl.workdir, getattr(fl, "which", "best"))
 
 
-def _need_model(cfg, names, what: str) -> None:
+def need_model(cfg, names, what: str) -> None:
   name = cfg.model.name
   if name not in names:
-    raise _usage(f"{what} needs a {' or '.join(names)} model; {name!r} was given")
+    raise usage_error(f"{what} needs a {' or '.join(names)} model; {name!r} was given")
 
 
 # --------------------------------------------------------------------------- pictures
 
-def _rgb255(x, num_bins: int):
+def rgb255(x, num_bins: int):
   """int [..., H, W, C] levels -> uint8 [..., H, W, 3] for display."""
   import numpy as np
   from dgmjax import imageio
@@ -118,7 +159,7 @@ def _rgb255(x, num_bins: int):
   return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
 
 
-def _save_rows(path: str, rows) -> str:
+def save_rows(path: str, rows) -> str:
   """rows: uint8 [R, K, H, W, 3] -> one PNG, R rows of K images, small images upscaled."""
   import numpy as np
   from dgmjax import imageio
@@ -128,7 +169,7 @@ def _save_rows(path: str, rows) -> str:
   return imageio.save_png(path, grid, scale=max(1, 32 // max(h, 1)))
 
 
-def _test_images(exp, n: int, seed: int):
+def test_images(exp, n: int, seed: int):
   """The first ``n`` test images (binarised as the model sees them): uint8 [n,H,W,C]."""
   import jax
   import jax.numpy as jnp
