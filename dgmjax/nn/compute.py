@@ -24,8 +24,9 @@ Keys (``KEYS``; the config's ``model.compute`` holds the same names):
   "none" (everything), "full" (only the block's input; recompute the rest) or a
   ``jax.checkpoint_policies`` name. ``False``/``True`` are read as "none"/"full".
 - ``unroll``: blocks per iteration of the scan over a stack of blocks, an int >= 1, or
-  ``True`` for a fully unrolled (straight-line) program: faster steps on CPU, compile
-  time growing with depth.
+  ``True`` (also spelt 0, the config's form: ``--config.model.compute.unroll=0``) for a
+  fully unrolled (straight-line) program: faster steps on CPU, compile time growing with
+  depth.
 - ``conv``: the stride-1 'same' convolutions (``dgmjax.nn.conv.IMPLS``): "auto" (XLA on
   GPU/TPU, the matmul formulations on CPU), "xla", "matmul", "xla_matmul".
 - ``depthwise``: NVAE's depthwise convolutions (``dgmjax.nn.depthwise.IMPLS``): "auto"
@@ -77,11 +78,11 @@ def _remat_name(value) -> str:
 
 
 def _unroll(value) -> int | bool:
-  if value is True:
+  if value is True or (not isinstance(value, bool) and value == 0):
     return True
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f"compute.unroll must be an int >= 1 (blocks per scan iteration) or "
-                     f"True (fully unrolled); got {value!r}")
+                     f"True / 0 (fully unrolled); got {value!r}")
   return int(value)
 
 

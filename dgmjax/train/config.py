@@ -64,8 +64,8 @@ SHARED_VARIANTS = {
     "remat": "model.compute.remat = 'full': each repeated block's activations are recomputed "
              "in the backward pass (least memory; any jax.checkpoint_policies name via "
              "--config.model.compute.remat=...)",
-    "unroll": "model.compute.unroll = True: repeated blocks run as straight-line code "
-              "(often faster steps on CPU; compile time grows with depth)",
+    "unroll": "model.compute.unroll = 0 (fully unrolled): repeated blocks run as "
+              "straight-line code (often faster steps on CPU; compile time grows with depth)",
 }
 _TUNABLE_MODELS = ("glow", "lmconv", "nvae")
 # model.compute keys per model (NVAE alone has depthwise convolutions).
@@ -88,16 +88,27 @@ def split_variant(variant: str | None, own=()) -> tuple[str | None, tuple[str, .
 
 def _model_defaults(name: str) -> dict:
   """Every constructor argument of model ``name`` with its default (image_shape and
-  num_bins, which come from the data, and ``compute`` excluded)."""
+  num_bins, which come from the data, and ``compute`` excluded). A None default of an
+  ``int | None`` (float, str, bool) argument is a typed placeholder, so that
+  ``--config.model.KEY=value`` can set it (ml_collections refuses to override a plain
+  None)."""
   import dataclasses
+  import typing
+
+  from ml_collections.config_dict import placeholder
 
   from dgmjax import models
+  cls = models.model_class(name)
+  hints = typing.get_type_hints(cls)
   out = {}
-  for f in dataclasses.fields(models.model_class(name)):
+  for f in dataclasses.fields(cls):
     if not f.init or f.name in ("image_shape", "num_bins", "compute"):
       continue
     if f.default is not dataclasses.MISSING:
       out[f.name] = f.default
+      args = [a for a in typing.get_args(hints.get(f.name)) if a is not type(None)]
+      if f.default is None and len(args) == 1 and args[0] in (int, float, str, bool):
+        out[f.name] = placeholder(args[0])
     elif f.default_factory is not dataclasses.MISSING:
       out[f.name] = f.default_factory()
   return out
@@ -131,7 +142,7 @@ def finalize(c: ml_collections.ConfigDict, shared=()) -> ml_collections.ConfigDi
   if "remat" in shared:
     c.model.compute.remat = "full"
   if "unroll" in shared:
-    c.model.compute.unroll = True
+    c.model.compute.unroll = 0   # fully unrolled (the config spelling of True)
   c.lock()
   return c
 

@@ -50,7 +50,7 @@ def test_shared_variants_set_the_compute_keys(path):
   assert plain.model.compute.dtype == "float32" and plain.model.compute.remat in ("none", "full")
   both = config_lib.load_config(path + ":smoke+bf16+remat+unroll")
   assert (both.model.compute.dtype, both.model.compute.remat, both.model.compute.unroll) == \
-      ("bfloat16", "full", True)
+      ("bfloat16", "full", 0)
   smoke = config_lib.load_config(path + ":smoke")
   assert {k: v for k, v in both.model.items() if k != "compute"} == \
       {k: v for k, v in smoke.model.items() if k != "compute"}
@@ -89,3 +89,25 @@ def test_shared_variants_refused_where_they_do_not_apply():
   with pytest.raises(ValueError, match="apply to"):
     config_lib.load_config(os.path.join(ROOT, "experiments", "configs",
                                         "independent_digits.py:bf16"))
+
+
+@pytest.mark.parametrize("name,overrides,check", [
+    ("glow_digits.py", ["--config.model.num_classes=10", "--config.model.compute.unroll=0",
+                        "--config.model.compute.conv=xla"],
+     lambda m: m.num_classes == 10 and m.compute.unroll is True and m.compute.conv == "xla"),
+    ("lmconv_digits.py", ["--config.model.per_example_orders=True",
+                          "--config.model.compute.remat=dots_saveable"],
+     lambda m: m.per_example_orders is True and m.compute.remat == "dots_saveable"),
+    ("nvae_digits.py", ["--config.model.compute.depthwise=shift_vjp"],
+     lambda m: m.compute.depthwise == "shift_vjp")])
+def test_command_line_overrides_reach_the_model(name, overrides, check):
+  # As the CLI parses them: absl flags with ml_collections' config file flag.
+  from absl import flags
+  from ml_collections import config_flags
+  fl = flags.FlagValues()
+  path = os.path.join(ROOT, "experiments", "configs", name) + ":smoke"
+  argv = ["dgmjax", f"--config={path}"] + overrides
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fl, lock_config=True,
+                                  sys_argv=argv)
+  fl(argv)
+  assert check(_model(fl.config))
