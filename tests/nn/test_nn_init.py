@@ -60,8 +60,8 @@ def test_glow_init_draws_the_stated_distribution():
   model = dgmjax.models.create("glow", (8, 8, 1), 16, levels=1, steps=1, width=256)
   x = np.random.RandomState(0).randint(0, 16, (4, 8, 8, 1)).astype(np.uint8)
   v = jax.jit(model.init)(jax.random.PRNGKey(0), x)
-  k = v["params"]["blocks_0"]["flows_0"]["coupling"]["net"]["conv2"]["kernel"]   # N(0, 0.05^2)
-  assert k.shape == (256, 256)
+  k = v["params"]["blocks_0"]["flows"]["coupling"]["net"]["conv2"]["kernel"]   # N(0, 0.05^2)
+  assert k.shape == (1, 256, 256)                      # one step, stacked
   assert abs(float(k.std()) - 0.05) < 0.001 and abs(float(k.mean())) < 0.001
 
 
