@@ -90,6 +90,7 @@ def test_no_model_package_imports_another():
 BF16_RTOL = 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["glow", "lmconv", "nvae"])
 def test_bfloat16_loss_at_init_matches_float32(name):
   import jax.numpy as jnp
@@ -129,6 +130,7 @@ def test_float16_is_refused_with_its_reason(name):
                   **TINY[name])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["glow", "lmconv", "nvae"])
 def test_remat_policies_keep_loss_and_gradient(name):
   """``remat`` (True, "full", a jax.checkpoint_policies name) changes what the backward

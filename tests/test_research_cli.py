@@ -27,6 +27,9 @@ from dgmjax.train import loop
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "experiments", "configs")
 
+# Each test trains or imports a workdir and runs commands on it: minutes in all.
+pytestmark = pytest.mark.slow
+
 
 def _ok(capsys, *argv) -> dict:
   rc = cli.main([str(a) for a in argv])

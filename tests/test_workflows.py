@@ -49,6 +49,7 @@ def lmconv_file(tmp_path_factory):
   return tm, str(path)
 
 
+@pytest.mark.slow
 def test_lmconv_official_file_gives_the_baseline_likelihood(lmconv_file):
   tm, path = lmconv_file
   name, hp, variables = workflows.read_official_checkpoint(path, weights="model")
@@ -190,6 +191,7 @@ def test_observed_masks(tmp_path):
     workflows.observed_mask(str(tmp_path / "m.png"), 4, 8)
 
 
+@pytest.mark.slow
 def test_completion_order_and_complete():
   model = dgmjax.models.create("lmconv", image_shape=(6, 6, 1), num_bins=4, filters=8,
                                resnets=1, mixtures=2, dropout=0.0)

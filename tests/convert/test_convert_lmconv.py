@@ -222,6 +222,7 @@ def binarized_pair():
   return _pair("binarized")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PARITY_CONFIGS))
 def test_parity_with_pytorch(name):
   tm, jm = _pair(name)

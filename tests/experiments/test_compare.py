@@ -51,6 +51,7 @@ def _png_ok(out, report, png):
   Image.open(os.path.join(out, png)).verify()
 
 
+@pytest.mark.slow
 def test_compare_quick_glow(tmp_path):
   """The default-run smoke test: every section but the LMConv/NVAE ones, Glow only."""
   out = str(tmp_path / "cmp")

@@ -95,6 +95,7 @@ def test_gradient_equals_autodiff_float32_and_x64(coupling, permutation, x64):
     _assert_grads_close(g_rev, g_std, 1e-8)
 
 
+@pytest.mark.slow
 def test_class_conditioning_and_openai_options():
   """Class-conditional prior and class loss, ActNorm in the coupling network (its
   data-dependent init), edge-bias padding, log-scale factor 3, two levels (the split

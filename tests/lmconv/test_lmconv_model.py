@@ -182,6 +182,7 @@ def test_dmol_temperatures_change_samples_as_the_official_sampler():
                                 draw(key, out.at[:, :m].multiply(0.5), 1.0, 1.0, 0.5))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_example", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_completion_keeps_observed_pixels(rgb6, per_example):
   model, variables, _ = rgb6

@@ -55,6 +55,7 @@ def _train_bpd(steps, filters, orders):
   return float(-logp.mean() / (64 * math.log(2))), _independent_bpd(train, test)
 
 
+@pytest.mark.slow
 def test_short_training_beats_independent_baseline():
   bpd, baseline = _train_bpd(60, 16, ("s_curve",))
   assert bpd < baseline - 0.1, (bpd, baseline)

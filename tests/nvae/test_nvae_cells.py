@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 from dgmjax.nn import depthwise
@@ -85,6 +86,7 @@ def test_bilinear_upsample_matches_torch_align_corners():
   np.testing.assert_allclose(ours, ref.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cell_shapes_and_skip_scale():
   x = jax.random.normal(jax.random.PRNGKey(4), (2, 4, 4, 8))
   for cell_type, f, out in (("down_enc", 16, (2, 2, 2, 16)), ("up_dec", 4, (2, 8, 8, 4))):
@@ -120,6 +122,7 @@ def test_ar_masks_are_autoregressive():
   assert jac[0, 1] == 0.0
 
 
+@pytest.mark.slow
 def test_compute_kernels_reach_the_cells_and_agree():
   """An encoder cell's 3x3 convolutions run by ``compute.conv`` and a decoder cell's and an
   IAF cell's depthwise 5x5 by ``compute.depthwise``: "xla" traces XLA convolutions,

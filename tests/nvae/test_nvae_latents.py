@@ -79,6 +79,7 @@ def test_encode_with_rng_draws_the_elbo_posterior_sample(tiny):
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_interpolate_end_points_are_reconstructions(tiny):
   model, v, x = tiny["model"], tiny["v"], tiny["x"]
   interp = jax.jit(lambda v, a, b: model.interpolate(v, a, b, num=3))(v, x[:2], x[1:3])

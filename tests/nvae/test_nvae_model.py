@@ -86,6 +86,7 @@ def test_variables_layout(tiny):
   assert count(2) == count(6)
 
 
+@pytest.mark.slow
 def test_train_step_grads_finite_and_state_updates(tiny):
   model, v = tiny["model"], tiny["v"]
   x = jnp.asarray(tiny["train"][:B])
@@ -124,6 +125,7 @@ def test_forward_mode_through_the_training_objective(tiny):
   np.testing.assert_allclose(float(got), want, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_importance_weighted_bound(tiny):
   model, v = tiny["model"], tiny["v"]
   x = jnp.asarray(tiny["test"][:8])
@@ -160,6 +162,7 @@ def test_spectral_vectors_roundtrip_through_orbax(tiny, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_sampling_and_bn_readjustment(tiny):
   model, v = tiny["model"], tiny["v"]
   s = jax.jit(lambda v, r: model.sample(v, r, 6, temperature=0.7))(v, jax.random.PRNGKey(4))
@@ -304,6 +307,7 @@ def test_binarized_mnist_config_is_dynamic_by_default():
     mod.get_config("dynamic")
 
 
+@pytest.mark.slow
 def test_iw_samples_bound(tiny):
   """iw_samples=1 is the ELBO; the chunked bound rises on average with K."""
   model, v = tiny["model"], tiny["v"]
@@ -322,6 +326,7 @@ def test_iw_samples_bound(tiny):
     model.log_prob(v, x, rng, num_samples=4, iw_samples=8)
 
 
+@pytest.mark.slow
 def test_readjusted_bn_is_named_state_used_by_sample(tiny):
   model, v = tiny["model"], tiny["v"]
   with pytest.raises(ValueError, match="readjusted_batch_stats"):

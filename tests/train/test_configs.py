@@ -75,6 +75,7 @@ def test_every_constructor_argument_and_compute_key_is_a_config_key(path):
     _model(c)
 
 
+@pytest.mark.slow
 def test_bf16_variant_compiles_and_runs_a_smoke_model():
   c = config_lib.load_config(os.path.join(ROOT, "experiments", "configs",
                                           "glow_cifar10.py:smoke+bf16"))

@@ -188,6 +188,7 @@ def test_one_and_four_devices_give_the_same_losses(tmp_path):
   np.testing.assert_allclose(out[4][1], out[1][1], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_class_conditional_glow_trains_with_labels(tmp_path):
   """A model with ``num_classes`` gets the labels in init, loss, evaluation and sampling."""
   c = config_lib.load_config(os.path.join(ROOT, "experiments", "configs", "glow_digits.py")
