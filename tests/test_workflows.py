@@ -79,6 +79,7 @@ def test_lmconv_official_file_gives_the_baseline_likelihood(lmconv_file):
   assert set(variables["params"]["up_layers_0"]) == {"u_stream"}
 
 
+@pytest.mark.slow
 def test_nvae_official_file_reads_with_optimiser_states(tmp_path):
   torch.manual_seed(1)
   args = tnvae.tiny_args("mnist")
@@ -109,6 +110,7 @@ def test_nvae_official_file_reads_with_optimiser_states(tmp_path):
   assert "dec_groups_1" in variables["params"] and "dec_tower_0" not in variables["params"]
 
 
+@pytest.mark.slow
 def test_glow_bare_state_dict_needs_a_config_and_gives_the_baseline_likelihood(tmp_path):
   image, num_bins = (8, 8, 2), 32
   torch.manual_seed(2)

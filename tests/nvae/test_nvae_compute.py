@@ -51,6 +51,7 @@ def _objective(model, v, x):
   return f
 
 
+@pytest.mark.slow
 def test_unroll_gives_the_same_objective_and_state(setup):
   x, v = setup
   run = lambda m: jax.jit(_objective(m, v, x), compiler_options=FAST)(v["params"])

@@ -28,6 +28,9 @@ TINY = dict(channels=4, scales=2, groups_per_scale=2, ada_groups=True, use_se=Fa
             postprocess_blocks=1, postprocess_cells=1, num_flows=1,
             compute=dict(depthwise="grouped"))
 
+# Every test here shares a module fixture that compiles an NVAE: minutes in all.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny():

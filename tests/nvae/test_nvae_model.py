@@ -109,6 +109,7 @@ def test_train_step_grads_finite_and_state_updates(tiny):
   assert aux_eval["state"] == {} and np.isfinite(float(loss_eval))
 
 
+@pytest.mark.slow
 def test_forward_mode_through_the_training_objective(tiny):
   """jax.jvp of the training objective (default kernels: the custom_jvp convolutions) equals
   the inner product of the train step's gradient with the tangent."""

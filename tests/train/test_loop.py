@@ -165,6 +165,7 @@ def test_config_typos_are_rejected():
     config_lib.load_config(CONFIG + ":smok")
 
 
+@pytest.mark.slow
 def test_one_and_four_devices_give_the_same_losses(tmp_path):
   code = ("import json,sys;from dgmjax.train import config as C, loop;"
           f"c=C.load_config({CONFIG + ':smoke'!r});"
