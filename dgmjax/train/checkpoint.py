@@ -38,13 +38,10 @@ What cannot wedge a run:
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import os
 import shutil
-import sys
-import threading
 import time
 from typing import Any, NamedTuple
 
@@ -52,29 +49,21 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dgmjax.train.orbax_manager import METRIC, Manager, manager_options
+from dgmjax.train.preemption import any_process
+from dgmjax.train.write_errors import (DiskFull, SaveFailed, disk_full_seen, hush_failed_writes,
+                                       is_disk_full, one_line)
+
 log = logging.getLogger("dgmjax")
 
 KINDS = ("last", "best")
 DIRNAME = "checkpoints"
 LEGACY_BEST = "best"          # the best-checkpoint manager of the earlier layout
 QUARANTINE = "quarantine"
-METRIC = "test_bpd"
-_policies = ocp.checkpoint_managers
 
 
 class IncompatibleCheckpoint(ValueError):
   """A readable checkpoint whose arrays differ from what this config builds."""
-
-
-class SaveFailed(OSError):
-  """A checkpoint could not be written; the message names the directory and the cause."""
-
-  def __str__(self):
-    return self.strerror or super().__str__()
-
-
-class DiskFull(SaveFailed):
-  """A checkpoint (or another workdir file) could not be written: no space left."""
 
 
 class Restored(NamedTuple):
@@ -97,145 +86,6 @@ def has_checkpoint(workdir: str) -> bool:
   return False
 
 
-def is_disk_full(e: BaseException | None) -> bool:
-  """Whether ``e`` or an exception it was raised from is ENOSPC (also as tensorstore's
-  text, which carries no errno)."""
-  seen = set()
-  while e is not None and id(e) not in seen:
-    seen.add(id(e))
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-      return True
-    if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
-      return True
-    if any(is_disk_full(x) for x in getattr(e, "exceptions", ())):
-      return True
-    e = e.__cause__ or e.__context__
-  return False
-
-
-def one_line(e: BaseException, limit: int = 300) -> str:
-  text = " ".join(f"{type(e).__name__}: {e}".split())
-  return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def _bpd_of(metrics) -> float:
-  return float(metrics[METRIC])
-
-
-class _Quiet(logging.Filter):
-  """Drops two orbax notes (below), and the tracebacks orbax's threads log for a full
-  disk, which ``DiskFull`` reports in one line (with those of its threads still running
-  when the manager closes after it)."""
-
-  def filter(self, record):
-    msg = str(record.msg)
-    # orbax's note on every save without metrics, and on every resume (the state item
-    # has no step metadata of its own; restore_newest reads its array metadata)
-    if "did not provide metrics" in msg or msg.startswith("Metadata file does not exist"):
-      return False
-    error = record.exc_info[1] if record.exc_info else None
-    if error is None:
-      return True
-    if is_disk_full(error):
-      _disk_full_seen.append(one_line(error))
-      return False
-    return "cannot schedule new futures after" not in str(error)
-
-
-_disk_full_seen: list[str] = []  # ENOSPC errors logged by orbax's threads
-logging.getLogger("absl").addFilter(_Quiet())
-logging.getLogger("asyncio").addFilter(_Quiet())  # "Task exception was never retrieved"
-_hushed = []
-
-
-def hush_failed_writes() -> None:
-  """When a save fails, the writes still pending in orbax's closed event loop report
-  "Event loop is closed" to ``sys.unraisablehook`` as they finish; those are dropped
-  (the failure itself is reported once, by ``SaveFailed``/``DiskFull``). Installed
-  by every writing ``Checkpointer``."""
-  if _hushed:
-    return
-  previous = sys.unraisablehook
-
-  def hook(unraisable):
-    if "Event loop is closed" not in str(unraisable.exc_value):
-      previous(unraisable)
-
-  sys.unraisablehook = hook
-  _hushed.append(hook)
-
-
-class _Manager(ocp.CheckpointManager):
-  """orbax's manager; a damaged ``metrics`` file is read from the checkpoint's meta, or
-  as "not evaluated", with one warning naming it, instead of stopping orbax."""
-
-  def __init__(self, directory, options, repair: bool):
-    self._repair = repair
-    self._warned: set[str] = set()
-    self._warn_lock = threading.Lock()
-    super().__init__(directory, options=options)
-
-  def metrics(self, step: int):
-    path = os.path.join(str(self.directory), str(step), "metrics", "metrics")
-    try:
-      m = super().metrics(step)
-      if m is None:
-        return None
-      value = float(m[METRIC])
-      if not math.isfinite(value):
-        raise ValueError(f"{METRIC} is {value}")
-      return {METRIC: value}
-    except Exception as e:  # pylint: disable=broad-except  (damage: see the class doc)
-      reason = one_line(e, 120)
-    value = _meta_bpd(os.path.join(str(self.directory), str(step), "meta", "metadata"))
-    with self._warn_lock:
-      first = path not in self._warned
-      self._warned.add(path)
-    if value is None:
-      if first:
-        log.warning("damaged checkpoint metrics file %s (%s): checkpoint %d counts as not "
-                    "evaluated", path, reason, step)
-      return None
-    if first:
-      fixed = self._repair and _rewrite_json(path, {METRIC: value})
-      log.warning("damaged checkpoint metrics file %s (%s): using the test bits/dim %s "
-                  "stored in its meta%s", path, reason, value, "; rewrote it" if fixed else "")
-    return {METRIC: value}
-
-
-def _meta_bpd(path: str) -> float | None:
-  try:
-    with open(path, encoding="utf-8") as f:
-      value = float(json.load(f)[METRIC])
-    return value if math.isfinite(value) else None
-  except Exception:  # pylint: disable=broad-except  (absent or damaged too: no figure)
-    return None
-
-
-def _rewrite_json(path: str, obj) -> bool:
-  if jax.process_index() != 0:
-    return False
-  try:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(obj, f)
-    os.replace(tmp, path)
-    return True
-  except OSError:
-    return False
-
-
-def _options(keep: int, create: bool, async_save: bool, read_only: bool = False):
-  return ocp.CheckpointManagerOptions(
-      create=create, read_only=read_only, enable_async_checkpointing=async_save,
-      cleanup_tmp_directories=create and not read_only,
-      best_fn=_bpd_of, best_mode="min",
-      preservation_policy=_policies.AnyPreservationPolicy([
-          _policies.LatestN(n=keep),
-          _policies.BestN(get_metric_fn=_bpd_of, reverse=True, n=1,
-                          keep_checkpoints_without_metrics=False)]))
-
-
 class Checkpointer:
   """One orbax manager over ``workdir/checkpoints``: the last ``keep`` plus the best.
 
@@ -248,15 +98,15 @@ class Checkpointer:
                create: bool = True):
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, DIRNAME)
-    self.manager = _Manager(self.directory, _options(keep, create, async_save), repair=create)
+    self.manager = Manager(self.directory, manager_options(keep, create, async_save), repair=create)
     self.legacy = None
     if os.path.isdir(os.path.join(self.workdir, LEGACY_BEST)):
-      self.legacy = _Manager(os.path.join(self.workdir, LEGACY_BEST),
-                             _options(1, False, False, read_only=True), repair=False)
+      self.legacy = Manager(os.path.join(self.workdir, LEGACY_BEST),
+                             manager_options(1, False, False, read_only=True), repair=False)
     self._saving: int | None = None
     if create:
       hush_failed_writes()
-      _disk_full_seen.clear()
+      disk_full_seen.clear()
 
   # ------------------------------------------------------------------------- saving
 
@@ -306,7 +156,7 @@ class Checkpointer:
     kept = ", ".join(str(s) for s in self.manager.all_steps()) or "none"
     # orbax may raise a consequence (e.g. a temporary directory it could not remove)
     # after its threads logged the ENOSPC itself
-    if is_disk_full(e) or any(where in seen for seen in _disk_full_seen):
+    if is_disk_full(e) or any(where in seen for seen in disk_full_seen):
       return DiskFull(errno.ENOSPC, f"disk full: no space left on the device of {where} "
                       f"while saving checkpoint {step}; the earlier checkpoints ({kept}) are "
                       f"intact: free space, then rerun the same command to resume")
@@ -435,10 +285,8 @@ class Checkpointer:
         log.warning("moved it to %s", dst)
       except OSError as e:
         error = e
-    if _any_process(error is not None):
-      raise OSError(f"cannot move the damaged checkpoint {src} to {dst} "
-                    f"({one_line(error) if error else 'failed on process 0'}); move or delete "
-                    f"it by hand, then rerun")
+    _raise_if_any_failed(error, f"cannot move the damaged checkpoint {src} to {dst}",
+                         "move or delete it by hand, then rerun")
     mgr.reload()
 
   def migrate_legacy(self) -> None:
@@ -473,10 +321,8 @@ class Checkpointer:
         shutil.rmtree(src_dir)
       except OSError as e:
         error = e
-    if _any_process(error is not None):
-      raise OSError(f"cannot move {src_dir} of the earlier layout into {self.directory} "
-                    f"({one_line(error) if error else 'failed on process 0'}); move its "
-                    f"<step> directories by hand, then rerun")
+    _raise_if_any_failed(error, f"cannot move {src_dir} of the earlier layout into "
+                         f"{self.directory}", "move its <step> directories by hand, then rerun")
     if jax.process_index() == 0:
       log.warning("moved %s (the earlier layout's best checkpoint, step %s) into %s: one "
                   "manager keeps the last and the best checkpoints now", src_dir,
@@ -530,9 +376,8 @@ def _check_compatible(where: str, stored: dict, wanted: dict) -> None:
       f"with, or use a new --workdir")
 
 
-def _any_process(flag: bool) -> bool:
-  """True on every process when ``flag`` is true on process 0 (a barrier as well)."""
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils
-  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+def _raise_if_any_failed(error: OSError | None, what: str, todo: str) -> None:
+  """OSError on every process when a file operation failed on this one or on process 0
+  (which alone moves files): one line, what failed, why, and what to do."""
+  if any_process(error is not None):
+    raise OSError(f"{what} ({one_line(error) if error else 'failed on process 0'}); {todo}")

@@ -23,12 +23,10 @@ the signal's number). No step is lost and no metric row is written twice.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import math
 import os
 import signal
-import threading
 import time
 from typing import Any
 
@@ -43,6 +41,9 @@ from dgmjax.train import config as config_lib
 from dgmjax.train import lock as lock_lib
 from dgmjax.train import metrics as metrics_lib
 from dgmjax.train import optim as optim_lib
+from dgmjax.train.write_errors import disk_full_error
+from dgmjax.train.preemption import (SAVE_FAILED, StopSignals, TrainingInterrupted, any_process,
+                                     poll)
 from dgmjax.train import state as state_lib
 
 log = logging.getLogger("dgmjax")
@@ -202,7 +203,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
   checkpoints stay intact). The lock is released in every case.
   """
   config_lib.validate(config)
-  with _StopSignals() as signals:
+  with StopSignals() as signals:
     os.makedirs(workdir, exist_ok=True)
     lock = lock_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0)
     error = None
@@ -210,7 +211,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
       lock.acquire()
     except lock_lib.WorkdirLocked as e:
       error = e
-    if _any_process(error is not None):
+    if any_process(error is not None):
       raise error or lock_lib.WorkdirLocked(f"workdir {workdir} is in use by another trainer "
                                             "(refused on process 0)")
     try:
@@ -219,87 +220,13 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
       lock.release()
 
 
-class TrainingInterrupted(RuntimeError):
-  """SIGTERM or SIGINT stopped training; the checkpoint of ``step`` is on disk (or, with
-  ``step`` None, nothing had been trained). ``signum`` is the signal's number."""
-
-  def __init__(self, message: str, signum: int, step: int | None):
-    super().__init__(message)
-    self.signum, self.step = signum, step
-
-
-class _StopSignals:
-  """While active (main thread only), SIGTERM and SIGINT only record that a stop was
-  asked for: the loop finishes its step, saves it and raises ``TrainingInterrupted``.
-  A second signal is noted and ignored (SIGKILL still stops at once)."""
-
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.signum = 0
-    self._previous = {}
-
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    if self.signum:
-      log.warning("%s again: still finishing the current step and saving it (SIGKILL stops "
-                  "at once, losing the steps since the last checkpoint)",
-                  signal.Signals(signum).name)
-      return
-    self.signum = signum
-
-  def __enter__(self) -> "_StopSignals":
-    if threading.current_thread() is threading.main_thread():
-      for s in self.SIGNALS:
-        self._previous[s] = signal.signal(s, self._handle)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    for s, handler in self._previous.items():
-      signal.signal(s, handler)
-
-
-_SAVE_FAILED = 1 << 20
-
-
-def _poll(signals: _StopSignals, checkpointer) -> tuple[int, BaseException | None]:
-  """What every process agrees on before a step: 0 (go on), a signal number, or
-  ``_SAVE_FAILED``, with this process's save error if it has one. Multi-host: the
-  largest code of all processes, so all stop at the same step."""
-  error = None
-  try:
-    checkpointer.check()
-  except ckpt_lib.SaveFailed as e:
-    error = e
-  code = _SAVE_FAILED if error is not None else signals.signum
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    code = int(np.max(multihost_utils.process_allgather(np.asarray(code, np.int32))))
-  return code, error
-
-
-def _any_process(flag: bool) -> bool:
-  """True on every process when ``flag`` is true on process 0 (or on this process)."""
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils
-  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
-
-
 def _finite_or_none(row: dict) -> dict:
   """JSON-safe: non-finite floats become None."""
   return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
           for k, v in row.items()}
 
 
-def _disk_full(e: OSError, workdir: str, checkpointer) -> ckpt_lib.DiskFull:
-  checkpointer.manager.reload()
-  kept = ", ".join(str(s) for s in checkpointer.manager.all_steps()) or "none"
-  return ckpt_lib.DiskFull(
-      errno.ENOSPC, f"disk full: no space left writing {e.filename or workdir}; the "
-      f"checkpoints ({kept}) are intact: free space, then rerun the same command to resume")
-
-
-def _train_locked(cfg, workdir: str, progress: bool, signals: _StopSignals) -> dict:
+def _train_locked(cfg, workdir: str, progress: bool, signals: StopSignals) -> dict:
   exp = build(cfg)
   tcfg = cfg.train
   _check_batch_size(tcfg.batch_size, exp.mesh)
@@ -340,7 +267,7 @@ def _train_locked(cfg, workdir: str, progress: bool, signals: _StopSignals) -> d
     return summary
   except OSError as e:
     if ckpt_lib.is_disk_full(e) and not isinstance(e, ckpt_lib.DiskFull):
-      raise _disk_full(e, workdir, checkpointer) from None
+      raise disk_full_error(e, workdir, checkpointer) from None
     raise
   finally:
     _cleanup(ok, bar[0] if bar else None, batches, checkpointer, writer)
@@ -383,7 +310,7 @@ def _loop(exp, cfg, workdir, tx, state, batches, checkpointer, writer, best, sav
   t0, last_loss = time.time(), float("nan")
   stop = 0
   for step in range(start + 1, tcfg.num_steps + 1):
-    stop, error = _poll(signals, checkpointer)
+    stop, error = poll(signals, checkpointer)
     if stop:
       break
     batch = state_lib.shard_batches(next(batches), exp.mesh)
@@ -425,7 +352,7 @@ def _loop(exp, cfg, workdir, tx, state, batches, checkpointer, writer, best, sav
       saved = step
   else:
     stop, error = 0, None
-  if stop == _SAVE_FAILED:
+  if stop == SAVE_FAILED:
     raise error or ckpt_lib.SaveFailed(f"another process failed to save a checkpoint in "
                                        f"{workdir} (see its message)")
   step = int(state.step)
