@@ -5,7 +5,7 @@
 A small any-order PixelCNN++ (F=32, R=1, 5 logistics for one channel) trained on the 8
 s-curve variants, one random order per batch, and evaluated as their ensemble. Expected:
 well below the independent baseline (about 2.4 bits/dim on held-out digits); the test
-``tests/lmconv/test_train_digits.py`` measured 1.87 bits/dim after 200 steps of a
+``tests/lmconv/test_lmconv_train_digits.py`` measured 1.87 bits/dim after 200 steps of a
 16-filter model with one order (independent: 2.42). ``dgmjax compare`` measured 1.82
 bits/dim (8-order ensemble; single orders 1.87-1.91) after 1000 steps of this model
 (then on a 3000-step cosine schedule);
