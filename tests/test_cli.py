@@ -121,3 +121,13 @@ def test_train_without_config_resumes_with_the_stored_one(tmp_path, capsys):
   assert cli.main(["train", f"--workdir={wd}"]) == 0
   again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert first["step"] == again["step"] == 2
+
+
+def test_a_start_that_fails_in_a_new_workdir_leaves_nothing_behind(tmp_path, monkeypatch,
+                                                                    capsys):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty_tfds"))     # cifar10 absent
+  wd = tmp_path / "new" / "w"
+  cfg = os.path.join(ROOT, "experiments", "configs", "glow_cifar10.py") + ":smoke"
+  assert cli.main(["train", f"--config={cfg}", f"--workdir={wd}"]) == 2
+  assert "is not prepared" in capsys.readouterr().err
+  assert not os.path.exists(wd)                            # no train.lock left behind

@@ -71,6 +71,17 @@ class WorkdirLock:
       os.close(self._fd)
       self._fd = None
 
+  def remove_if_alone(self) -> None:
+    """Removes the released lock file, and the workdir, when nothing else is in it (a
+    start that failed in a workdir it created: a missing dataset, a bad config)."""
+    workdir = os.path.dirname(self.path)
+    try:
+      if os.listdir(workdir) == [LOCK_NAME]:
+        os.remove(self.path)
+        os.rmdir(workdir)
+    except OSError:
+      pass
+
   def __enter__(self) -> "WorkdirLock":
     self.acquire()
     return self

@@ -200,9 +200,11 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
   ``TrainingDiverged`` after ``train.max_nonfinite`` skipped steps in a row,
   ``TrainingInterrupted`` after SIGTERM/SIGINT (the step in progress is finished and
   saved first) and ``checkpoint.DiskFull`` when the disk fills up (the earlier
-  checkpoints stay intact). The lock is released in every case.
+  checkpoints stay intact). The lock is released in every case; a start that fails in a
+  workdir it created leaves nothing behind.
   """
   config_lib.validate(config)
+  fresh = not os.path.isdir(workdir)
   with StopSignals() as signals:
     os.makedirs(workdir, exist_ok=True)
     lock = lock_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0)
@@ -216,14 +218,13 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
                                             "(refused on process 0)")
     try:
       return _train_locked(config, workdir, progress, signals)
+    except BaseException:
+      lock.release()
+      if fresh and jax.process_index() == 0:
+        lock.remove_if_alone()   # a failed start in a new workdir leaves nothing behind
+      raise
     finally:
       lock.release()
-
-
-def _finite_or_none(row: dict) -> dict:
-  """JSON-safe: non-finite floats become None."""
-  return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-          for k, v in row.items()}
 
 
 def _train_locked(cfg, workdir: str, progress: bool, signals: StopSignals) -> dict:
@@ -369,7 +370,7 @@ def _loop(exp, cfg, workdir, tx, state, batches, checkpointer, writer, best, sav
              f"{os.path.join(workdir, ckpt_lib.DIRNAME)}; rerun the same command to resume")
     raise TrainingInterrupted(msg, stop, saved)
   summary.update(step=step, loss=last_loss, best_test_bpd=best)
-  return _finite_or_none(summary)
+  return metrics_lib.finite_or_none(summary)
 
 
 def restore_for_eval(config, workdir: str, which: str = "best"):

@@ -166,3 +166,9 @@ def _drop_rows_after(path: str, step: int) -> None:
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def finite_or_none(row: dict) -> dict:
+  """JSON-safe: non-finite floats become None."""
+  return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+          for k, v in row.items()}
