@@ -62,25 +62,17 @@ def _progress(total: int, what: str):
 
 def sample_stats(exp, variables, params, num: int, batch: int, rng, **kwargs):
   """(mu, sigma) of the pool3 features of ``num`` samples drawn ``batch`` at a time
-  (batch i with key fold_in(rng, i); the last batch is drawn whole and cut)."""
-  import jax
+  (``sampling.sample_batches``)."""
   import numpy as np
 
+  from dgmjax.commands.sampling import sample_batches
   from dgmjax.fid.frechet import RunningStats
   from dgmjax.fid.inception import FEATURES
-  from dgmjax.train import loop
   feats, stats = _feature_fn(exp.num_bins), RunningStats(FEATURES)
-  conditional = loop.is_conditional(exp.model) and "y" not in kwargs
-  with _progress(num, "FID samples") as bar:
-    for i in range(-(-num // batch)):
-      extra = {}
-      if conditional:
-        extra["y"] = (np.arange(batch) + i * batch) % exp.model.num_classes
-      x = loop.draw_samples(exp, variables, batch, jax.random.fold_in(rng, i), **kwargs,
-                            **extra)
-      take = min(batch, num - i * batch)
-      stats.add(np.asarray(feats(params, x))[:take])
-      bar.update(take)
+  size = min(batch, num)   # the feature program's batch: one compile, the last batch padded
+  for x in sample_batches(exp, variables, num, rng, batch, "FID samples", **kwargs):
+    padded = np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
+    stats.add(np.asarray(feats(params, padded))[:len(x)])
   return stats.finish()
 
 

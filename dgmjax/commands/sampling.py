@@ -108,38 +108,40 @@ def readjusted_stats(exp, state, workdir: str, temperature: float, num: int, ite
   return stats, path, False
 
 
-def draw_in_batches(exp, variables, num: int, rng, batch: int, progress: bool = True,
-                    **kwargs):
-  """uint8 [num,H,W,C] drawn ``batch`` images per program, so device memory is bounded
-  by ``batch`` whatever ``num`` is (one compile: the last batch is drawn whole and cut).
-  Batch i uses the key fold_in(rng, i); a single batch (num <= batch) uses rng itself,
-  so small draws equal ``loop.draw_samples``. A class-conditional model cycles through
-  its classes over the whole draw. Progress goes to stderr when ``progress``."""
+def sample_batches(exp, variables, num: int, rng, batch: int, what: str = "sampling",
+                   progress: bool = True, **kwargs):
+  """Yields uint8 [n,H,W,C] batches that together are ``num`` samples, drawn ``batch``
+  images per program, so device memory is bounded by ``batch`` whatever ``num`` is (one
+  compile: the last batch is drawn whole and cut to n). Batch i uses the key
+  fold_in(rng, i); a single batch (num <= batch) uses rng itself, so small draws equal
+  ``loop.draw_samples``. A class-conditional model cycles through its classes over the
+  whole draw. Progress (images) goes to stderr when ``progress``."""
   import jax
-  import jax.numpy as jnp
   import numpy as np
+  from tqdm import tqdm
 
   from dgmjax.train import loop
   if num <= batch:
-    return loop.draw_samples(exp, variables, num, rng, **kwargs)
-  n_batches = -(-num // batch)
+    yield loop.draw_samples(exp, variables, num, rng, **kwargs)
+    return
   conditional = loop.is_conditional(exp.model) and "y" not in kwargs
-  out = []
-  bar = _progress(n_batches, "sampling", progress)
-  for i in range(n_batches):
-    extra = {"y": (jnp.arange(batch) + i * batch) % exp.model.num_classes} if conditional else {}
-    out.append(loop.draw_samples(exp, variables, batch, jax.random.fold_in(rng, i),
-                                 **kwargs, **extra))
-    bar.update(1)
-  bar.close()
-  return np.concatenate(out)[:num]
+  with tqdm(total=num, desc=what, unit="img", leave=False,
+            disable=not progress or jax.process_index() != 0) as bar:
+    for i in range(-(-num // batch)):
+      extra = {"y": (np.arange(batch) + i * batch) % exp.model.num_classes} if conditional \
+          else {}
+      take = min(batch, num - i * batch)
+      yield loop.draw_samples(exp, variables, batch, jax.random.fold_in(rng, i), **kwargs,
+                              **extra)[:take]
+      bar.update(take)
 
 
-def _progress(total: int, what: str, enabled: bool):
-  import jax
-  from tqdm import tqdm
-  return tqdm(total=total, desc=what, unit="batch", leave=False,
-              disable=not enabled or jax.process_index() != 0)
+def draw_in_batches(exp, variables, num: int, rng, batch: int, progress: bool = True,
+                    **kwargs):
+  """uint8 [num,H,W,C]: every batch of ``sample_batches`` in one array."""
+  import numpy as np
+  return np.concatenate(list(sample_batches(exp, variables, num, rng, batch,
+                                            progress=progress, **kwargs)))
 
 
 def run_sample(fl) -> int:
