@@ -9,26 +9,24 @@ official 2-way softmax head, the 8 s-curve variants (one per batch in training, 
 ensemble at test), Adam lr 2e-4 decayed by 0.999995 per step, batch 32, 160 epochs.
 Expected: 77.56 nats (paper, 8 s-curve orders); not reproduced here (CPU only).
 Binarisation is resampled every batch (``data.binarize``), as the official code does.
+Builds on ``paper_lmconv`` of experiments/configs/lmconv_cifar10.py.
 """
 
-import math
+import os
+import runpy
 
-from dgmjax.train.config import base_config, finalize, split_variant
+from dgmjax.train.config import finalize, split_variant
+
+paper_lmconv = runpy.run_path(os.path.join(os.path.dirname(__file__),
+                                           "lmconv_cifar10.py"))["paper_lmconv"]
 
 
 def get_config(variant=None):
   variant, shared = split_variant(variant, ("smoke",))
-  c = base_config("lmconv", "mnist")
+  c = paper_lmconv("mnist", head="auto")   # 1 channel, 2 levels: the 2-way softmax head
   c.data.update(dict(binarize=True))
-  c.model.update(dict(filters=160, resnets=5, kernel_size=3, max_dilation=2,
-                      orders=("s_curve:all",), normalization="pono", dropout=0.0,
-                      head="auto"))
-  c.train.update(dict(num_steps=300_000, batch_size=32, eval_every=10_000,
-                      checkpoint_every=5000, log_every=100, eval_batch_size=64,
+  c.train.update(dict(num_steps=300_000, eval_every=10_000, eval_batch_size=64,
                       num_samples=16))
-  c.optim.update(dict(name="adam", lr=2e-4, schedule="exponential", decay_rate=0.5,
-                      decay_steps=round(math.log(0.5) / math.log(0.999995)),
-                      clip_norm=2e6))
   if variant == "smoke":
     c.model.update(dict(filters=8, resnets=1, orders=("s_curve", "s_curve:1")))
     c.train.update(dict(num_steps=20, batch_size=8, eval_every=10, checkpoint_every=10,

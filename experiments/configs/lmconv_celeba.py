@@ -7,26 +7,24 @@ ajayjain/lmconv README (``-d celebahq --celeba_size 64 --n_bits 5 --nr_filters 3
 10-component RGB logistic mixture over 32 levels, the 8 s-curve variants. The paper
 trains on CelebA-HQ for image completion and reports no likelihood for this setting;
 expected: samples/completions of faces, bits/dim measured by ``dgmjax eval``.
+Builds on ``paper_lmconv`` of experiments/configs/lmconv_cifar10.py.
 """
 
-import math
+import os
+import runpy
 
-from dgmjax.train.config import base_config, finalize, split_variant
+from dgmjax.train.config import finalize, split_variant
+
+paper_lmconv = runpy.run_path(os.path.join(os.path.dirname(__file__),
+                                           "lmconv_cifar10.py"))["paper_lmconv"]
 
 
 def get_config(variant=None):
   variant, shared = split_variant(variant, ("smoke",))
-  c = base_config("lmconv", "celeb_a")
+  c = paper_lmconv("celeb_a", filters=320, compute=dict(remat="full"))
   c.data.update(dict(n_bits=5))
-  c.model.update(dict(filters=320, resnets=5, mixtures=10, kernel_size=3, max_dilation=2,
-                      orders=("s_curve:all",), normalization="pono", dropout=0.0,
-                      compute=dict(remat="full")))
-  c.train.update(dict(num_steps=400_000, batch_size=32, eval_every=20_000,
-                      checkpoint_every=5000, log_every=100, eval_batch_size=32,
+  c.train.update(dict(num_steps=400_000, eval_every=20_000, eval_batch_size=32,
                       num_samples=8))
-  c.optim.update(dict(name="adam", lr=2e-4, schedule="exponential", decay_rate=0.5,
-                      decay_steps=round(math.log(0.5) / math.log(0.999995)),
-                      clip_norm=2e6))
   if variant == "smoke":
     c.model.update(dict(filters=8, resnets=1, mixtures=2, orders=("s_curve",)))
     c.train.update(dict(num_steps=10, batch_size=2, eval_every=5, checkpoint_every=5,

@@ -19,11 +19,18 @@ test transforms). Variants (``--config ...nvae_binarized_mnist.py:VARIANT``):
 - ``fixed``: the fixed binarisation of Larochelle & Murray (tfds ``binarized_mnist``,
   already 2 levels, so ``binarize`` stays off), a different benchmark from the paper's;
 - ``smoke``: a tiny model for a quick run; ``fixed_smoke`` both.
+
+Optimiser, KL schedule and smoke variant: ``official_recipe`` and ``smoke_variant`` of
+experiments/configs/nvae_cifar10.py.
 """
 
-import math
+import os
+import runpy
 
 from dgmjax.train.config import base_config, finalize, split_variant
+
+_cifar10 = runpy.run_path(os.path.join(os.path.dirname(__file__), "nvae_cifar10.py"))
+official_recipe, smoke_variant = _cifar10["official_recipe"], _cifar10["smoke_variant"]
 
 D = 28 * 28
 STEPS = 400 * 150
@@ -44,19 +51,10 @@ def get_config(variant=None):
   c.model.update(dict(
       channels=32, scales=2, groups_per_scale=10, ada_groups=True, latents_per_group=20,
       cells_per_group=2, preprocess_blocks=2, preprocess_cells=3, postprocess_blocks=2,
-      postprocess_cells=3, num_flows=0, use_se=True, crop_to=(28, 28),
-      kl_warmup_steps=int(0.3 * STEPS), kl_const_steps=max(1, int(1e-4 * STEPS)),
-      kl_const_coeff=1e-4, weight_decay_norm=1e-2, dmol_edge="exact"))
-  c.train.update(dict(num_steps=STEPS, batch_size=400, eval_batch_size=500, log_every=100,
-                      eval_every=5000, checkpoint_every=5000))
-  c.optim.update(dict(name="adamax", lr=1e-2, eps=1e-3 / (D * math.log(2)),
-                      weight_decay=3e-4 / (D * math.log(2)), warmup_steps=5 * 150,
-                      schedule="cosine", end_lr_factor=1e-2))
+      postprocess_cells=3, num_flows=0, use_se=True, crop_to=(28, 28), weight_decay_norm=1e-2))
+  c.train.update(dict(batch_size=400, eval_batch_size=500, log_every=100, eval_every=5000,
+                      checkpoint_every=5000))
+  official_recipe(c, D, STEPS, warmup_steps=5 * 150)
   if variant in ("smoke", "fixed_smoke"):
-    c.model.update(dict(channels=4, groups_per_scale=2, latents_per_group=2, cells_per_group=1,
-                        preprocess_blocks=1, preprocess_cells=1, postprocess_blocks=1,
-                        postprocess_cells=1, kl_warmup_steps=10, kl_const_steps=1))
-    c.train.update(dict(num_steps=20, batch_size=16, eval_batch_size=64, log_every=5,
-                        eval_every=20, checkpoint_every=20, num_samples=4, init_batch_size=16))
-    c.optim.update(dict(warmup_steps=2))
+    smoke_variant(c, 16, preprocess_blocks=1, postprocess_blocks=1)
   return finalize(c, shared)

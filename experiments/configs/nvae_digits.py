@@ -10,12 +10,18 @@ test ELBO of 1.83 bits/dim and an importance-weighted bound (K=100) of 1.77 in
 
 Optimiser as official (Adamax lr 1e-2, eps 1e-3, coupled weight decay 3e-4, linear
 warm-up then cosine to 1e-4), with eps and weight decay divided by D ln 2 because
-``loss`` is the official nats objective divided by D ln 2 (identical updates).
+``loss`` is the official nats objective divided by D ln 2 (identical updates): the
+``official_recipe`` of experiments/configs/nvae_cifar10.py, which also sets the KL
+schedule; the ``:smoke`` variant is its ``smoke_variant``.
 """
 
-import math
+import os
+import runpy
 
 from dgmjax.train.config import base_config, finalize, split_variant
+
+_cifar10 = runpy.run_path(os.path.join(os.path.dirname(__file__), "nvae_cifar10.py"))
+official_recipe, smoke_variant = _cifar10["official_recipe"], _cifar10["smoke_variant"]
 
 D = 8 * 8 * 1
 
@@ -26,17 +32,10 @@ def get_config(variant=None):
   c.model.update(dict(
       channels=16, scales=2, groups_per_scale=2, ada_groups=True, latents_per_group=4,
       cells_per_group=1, preprocess_blocks=1, preprocess_cells=2, postprocess_blocks=1,
-      postprocess_cells=2, num_flows=0, use_se=True, kl_warmup_steps=300,
-      kl_const_steps=1, kl_const_coeff=1e-4, dmol_edge="exact", weight_decay_norm=1e-2))
-  c.train.update(dict(num_steps=1000, batch_size=64, eval_batch_size=256, log_every=100,
-                      eval_every=500, checkpoint_every=500))
-  c.optim.update(dict(name="adamax", lr=1e-2, eps=1e-3 / (D * math.log(2)),
-                      weight_decay=3e-4 / (D * math.log(2)), warmup_steps=250,
-                      schedule="cosine", end_lr_factor=1e-2))
+      postprocess_cells=2, num_flows=0, use_se=True, weight_decay_norm=1e-2))
+  c.train.update(dict(batch_size=64, eval_batch_size=256, log_every=100, eval_every=500,
+                      checkpoint_every=500))
+  official_recipe(c, D, 1000, warmup_steps=250)   # KL warm-up over the first 300 steps
   if variant == "smoke":
-    c.model.update(dict(channels=4, latents_per_group=2, preprocess_cells=1,
-                        postprocess_cells=1, kl_warmup_steps=10))
-    c.train.update(dict(num_steps=20, batch_size=16, eval_batch_size=64, log_every=5,
-                        eval_every=20, checkpoint_every=20, num_samples=4, init_batch_size=16))
-    c.optim.update(dict(warmup_steps=2))
+    smoke_variant(c, 16)
   return finalize(c, shared)
