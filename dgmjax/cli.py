@@ -12,6 +12,8 @@ complete, interpolate, fid, demo, bench, compare.
     dgmjax complete [--config ...] --workdir runs/x --observed top|bottom|left|right|center|
                   random:P|MASK.png [--order NAME] [--num N]                  (LMConv)
     dgmjax interpolate [--config ...] --workdir runs/x [--num N]         (Glow, NVAE)
+    dgmjax manipulate [--config ...] --workdir runs/x --attribute NAME|class:C
+                  [--strengths -1,-0.5,0,0.5,1] [--num N]                  (Glow, NVAE)
     dgmjax fid    [--config ...] --workdir runs/x --inception pt_inception-...pth [--num N]
                   [--reference DATASET:SPLIT | STATS.npz] [--temperature T]
     dgmjax demo   [--workdir runs/demo] [--models independent,glow,lmconv,nvae]
@@ -133,6 +135,7 @@ def _initialize_distributed(fl) -> None:
 
 
 from dgmjax import commands as research  # noqa: E402  (imports nothing heavy at load time)
+from dgmjax.commands import manipulate  # noqa: E402  (the same)
 
 COMMANDS: dict[str, Command] = {
     "train": Command("Trains a config in a workdir, resuming from its newest good "
@@ -153,6 +156,10 @@ COMMANDS: dict[str, Command] = {
     "interpolate": Command("Glow, NVAE: latent interpolations between pairs of test images "
                            "(PNG).", research.define_interpolate,
                            research.run_interpolate, required=("workdir",)),
+    "manipulate": Command("Glow, NVAE: moves test images along the latent direction of an "
+                          "attribute or class (PNG: one row per image, one column per "
+                          "strength).", manipulate.define_manipulate,
+                          manipulate.run_manipulate, required=("workdir", "attribute")),
     "fid": Command("Frechet Inception distance of a workdir's samples to a dataset split or "
                    "a pytorch-fid statistics file.", research.define_fid, research.run_fid,
                    required=("workdir", "inception")),

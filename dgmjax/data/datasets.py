@@ -27,6 +27,9 @@ tfds datasets are read with ``tfds.data_source`` (the ``array_record`` format, r
 access, no TensorFlow needed), so large datasets are never loaded into memory. They
 must be prepared beforehand; ``load`` never downloads unless ``download=True``.
 
+Boolean attributes: ``ImageData.attribute_names`` and ``attribute(name, indices)`` read a
+tfds dataset's ``attributes`` feature dict (celeb_a's 40, e.g. ``Smiling``).
+
 Options applied by ``ImageData.get`` (in this order): ``n_bits`` (num_bins =
 2**n_bits, ``reduce_bits``), then ``pad_to`` (``pad``: zero-pad H and W up to
 ``pad_to``, e.g. MNIST 28 -> 32).
@@ -186,6 +189,21 @@ class ImageData:
     return self._source.labels(idx)
 
   get_labels = labels
+
+  @property
+  def attribute_names(self) -> tuple[str, ...]:
+    """The names of the boolean attributes of each image (tfds ``attributes``, e.g.
+    celeb_a's 40 such as ``Smiling``); () when the dataset has none."""
+    return tuple(getattr(self._source, "attribute_names", ()))
+
+  def attribute(self, name: str, indices) -> np.ndarray:
+    """indices: int [n] -> bool [n], the boolean attribute ``name`` of those images.
+    ValueError (one line naming the dataset and its attributes) for an unknown name."""
+    names_ = self.attribute_names
+    if name not in names_:
+      have = f"its attributes: {', '.join(names_)}" if names_ else "it has no attributes"
+      raise ValueError(f"dataset {self.name!r} has no attribute {name!r}; {have}")
+    return np.asarray(self._source.attribute(name, self._indices(indices)), bool)
 
 
 def _check_split(name: str, split: str, allowed: Sequence[str]) -> None:

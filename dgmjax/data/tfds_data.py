@@ -75,15 +75,26 @@ def _label_key(features) -> str | None:
   return None
 
 
+def _attribute_names(features) -> tuple[str, ...]:
+  """The boolean scalars of an ``attributes`` feature dict (celeb_a's 40), else ()."""
+  attrs = features["attributes"] if "attributes" in features.keys() else None
+  if not isinstance(attrs, tfds.features.FeaturesDict):
+    return ()
+  return tuple(k for k, f in attrs.items() if isinstance(f, tfds.features.Tensor)
+               and tuple(f.shape) == () and np.dtype(f.np_dtype) == np.bool_)
+
+
 class TfdsSource:
-  """Random access to one tfds split: uint8 images [n,H,W,C] (+ labels)."""
+  """Random access to one tfds split: uint8 images [n,H,W,C] (+ labels, + the boolean
+  ``attributes`` of datasets that have them, e.g. celeb_a)."""
 
   def __init__(self, data_source, image_key: str, label_key: str | None,
                image_shape: tuple[int, int, int], num_bins: int,
                crop: tuple[int, int, int, int] | None = None, resize: int | None = None,
-               name: str = ""):
+               name: str = "", attribute_names: Sequence[str] = ()):
     self._source = data_source
     self._image_key, self._label_key = image_key, label_key
+    self.attribute_names = tuple(attribute_names)
     self.image_shape, self.num_bins = tuple(image_shape), int(num_bins)
     self._crop, self._resize, self._name = crop, resize, name
     self._batched_read = hasattr(data_source, "__getitems__")
@@ -130,6 +141,12 @@ class TfdsSource:
       return None
     return np.asarray([np.asarray(r[self._label_key]) for r in self._records(indices)],
                       np.int64).reshape(len(indices))
+
+
+  def attribute(self, name: str, indices: np.ndarray) -> np.ndarray:
+    """bool [n]: the boolean attribute ``name`` (one of ``attribute_names``)."""
+    return np.asarray([bool(r["attributes"][name]) for r in self._records(indices)],
+                      bool).reshape(len(indices))
 
 
 def _resolve_split(tfds_name: str, split: str, builder, split_map: dict) -> str:
@@ -195,4 +212,5 @@ def open_source(tfds_name: str, split: str, *, data_dir: str | None, download: b
       shape = first.shape if first.ndim == 3 else first.shape + (1,)
     image_shape = tuple(int(d) for d in shape)
   return TfdsSource(data_source, image_key, label_key, image_shape, num_bins,
-                    crop=crop, resize=resize, name=tfds_name)
+                    crop=crop, resize=resize, name=tfds_name,
+                    attribute_names=_attribute_names(features))

@@ -66,7 +66,7 @@ import numpy as np
 from dgmjax import images
 from dgmjax.flows.glow import COUPLINGS, PERMUTATIONS, Glow
 from dgmjax.image_model import ImageModel, check_ints, check_positive_int, check_temperatures
-from dgmjax.latents import interpolate_latents
+from dgmjax.latents import interpolate_latents, shift_latents
 from dgmjax.nn.compute import Compute
 from dgmjax.nn.init import fast_init_key
 
@@ -263,3 +263,14 @@ class GlowModel(ImageModel):
     zs = interpolate_latents(z1, z2, num)
     out = images.quantize(self.decode(variables, zs), self.num_bins)
     return out.reshape((b, num) + self.image_shape)
+
+  def manipulate(self, variables, x, direction, strengths):
+    """Semantic manipulation (Kingma & Dhariwal 2018, Sec. 5): decodes z_l(x) + alpha_k d_l
+    for every level l and strength alpha_k. x: uint8 [B,H,W,C] (encoded at bin centres);
+    direction: per-level [h_l,w_l,c_l] (``latent_shapes()``, e.g.
+    ``dgmjax.latents.attribute_direction``); strengths [K] -> uint8 [B,K,H,W,C]."""
+    zs, _ = self.encode(variables, x)
+    k = jnp.asarray(strengths).reshape(-1).shape[0]
+    out = images.quantize(self.decode(variables, shift_latents(zs, direction, strengths)),
+                          self.num_bins)
+    return out.reshape((zs[0].shape[0], k) + self.image_shape)

@@ -73,6 +73,13 @@ def _eps_at(eps, j):
   return eps if eps is None or isinstance(eps, str) else eps[j]
 
 
+def _temperatures(t, start: int, count: int):
+  """Groups start..start+count-1's temperatures [count]: one value for all groups, or a
+  slice of the per-group array [G]."""
+  t = jnp.asarray(t, jnp.float32)
+  return t[start:start + count] if t.ndim == 1 else jnp.broadcast_to(t, (count,))
+
+
 class NVAENet(nn.Module):
   """The encoder-decoder. ``__call__(x, train)`` runs q(z|x) and p(x|z) (one posterior
   sample per image, from the ``"sample"`` RNG stream); ``sample(num, temperature,
@@ -190,7 +197,9 @@ class NVAENet(nn.Module):
       return z
     if mode == "prior":
       mu = jnp.zeros((batch,) + self.top_shape + (self.latents_per_group,), jnp.float32)
-      return draw(LatentNormal.from_raw(mu, mu, inputs["temperature"]),
+      t = inputs["temperature"]
+      t = t if isinstance(t, (int, float)) else _temperatures(t, 0, 1)[0]
+      return draw(LatentNormal.from_raw(mu, mu, t),
                   _eps_at(inputs["eps"], 0), lambda: self.make_rng("sample"))
     return inputs["zs"][0]
 
@@ -202,8 +211,7 @@ class NVAENet(nn.Module):
     if mode == "posterior":
       xs = {"s_enc": inputs["feats"][t]}
     elif mode == "prior":
-      xs = {"temperature": jnp.broadcast_to(jnp.asarray(inputs["temperature"], jnp.float32),
-                                            (count,))}
+      xs = {"temperature": _temperatures(inputs["temperature"], start, count)}
     else:
       xs = {"z": stack(inputs["zs"])}
     if eps is None or isinstance(eps, str):
@@ -290,10 +298,18 @@ class NVAENet(nn.Module):
     return self._decode_tower(zs[0].shape[0], train, "given", {"zs": zs, "eps": None})[0]
 
   def sample(self, num: int, temperature=1.0, train: bool = False, eps=None):
-    """Ancestral sampling at ``temperature`` (every sigma scaled): z_0 ~ N(0, 1.01^2 T^2),
-    z_j ~ p_j(. | z_<j): logits [num,H,W,out]. ``eps``: None (the "sample" RNG) or G
-    standard-normal arrays [num,h_j,w_j,L] (decoder order): z_j = mu_j + sigma_j eps_j."""
+    """Ancestral sampling at ``temperature`` (every sigma scaled): z_0 ~ N(0, 1.01^2 T_0^2),
+    z_j ~ N(mu_j, (T_j sigma_j)^2) with p_j(. | z_<j) = N(mu_j, sigma_j^2): logits
+    [num,H,W,out]. ``temperature``: one value T for every group, or an array [G] of
+    T_j (decoder order). ``eps``: None (the "sample" RNG) or G standard-normal arrays
+    [num,h_j,w_j,L] (decoder order): z_j = mu_j + T_j sigma_j eps_j."""
     if not (eps is None or len(eps) == self.num_groups):
       raise ValueError(f"eps must hold {self.num_groups} arrays (one per latent group); "
                        f"got {len(eps)}")
     return self._decode_tower(num, train, "prior", {"temperature": temperature, "eps": eps})[0]
+
+  def sample_latents(self, num: int, temperature=1.0, train: bool = False, eps=None):
+    """The latents ``sample`` draws, [z_j [num,h_j,w_j,L] for j = 0..G-1] (decoder order;
+    same arguments); ``decode`` of them gives ``sample``'s logits."""
+    stacks = self._decode_tower(num, train, "prior", {"temperature": temperature, "eps": eps})[1]
+    return [z for stack in stacks for z in stack]

@@ -1,7 +1,12 @@
-"""NVAE beyond the ELBO: its latents (encode, decode, interpolate) and BN re-adjustment.
+"""NVAE beyond the ELBO: its latents (encode, decode, interpolate, manipulate, per-group
+temperatures) and BN re-adjustment.
 
 ``LatentsAndBN`` is a mixin of ``NVAEModel`` (``dgmjax.nvae.model``): these methods use
-the model's network (``net``), group layout and image decoding. BN re-adjustment re-
+the model's network (``net``), group layout and image decoding. Latents are lists of G
+arrays z_j [B,h_j,w_j,L] in decoder order (coarsest first, ``latent_shapes()``); the
+posterior means (``encode(rng=None)``) are the encoding to edit (the authors' advice,
+NVlabs/NVAE#15: most groups are inactive, their means sit at the prior's), and sampling
+takes one temperature per group (z_j = mu_j + T_j sigma_j eps_j). BN re-adjustment re-
 estimates the decoder's batch statistics from prior samples (official ``evaluate.py
 --readjust_bn``) and returns them as their own named state ``"readjusted_batch_stats"``,
 to be saved with the checkpoint rather than recomputed on every call (NVlabs/NVAE PR#18).
@@ -14,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax.image_model import check_positive_int, check_temperatures
-from dgmjax.latents import interpolate_latents
+from dgmjax.latents import interpolate_latents, shift_latents
 from dgmjax.nvae.hierarchy import NVAENet
 
 READJUSTED = "readjusted_batch_stats"
@@ -84,10 +89,57 @@ class LatentsAndBN:
     zs = interpolate_latents(z1, z2, num)
     return self.decode(variables, zs).reshape((z1[0].shape[0], num) + tuple(self.image_shape))
 
+  def manipulate(self, variables, x, direction, strengths):
+    """Decodes z_j(x) + alpha_k d_j (z the posterior means) for every group j and strength
+    alpha_k: x uint8 [B,H,W,C], direction [d_j [h_j,w_j,L]] (``latent_shapes()``, e.g.
+    ``dgmjax.latents.attribute_direction`` of posterior means), strengths [K] -> uint8
+    [B,K,H,W,C], the temperature-0 images of ``decode``."""
+    zs = self.encode(variables, x)
+    k = jnp.asarray(strengths).reshape(-1).shape[0]
+    out = self.decode(variables, shift_latents(zs, direction, strengths))
+    return out.reshape((zs[0].shape[0], k) + tuple(self.image_shape))
+
+  def group_temperatures(self, temperature):
+    """``temperature`` checked: a finite float > 0 (every group) is returned as it is; a
+    sequence (or array) of G values > 0, one per group in decoder order, as float32 [G].
+    ValueError otherwise (values of traced arrays are not checked)."""
+    g = int(sum(self._groups))
+    if isinstance(temperature, (list, tuple)) and any(
+        isinstance(t, jax.core.Tracer) for t in temperature):
+      temperature = jnp.stack([jnp.asarray(t, jnp.float32) for t in temperature])
+    if isinstance(temperature, jax.core.Tracer):
+      if temperature.shape not in ((), (g,)):
+        raise ValueError(f"temperature must be a float or {g} values (one per latent group); "
+                         f"got shape {temperature.shape}")
+      return temperature if temperature.ndim == 0 else temperature.astype(jnp.float32)
+    t = np.asarray(temperature)
+    if t.ndim == 0:
+      check_temperatures(temperature=temperature)
+      return temperature
+    if t.ndim != 1 or len(t) != g or t.dtype == bool or not np.issubdtype(t.dtype, np.number):
+      raise ValueError(f"temperature must be a float or a sequence of {g} floats (one per "
+                       f"latent group, decoder order); got {' '.join(repr(temperature).split())}")
+    if not (np.all(np.isfinite(t)) and np.all(t > 0)):
+      raise ValueError(f"temperature: every group's value must be a finite float > 0; "
+                       f"got {' '.join(repr(temperature).split())}")
+    return jnp.asarray(t, jnp.float32)
+
+  def sample_latents(self, variables, rng, num, temperature=1.0):
+    """[z_j float32 [num,h_j,w_j,L] for j = 0..G-1] drawn from the prior as ``sample``
+    draws them (with the same ``rng``, ``decode_logits`` of them gives ``sample``'s
+    logits): z_0 ~ N(0, (1.01 T_0)^2), z_j ~ N(mu_j, (T_j sigma_j)^2) given z_<j.
+    ``temperature``: a float or one value per group (``group_temperatures``)."""
+    num = check_positive_int(num, "num")
+    temperature = self.group_temperatures(temperature)
+    r_z, _ = jax.random.split(rng)
+    return self.net.apply(self._net_vars(variables), num, temperature, False,
+                          method=NVAENet.sample_latents, rngs={"sample": r_z})
+
   def readjust_batch_stats(self, variables, rng, num: int = 16, temperature=1.0,
                            iters: int = 500):
-    """New ``batch_stats`` re-estimated from prior samples at ``temperature`` (official
-    ``evaluate.py --readjust_bn``): ``iters`` sampling passes with BN in training mode,
+    """New ``batch_stats`` re-estimated from prior samples at ``temperature`` (a float, or
+    one per group: ``group_temperatures``) as official ``evaluate.py --readjust_bn``
+    does it: ``iters`` sampling passes with BN in training mode,
     each moving the running statistics by momentum 0.05. Only the decoder's statistics
     change. Returns the batch_stats tree (save it; pass it back in ``variables``)."""
     params = self._net_vars(variables)["params"]
@@ -113,7 +165,7 @@ class LatentsAndBN:
     """
     num = check_positive_int(num, "num")
     iters = check_positive_int(iters, "iters")
-    check_temperatures(temperature=temperature)
+    temperature = self.group_temperatures(temperature)
     stats = jax.jit(lambda v, r, t: self.readjust_batch_stats(v, r, num, t, iters))(
         {"params": variables["params"], "batch_stats": variables["batch_stats"]}, rng,
         jnp.asarray(temperature, jnp.float32))

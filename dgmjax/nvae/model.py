@@ -61,6 +61,7 @@ decoder on given z's (the prior is not consulted), ``decode`` turns them into th
 temperature-0 image (Bernoulli mode 1[logit > 0], or the most likely mixture component's
 mean rounded to a level), and ``interpolate`` decodes (1-a) z_j(x1) + a z_j(x2). Unlike
 Glow's, this encoder is not an exact inverse: ``decode(encode(x))`` is a reconstruction.
+Per-group temperatures, ``sample_latents`` and ``manipulate``: ``dgmjax.nvae.inference``.
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
-from dgmjax.image_model import (ImageModel, check_finite, check_ints, check_positive_int,
-                                 check_temperatures)
+from dgmjax.image_model import ImageModel, check_finite, check_ints, check_positive_int
 from dgmjax.nn.compute import Compute
 from dgmjax.nn.init import fast_init_key
 from dgmjax.distributions import (bernoulli_log_prob, bernoulli_sample,
@@ -375,13 +375,14 @@ class NVAEModel(LatentsAndBN, ImageModel):
 
   def sample(self, variables, rng, num, temperature=1.0, *, readjusted_bn: bool = False,
              y=None):
-    """uint8 [num,H,W,C]: latents at ``temperature`` (a finite float > 0; the prior's sigma
-    is scaled by it), pixels at 1, BN in inference mode with ``variables["batch_stats"]``,
+    """uint8 [num,H,W,C]: latents at ``temperature`` (a finite float > 0 scaling every
+    prior's sigma, or one per group: ``group_temperatures``), pixels at 1, BN in
+    inference mode with ``variables["batch_stats"]``,
     or with ``readjusted_bn=True`` the re-estimated ``variables["readjusted_batch_stats"]``
     (``readjust_bn``; re-estimate them at the temperature you sample at)."""
     self.check_labels(y)
     num = check_positive_int(num, "num")
-    check_temperatures(temperature=temperature)
+    temperature = self.group_temperatures(temperature)
     r_z, r_x = jax.random.split(rng)
     if readjusted_bn:
       if READJUSTED not in variables:
