@@ -219,19 +219,13 @@ class Checkpointer:
 
   def read_meta(self, which: str = "last") -> dict | None:
     """The ``meta`` of the first checkpoint of ``which`` whose meta reads, or None."""
-    absl_log = logging.getLogger("absl")
-    level = absl_log.level
-    absl_log.setLevel(logging.ERROR)     # orbax notes the state item it was not asked for
-    try:
-      for step, mgr, _ in self.candidates(which):
-        try:
-          meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        except Exception:  # pylint: disable=broad-except  (unreadable: try the next one)
-          continue
-        if isinstance(meta, dict):
-          return dict(meta)
-    finally:
-      absl_log.setLevel(level)
+    for step, mgr, _ in self.candidates(which):
+      try:
+        meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      except Exception:  # pylint: disable=broad-except  (unreadable: try the next one)
+        continue
+      if isinstance(meta, dict):
+        return dict(meta)
     return None
 
   def restore_newest(self, abstract_state, which: str = "last", quarantine: bool = False
@@ -248,8 +242,7 @@ class Checkpointer:
     for step, mgr, kind in self.candidates(which):
       where = os.path.join(str(mgr.directory), str(step))
       try:
-        stored = _array_shapes(ocp.StandardCheckpointer().metadata(
-            os.path.join(where, "state")).item_metadata)
+        stored = _stored_shapes(os.path.join(where, "state"))
       except Exception:  # pylint: disable=broad-except  (unreadable: damaged, see below)
         stored = None
       if stored:  # metadata without arrays (a lost manifest, an emptied state/) is damage
@@ -362,6 +355,17 @@ def _array_shapes(tree) -> dict[str, tuple]:
   leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
   return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves
           if hasattr(leaf, "shape")}
+
+
+def _stored_shapes(item_dir: str) -> dict[str, tuple]:
+  """``_array_shapes`` of the ``state`` item of a checkpoint, from its array metadata alone.
+
+  Read with the item's handler: the item directory has no step-level
+  ``_CHECKPOINT_METADATA`` of its own (that file sits in ``<step>/``), so reading it with a
+  ``Checkpointer`` as if it were a whole checkpoint makes orbax warn about the missing file
+  on every restore."""
+  from etils import epath
+  return _array_shapes(ocp.StandardCheckpointHandler().metadata(epath.Path(item_dir)))
 
 
 def _check_compatible(where: str, stored: dict, wanted: dict) -> None:

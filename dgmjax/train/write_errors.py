@@ -43,15 +43,14 @@ def one_line(e: BaseException, limit: int = 300) -> str:
 
 
 class _Quiet(logging.Filter):
-  """Drops two orbax notes (below), and the tracebacks orbax's threads log for a full
+  """Drops an orbax note (below), and the tracebacks orbax's threads log for a full
   disk, which ``DiskFull`` reports in one line (with those of its threads still running
   when the manager closes after it)."""
 
   def filter(self, record):
     msg = str(record.msg)
-    # orbax's note on every save without metrics, and on every resume (the state item
-    # has no step metadata of its own; restore_newest reads its array metadata)
-    if "did not provide metrics" in msg or msg.startswith("Metadata file does not exist"):
+    # orbax's note on every save without metrics (a step not evaluated: by design)
+    if "did not provide metrics" in msg:
       return False
     error = record.exc_info[1] if record.exc_info else None
     if error is None:
