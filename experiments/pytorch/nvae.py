@@ -16,139 +16,31 @@ Differences from the official code, none of which changes a result:
 Shapes: ``x`` float [B,C,S,S] in [0,1] (MNIST padded to 32x32, as the official loader
 does); latent group ``g`` has noise ``eps[g]`` [B, num_latent_per_group, h_g, w_g], group
 0 being the top (coarsest) one; ``model.latent_shapes()`` lists them.
+
+Modules: the official argument namespace in ``nvae_args.py``, the losses of ``utils.py``
+in ``nvae_losses.py``, the layers and cells in ``nvae_ops.py``, ``nvae_iaf.py`` and
+``nvae_distributions.py``; this module holds ``AutoEncoder`` and re-exports the argument
+and loss functions, so ``experiments.pytorch.nvae`` is the one import callers need.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from experiments.pytorch.nvae_ops import (CHANNEL_MULT, ARConv2d, Cell, Conv2D, DecCombinerCell,
-                                          DiscMixLogistic, EncCombinerCell, Normal, NormalDecoder,
-                                          PairedCellAR, arch_cells)
-
-BINARY_DATASETS = ("mnist", "omniglot")
-CROP_DATASETS = ("mnist", "omniglot", "stacked_mnist")
-
-# The architecture and loss arguments of the official train.py, with its defaults.
-OFFICIAL_DEFAULTS = dict(
-    dataset="mnist", arch_instance="res_mbconv", num_x_bits=8,
-    num_latent_scales=1, num_groups_per_scale=10, num_latent_per_group=20,
-    ada_groups=False, min_groups_per_scale=1,
-    num_channels_enc=32, num_preprocess_blocks=2, num_preprocess_cells=3,
-    num_cell_per_cond_enc=1,
-    num_channels_dec=32, num_postprocess_blocks=2, num_postprocess_cells=3,
-    num_cell_per_cond_dec=1, num_mixture_dec=10,
-    use_se=False, res_dist=False, num_nf=0,
-    learning_rate=1e-2, learning_rate_min=1e-4, weight_decay=3e-4,
-    weight_decay_norm=0.0, weight_decay_norm_init=10.0, weight_decay_norm_anneal=False,
-    kl_anneal_portion=0.3, kl_const_portion=1e-4, kl_const_coeff=1e-4,
-    epochs=200, warmup_epochs=5, batch_size=200,
-)
-
-
-def default_args(**overrides) -> argparse.Namespace:
-  """An official-style argument namespace: the train.py defaults, then ``overrides``."""
-  unknown = sorted(set(overrides) - set(OFFICIAL_DEFAULTS) - {"input_size"})
-  if unknown:
-    raise ValueError(f"unknown NVAE arguments {unknown}; expected names among "
-                     f"{sorted(OFFICIAL_DEFAULTS)} (or input_size)")
-  return argparse.Namespace(**{**OFFICIAL_DEFAULTS, **overrides})
-
-
-def tiny_args(dataset: str) -> argparse.Namespace:
-  """The ``nvae_mnist_tiny`` / ``nvae_cifar_tiny`` configurations of the reference layouts."""
-  common = dict(num_channels_enc=8, num_channels_dec=8, num_latent_per_group=4,
-                num_groups_per_scale=2, num_cell_per_cond_enc=1, num_cell_per_cond_dec=1,
-                num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1,
-                num_postprocess_cells=2, use_se=True, res_dist=True, weight_decay_norm=1e-2)
-  if dataset == "mnist":
-    return default_args(dataset="mnist", num_latent_scales=2, ada_groups=True, num_nf=0, **common)
-  if dataset == "cifar10":
-    return default_args(dataset="cifar10", num_latent_scales=1, num_nf=1, **common)
-  raise ValueError(f"tiny_args knows 'mnist' and 'cifar10'; got {dataset!r}")
-
-
-def faithful_args(dataset: str) -> argparse.Namespace:
-  """The README training commands for MNIST and CIFAR-10 (33.4M / 130.9M parameters)."""
-  if dataset == "mnist":
-    return default_args(
-        dataset="mnist", num_latent_scales=2, num_groups_per_scale=10, num_postprocess_cells=3,
-        num_preprocess_cells=3, num_cell_per_cond_enc=2, num_cell_per_cond_dec=2,
-        num_latent_per_group=20, num_preprocess_blocks=2, num_postprocess_blocks=2,
-        weight_decay_norm=1e-2, num_channels_enc=32, num_channels_dec=32, num_nf=0,
-        ada_groups=True, use_se=True, res_dist=True, batch_size=200, epochs=400)
-  if dataset == "cifar10":
-    return default_args(
-        dataset="cifar10", num_channels_enc=128, num_channels_dec=128, num_postprocess_cells=2,
-        num_preprocess_cells=2, num_latent_scales=1, num_latent_per_group=20,
-        num_cell_per_cond_enc=2, num_cell_per_cond_dec=2, num_preprocess_blocks=1,
-        num_postprocess_blocks=1, num_groups_per_scale=30, batch_size=32,
-        weight_decay_norm=1e-2, num_nf=1, use_se=True, res_dist=True, epochs=400)
-  raise ValueError(f"faithful_args knows 'mnist' and 'cifar10'; got {dataset!r}")
-
-
-def args_from_hparams(image_shape, num_bins=256, *, channels=32, scales=1, groups_per_scale=2,
-                      latents_per_group=20, cells_per_group=2, preprocess_blocks=1,
-                      preprocess_cells=2, postprocess_blocks=1, postprocess_cells=2, num_flows=0,
-                      use_se=True, ada_groups=False, min_groups_per_scale=1, num_mixtures=10,
-                      **training) -> argparse.Namespace:
-  """dgmjax ``create("nvae", ...)`` hyper-parameters -> the official namespace of the same
-  network (inverse of ``dgmjax.convert.nvae.hparams_from_args``), for benchmarks.
-
-  Official datasets fix the image: (32,32,1) with num_bins 2 is MNIST (Bernoulli output,
-  28x28 crop), (S,S,3) with 2**b bins is cifar10 (S = 32) or imagenet_S / celeba_64.
-  ``training`` may hold weight_decay_norm, weight_decay_norm_init,
-  weight_decay_norm_anneal, kl_const_coeff; dgmjax-only options (compute, decoder,
-  crop_to, kl_*_steps, kl_balance, num_power_iter, dmol_edge) are ignored.
-  """
-  h, w, c = image_shape
-  if (h, w, c) == (32, 32, 1) and num_bins == 2:
-    dataset, bits = "mnist", 8
-  elif c == 3 and h == w and num_bins >= 2 and (num_bins & (num_bins - 1)) == 0:
-    dataset = {32: "cifar10", 64: "celeba_64"}.get(h, f"imagenet_{h}")
-    bits = num_bins.bit_length() - 1
-  else:
-    raise ValueError(f"no official NVAE dataset has images {tuple(image_shape)} with "
-                     f"{num_bins} levels; expected (32,32,1)/2 or (S,S,3)/2**bits")
-  keep = {k: training[k] for k in ("weight_decay_norm", "weight_decay_norm_init",
-                                   "weight_decay_norm_anneal", "kl_const_coeff") if k in training}
-  return default_args(
-      dataset=dataset, num_x_bits=bits, num_channels_enc=channels, num_channels_dec=channels,
-      num_latent_scales=scales, num_groups_per_scale=groups_per_scale,
-      num_latent_per_group=latents_per_group, num_cell_per_cond_enc=cells_per_group,
-      num_cell_per_cond_dec=cells_per_group, num_preprocess_blocks=preprocess_blocks,
-      num_preprocess_cells=preprocess_cells, num_postprocess_blocks=postprocess_blocks,
-      num_postprocess_cells=postprocess_cells, num_nf=num_flows, use_se=use_se,
-      ada_groups=ada_groups, min_groups_per_scale=min_groups_per_scale,
-      num_mixture_dec=num_mixtures, res_dist=True, **keep)
-
-
-def groups_per_scale(num_scales, num_groups, is_adaptive, divider=2, minimum_groups=1):
-  """Groups at each scale, finest first; adaptive halves the count at each coarser scale."""
-  out, n = [], num_groups
-  for _ in range(num_scales):
-    if n < 1:
-      raise ValueError(f"groups per scale fell below 1: {out}")
-    out.append(n)
-    if is_adaptive:
-      n = max(minimum_groups, n // divider)
-  return out
-
-
-def input_size(dataset: str) -> int:
-  if dataset in ("mnist", "omniglot", "cifar10", "stacked_mnist"):
-    return 32
-  if dataset.startswith(("celeba", "imagenet", "lsun")):
-    return int(dataset.split("_")[-1])
-  if dataset == "ffhq":
-    return 256
-  raise ValueError(f"unknown dataset {dataset!r}")
+from experiments.pytorch.nvae_args import (  # noqa: F401 (re-exported)
+    BINARY_DATASETS, CROP_DATASETS, OFFICIAL_DEFAULTS, args_from_hparams, default_args,
+    faithful_args, groups_per_scale, input_size, tiny_args)
+from experiments.pytorch.nvae_distributions import DiscMixLogistic, Normal, NormalDecoder
+from experiments.pytorch.nvae_iaf import ARConv2d, PairedCellAR
+from experiments.pytorch.nvae_losses import (  # noqa: F401 (re-exported)
+    elbo_terms, images_to_input, kl_balancer, kl_balancer_coeff, kl_coeff, log_iw,
+    pre_process, reconstruction_loss, training_loss)
+from experiments.pytorch.nvae_ops import (CHANNEL_MULT, Cell, Conv2D, DecCombinerCell,
+                                          EncCombinerCell, arch_cells)
 
 
 class AutoEncoder(nn.Module):
@@ -472,113 +364,3 @@ class AutoEncoder(nn.Module):
       if layer.affine:
         loss = loss + torch.max(torch.abs(layer.weight))
     return loss
-
-
-# ---- losses (utils.py of the official code) ----------------------------------------
-
-
-def pre_process(x, num_bits):
-  """x in [0,1] with 256 levels -> 2**num_bits levels, still in [0,1]."""
-  if num_bits != 8:
-    x = torch.floor(x * 255 / 2 ** (8 - num_bits)) / (2 ** num_bits - 1)
-  return x
-
-
-def reconstruction_loss(decoder, x, crop=False):
-  """-log p(x | z) per image [B]; MNIST-like data are scored on the central 28x28 crop."""
-  recon = decoder.log_prob(x)
-  if crop:
-    recon = recon[..., 2:30, 2:30]
-  return -torch.sum(recon, dim=list(range(1, recon.dim())))
-
-
-def log_iw(decoder, x, log_q, log_p, crop=False):
-  """One importance weight log p(x|z) + log p(z) - log q(z|x) per image [B]."""
-  return -reconstruction_loss(decoder, x, crop) - log_q + log_p
-
-
-def kl_balancer_coeff(num_scales, groups_per_scale, fun="square"):
-  """alpha_i per group (top group first), normalised so the smallest is 1."""
-  per_scale = {"equal": lambda i, n: 1.0, "linear": lambda i, n: 2.0 ** i,
-               "sqrt": lambda i, n: math.sqrt(2.0 ** i),
-               "square": lambda i, n: (2.0 ** i) ** 2 / n}
-  if fun not in per_scale:
-    raise ValueError(f"unknown KL balancing {fun!r}; expected one of {sorted(per_scale)}")
-  coeff = torch.cat([per_scale[fun](i, groups_per_scale[num_scales - i - 1])
-                     * torch.ones(groups_per_scale[num_scales - i - 1])
-                     for i in range(num_scales)])
-  return coeff / coeff.min()
-
-
-def kl_balancer(kl_all, kl_coeff=1.0, kl_balance=False, alpha_i=None):
-  """Weighted KL [B]: during warm-up (coeff < 1) each group's KL is reweighted by
-  mean|KL_g| / alpha_g, normalised to mean 1 (no gradient through the weights)."""
-  kl_all = torch.stack(kl_all, dim=1)
-  kl_vals = torch.mean(kl_all, dim=0)
-  if kl_balance and kl_coeff < 1.0:
-    coeff_i = torch.mean(torch.abs(kl_all), dim=0, keepdim=True) + 0.01
-    total = torch.sum(coeff_i)
-    coeff_i = coeff_i / alpha_i.unsqueeze(0) * total
-    coeff_i = coeff_i / torch.mean(coeff_i, dim=1, keepdim=True)
-    kl = torch.sum(kl_all * coeff_i.detach(), dim=1)
-    coeffs = coeff_i.squeeze(0)
-  else:
-    kl = torch.sum(kl_all, dim=1)
-    coeffs = torch.ones(len(kl_vals))
-  return kl_coeff * kl, coeffs, kl_vals
-
-
-def kl_coeff(step, total_step, constant_step, min_kl_coeff):
-  """KL warm-up: linear from 0 to 1 over total_step after constant_step, at least min."""
-  return max(min((step - constant_step) / total_step, 1.0), min_kl_coeff)
-
-
-def elbo_terms(model: AutoEncoder, x, eps=None, generator=None) -> dict[str, torch.Tensor]:
-  """The ELBO's parts for images x: float [B,C,S,S] in [0,1].
-
-  Returns ``recon`` [B] (-log p(x|z) in nats), ``kl`` [B,G] (per group, analytic, or
-  log q - log p with flows), ``nelbo`` [B] = recon + sum kl, ``log_q``/``log_p`` [B],
-  ``log_iw`` [B] and ``logits``.
-  """
-  logits, log_q, log_p, kl_all, _ = model(x, eps=eps, generator=generator)
-  recon = reconstruction_loss(model.decoder_output(logits), x, crop=model.crop_output)
-  kl = torch.stack(kl_all, dim=1)
-  return {"recon": recon, "kl": kl, "nelbo": recon + kl.sum(1), "log_q": log_q, "log_p": log_p,
-          "log_iw": -recon - log_q + log_p, "logits": logits}
-
-
-def training_loss(model: AutoEncoder, x, args, global_step, num_total_iter, alpha_i=None,
-                  generator=None):
-  """The official training objective for one batch (train.py): mean(recon + balanced,
-  annealed KL) + lambda * (spectral + BN) regularisers; returns (loss, metrics dict)."""
-  if alpha_i is None:
-    alpha_i = kl_balancer_coeff(model.num_latent_scales, model.groups_per_scale, "square")
-  logits, log_q, log_p, kl_all, _ = model(x, generator=generator)
-  coeff = kl_coeff(global_step, args.kl_anneal_portion * num_total_iter,
-                   args.kl_const_portion * num_total_iter, args.kl_const_coeff)
-  recon = reconstruction_loss(model.decoder_output(logits), x, crop=model.crop_output)
-  balanced, _, _ = kl_balancer(kl_all, coeff, kl_balance=True, alpha_i=alpha_i)
-  loss = torch.mean(recon + balanced)
-  norm_loss = model.spectral_norm_parallel(generator)
-  bn_loss = model.batchnorm_loss()
-  if args.weight_decay_norm_anneal:
-    wdn = math.exp((1.0 - coeff) * math.log(args.weight_decay_norm_init)
-                   + coeff * math.log(args.weight_decay_norm))
-  else:
-    wdn = args.weight_decay_norm
-  loss = loss + (norm_loss + bn_loss) * wdn
-  return loss, {"recon": recon.mean().detach(), "kl_coeff": coeff,
-                "norm_loss": torch.as_tensor(norm_loss).detach(),
-                "bn_loss": torch.as_tensor(bn_loss).detach()}
-
-
-def images_to_input(x_uint8_nhwc: np.ndarray, num_bins: int, pad_to: int | None = None):
-  """uint8 [B,H,W,C] with num_bins levels -> float NCHW in [0,1] (zero-padded to pad_to)."""
-  x = torch.as_tensor(np.asarray(x_uint8_nhwc), dtype=torch.float32) / (num_bins - 1)
-  x = x.permute(0, 3, 1, 2)
-  if pad_to is not None and pad_to != x.shape[-1]:
-    p = (pad_to - x.shape[-1]) // 2
-    if p < 0 or pad_to - x.shape[-1] != 2 * p:
-      raise ValueError(f"cannot centre-pad {x.shape[-1]} pixels to {pad_to}")
-    x = F.pad(x, (p, p, p, p))
-  return x
