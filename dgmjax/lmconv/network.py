@@ -79,7 +79,9 @@ The convolutions are delegated to an ``engine`` so that the same module code run
 whole image (``FullEngine``: ``locally_masked_conv`` with the masks) or one pixel per
 example (``StepEngine``, the cached sampler: each masked convolution reads its input's
 neighbourhood from the collection ``window`` and hands its input at the pixel out in
-``centre``; under a stream's ``u_stream`` both stacked [num, ...] like the parameters).
+``centre``). Inside the samplers' pixel loops the streams read their resnets' parameters
+as separate arrays ``u_stream/<j>/...``, sliced once per call
+(``dgmjax.nn.repeat.unstack_blocks``): XLA:CPU would copy a stacked slice at every pixel.
 
 How it runs (dtype, remat, unroll) is the one ``compute`` value
 (``dgmjax.nn.compute.Compute``) the network receives and hands to its layers; the masked
@@ -127,10 +129,12 @@ def check_layout(params: Mapping[str, Any]) -> None:
 
 class FullEngine:
   """Runs masked convolutions over the whole image with masks (first, later, dilated),
-  each [H,W,k,k] or [B,H,W,k,k]."""
+  each [H,W,k,k] or [B,H,W,k,k]. ``unstacked``: the streams' resnets read separate
+  parameter arrays ``u_stream/<j>/...`` (``repeat(..., unstacked=True)``), for a network
+  applied inside a loop (the naive sampler)."""
 
-  def __init__(self, masks: Sequence[jax.Array]):
-    self.masks = tuple(masks)
+  def __init__(self, masks: Sequence[jax.Array], unstacked: bool = False):
+    self.masks, self.unstacked = tuple(masks), unstacked
 
   def conv(self, layer, x, kernel, bias, mask_weight, kind, dilation):
     del layer
@@ -150,14 +154,15 @@ class StepEngine:
   - out, collection ``centre``: ``<layer path>/input`` [B, Cin], the input at (r, c),
     which the caller writes into the cache.
 
-  Under a stream's ``u_stream`` both are stacked [num, ...] like the parameters, so the
-  executor hands each resnet its own slice. The layer puts its input at the window's
+  Each layer has its own entries (a stream's resnets read ``u_stream/<j>/...``, as their
+  parameters: ``unstacked``, see ``FullEngine``). The layer puts its input at the window's
   centre and applies its (dilated) kernel there. Entries not yet visited are multiplied
   by a zero mask, because the masks only admit earlier pixels (and the centre, just
   written), so the result equals the full network at (r, c) exactly. ``masks_at``: the
   three [k,k] masks of location (r, c). Apply the network with ``mutable=["centre"]``
   (and ``"window"`` too to create zero windows, e.g. under ``jax.eval_shape``).
   """
+  unstacked = True
 
   def __init__(self, masks_at, pad: int):
     self.masks_at, self.pad = tuple(masks_at), pad
@@ -166,11 +171,19 @@ class StepEngine:
     (b, cin), p, k = x.shape, self.pad, kernel.shape[0]
     window = layer.variable("window", "input", jnp.zeros, (b, 2 * p + 1, 2 * p + 1, cin),
                             x.dtype).value
-    layer.variable("centre", "input", jnp.zeros, (b, cin), x.dtype).value = x
+    centre = layer.variable("centre", "input", jnp.zeros, (b, cin), x.dtype)
     window = window.astype(x.dtype).at[:, p, p].set(x)
     lo, hi = p - (k // 2) * dilation, p + (k // 2) * dilation + 1
-    return locally_masked_conv_at(window[:, lo:hi:dilation, lo:hi:dilation], kernel, bias,
-                                  self.masks_at[kind], mask_weight)
+    out = locally_masked_conv_at(window[:, lo:hi:dilation, lo:hi:dilation], kernel, bias,
+                                 self.masks_at[kind], mask_weight)
+    # The caller writes ``centre`` into the cache this window was read from. Tied to the
+    # output (0 * out is not folded away for floats), the write follows the read in the
+    # data flow and XLA updates the cache in place; untied, the two are unordered and
+    # XLA:CPU copies every cache at every pixel (2x the step time at 12x12x3, F32, R2;
+    # ``lax.optimization_barrier`` is dropped before XLA:CPU schedules). A non-finite
+    # output makes the cached input NaN, where the output at this pixel is not finite.
+    centre.value = x + 0 * out[:, :1].astype(x.dtype)
+    return out
 
 
 class MaskedConv(nn.Module):
@@ -272,7 +285,8 @@ class Stream(nn.Module):
   @nn.compact
   def __call__(self, u, skips, engine, deterministic):
     stack = repeat(GatedResnet, self.num, self.compute, collections=("params", "window", "centre"),
-                   rngs=("params", "dropout"), broadcast=2, static_argnums=(3, 4))
+                   rngs=("params", "dropout"), broadcast=2, static_argnums=(3, 4),
+                   unstacked=engine.unstacked)
     return stack(self.filters, self.skip, self.conv, self.nin, self.pono, self.dropout,
                  not self.skip, name="u_stream")(u, skips, engine, deterministic)
 

@@ -19,17 +19,13 @@ float rounding):
 Both run the network that training runs (``LMConvNetwork``, the same stacked parameters
 and the same executor); only its engine differs.
 
-Cost of the one stacked layout: inside the executor's scan each resnet's kernels are a
-slice of the stacked [num, ...] parameters, which XLA:CPU copies at every pixel step (it
-does not hoist a loop-indexed slice out of the pixel loop; the per-resnet layout this
-replaced read separate arrays). Measured on the 2-core CPU, cached sampler, process CPU
-seconds per batch: 12x12x3, F32, B4: R=1 0.045 -> 0.143, R=2 0.076 -> 0.189, R=4 0.158
--> 0.337; 16x16x1, F64, R2, B8: 1.25 -> 2.07 (``compute.unroll=True`` is slower still).
-The compile time no longer grows with R.
+Both run the pixel loop on per-resnet parameter arrays, sliced from the stacked ones once
+per call (``dgmjax.nn.repeat.unstack_blocks``), and ``StepEngine`` orders each cache's
+write after its window's read, so that XLA updates the caches in place: a slice of a
+stacked array, or a cache whose write is unordered with its read, is copied by XLA:CPU at
+every pixel step (``experiments/results/HISTORY.md`` has the measurements).
 
 What would make it faster still:
-- Parameters sliced once per sample instead of once per pixel step (an executor form for
-  loop-invariant callers, or XLA hoisting the slices out of the pixel loop).
 - Fewer, larger steps: a step is ~70 tiny [B, k*k*Cin] x [k*k*Cin, Cout] matmuls plus a
   cache write and gather each, so at small batch it is latency-bound; batching more
   images per call is nearly free, and a fused per-step kernel (or a GPU) would cut the
@@ -64,6 +60,7 @@ from jax import lax
 from dgmjax import images
 from dgmjax.lmconv import heads, masks as masks_lib
 from dgmjax.lmconv.network import FullEngine, StepEngine, check_layout
+from dgmjax.nn.repeat import unstack_blocks
 
 METHODS = ("cached", "naive")
 
@@ -103,7 +100,8 @@ def generate(model, params, rng, canvas, order, fixed, *, method="cached",
   mk = masks_lib.network_masks(order, h, w, model.kernel_size, model.max_dilation)
   net = model.network
   check_layout(params)
-  variables = {"params": params}
+  # sliced once here, not at every pixel step (dgmjax.nn.repeat: unstacked)
+  variables = {"params": unstack_blocks(params, "u_stream")}
 
   def draw(t, out):
     return heads.sample(model.resolved_head, jax.random.fold_in(rng, t), out, c,
@@ -117,8 +115,8 @@ def generate(model, params, rng, canvas, order, fixed, *, method="cached",
       canvas, outs = carry
       p = order[t]
       r, col = p // w, p % w
-      out = net.apply(variables, images.to_centered(canvas, model.num_bins), FullEngine(mk),
-                      True)
+      out = net.apply(variables, images.to_centered(canvas, model.num_bins),
+                      FullEngine(mk, unstacked=True), True)
       o = _pixel(out, r, col)
       new = jnp.where(fixed[p], _pixel(canvas, r, col), draw(t, o))
       return _set_pixel(canvas, r, col, new), _set_pixel(outs, r, col, o)

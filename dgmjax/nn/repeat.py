@@ -20,6 +20,14 @@ the body's ``__call__(carry, x, *broadcast) -> (carry, y)``, or, for a function 
 ``fn(module, carry, x) -> (carry, y)`` (``nn.scan``'s functional form), a function of
 ``(module, carry, xs)``.
 
+``repeat(..., unstacked=True)`` runs the same blocks for a caller that applies the stack
+inside a loop of its own (LMConv's pixel-by-pixel sampler): XLA:CPU copies a slice of a
+stacked array at every iteration of an enclosing loop, even a loop-invariant static slice
+(a chain of 6 [576,576] matmuls in a 500-step ``fori_loop``: 0.35 CPU s with separate
+arrays, 0.71 as a scan, 1.40 with static slices). So the blocks become submodules
+``<name>/<j>/...`` of separate arrays, and the caller slices the stacked variables once,
+before its loop, with ``unstack_blocks``; this form exists only inside such a call.
+
 ``reversible(step, step_backward, stacked, consts, x)`` runs a stack of bijections with
 a backward pass that rebuilds each block's input from its output instead of storing it
 (Gomez et al. 2017, "The Reversible Residual Network", algorithm 1): activation memory
@@ -28,18 +36,19 @@ O(1) in depth. It is a ``jax.custom_vjp``, so reverse mode only.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from dgmjax.nn.compute import Compute
+from dgmjax.nn.stacking import stack_trees, unstack_tree
 
 
 def repeat(body, length: int, compute: Compute, *, reverse: bool = False,
            collections: Sequence[str] = ("params",), rngs: Sequence[str] = ("params",),
-           broadcast: int = 0, static_argnums: Sequence[int] = ()):
+           broadcast: int = 0, static_argnums: Sequence[int] = (), unstacked: bool = False):
   """``length`` copies of ``body`` with stacked variables, run as ``compute`` says.
 
   body: a Module class (or ``functools.partial`` of one) whose ``__call__(carry, x,
@@ -51,15 +60,45 @@ def repeat(body, length: int, compute: Compute, *, reverse: bool = False,
   module as 0 for a class body) of arguments that are Python values for remat. xs (and
   the ys returned) carry the [length] axis first; None for none.
   reverse: run the blocks from last to first (the inverse of a flow).
+  unstacked: the blocks as submodules ``"0"``..``"n-1"`` with variables of their own
+  (``unstack_blocks``; module docstring), in a Python loop; a class body only.
   """
   if isinstance(length, bool) or not isinstance(length, int) or length < 1:
     raise ValueError(f"repeat: length must be an int >= 1; got {length!r}")
   body = compute.checkpoint(body, tuple(static_argnums))
+  if unstacked:
+    return lambda *fields, name: _Blocks(body, length, fields, reverse, name=name)
   unroll = length if compute.unroll is True else min(compute.unroll, length)
   return nn.scan(body, variable_axes={c: 0 for c in collections},
                  split_rngs={r: True for r in rngs},
                  in_axes=(0,) + (nn.broadcast,) * broadcast, length=length,
                  reverse=reverse, unroll=unroll)
+
+
+class _Blocks(nn.Module):
+  """``repeat(..., unstacked=True)``: block j is the submodule ``str(j)``."""
+  body: Any
+  length: int
+  fields: tuple
+  reverse: bool
+
+  @nn.compact
+  def __call__(self, carry, xs, *args):
+    ys = [None] * self.length
+    order = range(self.length - 1, -1, -1) if self.reverse else range(self.length)
+    for j in order:
+      x = None if xs is None else jax.tree_util.tree_map(lambda a, j=j: a[j], xs)
+      carry, ys[j] = self.body(*self.fields, name=str(j))(carry, x, *args)
+    return carry, (None if ys[0] is None else stack_trees(ys))
+
+
+def unstack_blocks(tree: Any, name: str) -> Any:
+  """Every subtree ``name`` of ``tree`` (stacked by ``repeat``: leaves [n, ...]) as
+  ``repeat(..., unstacked=True)`` reads it, ``name/<j>/...`` holding slice j."""
+  if not isinstance(tree, Mapping):
+    return tree
+  return {k: ({str(j): t for j, t in enumerate(unstack_tree(v))} if k == name
+              else unstack_blocks(v, name)) for k, v in tree.items()}
 
 
 def reversible(step: Callable, step_backward: Callable, stacked: Any, consts: Any, xs: Any,

@@ -1,6 +1,6 @@
 """The executor of repeated blocks (``dgmjax.nn.repeat``) on a toy bijection: a scan, a
-partly and a fully unrolled scan, a Python loop over the unstacked blocks and the
-reversible form compute one function with one gradient; remat reaches the body; the
+partly and a fully unrolled scan, a Python loop over the unstacked blocks (by hand and
+as ``repeat(..., unstacked=True)``) and the reversible form compute one function with one gradient; remat reaches the body; the
 parameter tree does not grow with depth."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dgmjax.nn.compute import Compute
-from dgmjax.nn.repeat import repeat, reversible
+from dgmjax.nn.repeat import repeat, reversible, unstack_blocks
 
 
 class Affine(nn.Module):
@@ -65,6 +65,11 @@ def _loss_fn(kind):
         carry, _ = Affine().apply({"params": p}, carry, xs[k])
     elif kind == "reversible":
       carry = reversible(step, step_backward, params, {}, xs, h)
+    elif kind == "unstacked":    # the form for callers with a loop of their own
+      stack = repeat(Affine, N, Compute(), unstacked=True)
+      blocks = unstack_blocks({"blocks": params}, "blocks")["blocks"]
+      assert sorted(blocks) == [str(k) for k in range(N)]
+      carry, _ = stack(name="blocks").apply({"params": blocks}, (h, jnp.zeros(B)), xs)
     else:
       unroll = {"scan": 1, "unroll2": 2, "unroll": True}[kind]
       stack = repeat(Affine, N, Compute(unroll=unroll))
@@ -80,7 +85,7 @@ def test_layout_is_one_stacked_tree_whose_size_does_not_grow_with_depth():
   assert shapes == {"a": (N, C), "w": (N, C // 2, C // 2)}
 
 
-@pytest.mark.parametrize("kind", ["unroll2", "unroll", "loop", "reversible"])
+@pytest.mark.parametrize("kind", ["unroll2", "unroll", "loop", "unstacked", "reversible"])
 def test_every_execution_is_the_same_function_and_gradient(kind):
   h, xs, variables = _setup()
   params = variables["params"]
