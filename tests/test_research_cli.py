@@ -1,10 +1,11 @@
 """``dgmjax import|eval|sample|complete|interpolate`` in-process (``cli.main``).
 
-Official files written by the project's PyTorch baselines (as tests/test_workflows.py
-makes them) go through ``dgmjax import`` then ``dgmjax eval`` and give the baseline's
-log-likelihood; every command runs end to end on ``digits`` workdirs trained for two
-steps; --help and one-line errors. The MNIST-shaped imports read mocked tfds data
-(``tfds.testing.mock_data``: 6 random images per split, offline).
+Official files written by the project's PyTorch baselines (as
+tests/convert/test_convert_official.py makes them) go through ``dgmjax import`` then
+``dgmjax eval`` and give the baseline's log-likelihood; every command runs end to end on
+``digits`` workdirs trained for two steps; --help and one-line errors. The MNIST-shaped
+imports read mocked tfds data (``tfds.testing.mock_data``: 6 random images per split,
+offline).
 """
 
 from __future__ import annotations
@@ -336,8 +337,8 @@ def test_nvae_official_file_import_then_eval(tmp_path, capsys, mock_mnist):
   ev = _ok(capsys, "eval", f"--workdir={wd}")
   # the same figure as the library on the file's weights (tests/convert/test_convert_nvae.py
   # holds those weights' ELBO terms to the baseline's under shared noise)
-  from dgmjax import workflows
-  _, _, variables = workflows.read_official_checkpoint(str(path))
+  from dgmjax.convert import official
+  _, _, variables = official.read_official_checkpoint(str(path))
   want = loop.evaluate(loop.build(cfg), variables)
   assert ev["test_bpd"] == pytest.approx(want, rel=1e-5)
   assert ev["test_nats"] == pytest.approx(want * 28 * 28 * math.log(2), rel=1e-5)

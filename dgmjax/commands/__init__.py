@@ -11,7 +11,8 @@ in ``dgmjax.cli.COMMANDS``; what they share is in ``workdirs``).
     dgmjax fid    --workdir DIR --inception FILE [--num N] [--reference DATASET:SPLIT|S.npz]
 
 Flag definitions and run functions registered in ``dgmjax.cli.COMMANDS``; the work itself
-is done by ``dgmjax.workflows`` and the models. This module imports only the standard
+is done by the library (``dgmjax.convert.official``, ``dgmjax.lmconv.completion``,
+``dgmjax.train``) and the models. This module imports only the standard
 library at load time (``dgmjax --help`` stays fast).
 
 Configs: ``--config`` is optional for eval/sample/complete/interpolate when the workdir

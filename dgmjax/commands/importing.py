@@ -51,20 +51,6 @@ def data_from_args(name: str, args) -> dict:
                    f"--config with a data section that delivers its images")
 
 
-def _data_shape(cfg):
-  """(image_shape, num_bins) the config's data deliver to the model (as ``loop.build``),
-  from the dataset's description (no data are read; ``data.image_spec``); a tfds dataset
-  dgmjax does not describe is opened to find out."""
-  from dgmjax import data as data_lib
-  d = cfg.data
-  spec = data_lib.image_spec(d.name, n_bits=d.n_bits, pad_to=d.pad_to, binarize=d.binarize)
-  if spec is not None:
-    return spec
-  test = data_lib.load(d.name, "test", data_dir=d.data_dir or None, n_bits=d.n_bits,
-                       pad_to=d.pad_to)
-  return tuple(test.image_shape), (2 if d.binarize else test.num_bins)
-
-
 def file_hparams(name: str, obj) -> dict | None:
   """create() kwargs the official file's own arguments give (NVAE; LMConv files with
   ``args``), read without converting a weight; None for files that store none."""
@@ -84,15 +70,16 @@ def _show(v) -> str:
 def _import_config(fl, name: str, obj):
   """(config to store, create() kwargs, variables) for the loaded file ``obj``."""
   import ml_collections
-  from dgmjax import workflows
+  from dgmjax.convert import official
   from dgmjax.train import config as config_lib
   from dgmjax.train import loop
+  from dgmjax.train.experiment import image_of
   cfg = fl.config
   if cfg is None:
     if name == "glow":
       raise usage_error("a rosinality/glow-pytorch file stores no hyper-parameters: pass --config "
                    "with the model's architecture and data")
-    name_, file_hp, variables = workflows.read_official_checkpoint(obj, fl.weights)
+    name_, file_hp, variables = official.read_official_checkpoint(obj, fl.weights)
     args = obj["args"]
     cfg = config_lib.base_config(name, "digits")
     cfg.data.update(data_from_args(name, args))
@@ -107,14 +94,14 @@ def _import_config(fl, name: str, obj):
                  f"{cfg.model.name!r}")
   if fl.dmol_edge:
     raise usage_error("--dmol_edge is for imports without --config; set config.model.dmol_edge")
-  shape, num_bins = _data_shape(cfg)
+  shape, num_bins = image_of(cfg)     # the data's description: no data are read
   cfg_hp = dict(loop.model_hparams(cfg), image_shape=shape, num_bins=num_bins)
   own = file_hparams(name, obj)   # compared before any weight is converted
-  bad = workflows.hparams_conflicts(own, cfg_hp) if own else []
+  bad = official.hparams_conflicts(own, cfg_hp) if own else []
   if bad:
     parts = ", ".join(f"{k} (file {_show(own[k])}, config {_show(cfg_hp[k])})" for k in bad)
     raise usage_error(f"--config disagrees with the checkpoint's hyper-parameters: {parts}")
-  _, file_hp, variables = workflows.read_official_checkpoint(obj, fl.weights, hparams=cfg_hp,
+  _, file_hp, variables = official.read_official_checkpoint(obj, fl.weights, hparams=cfg_hp,
                                                              model_name=name)
   merged = ml_collections.ConfigDict(cfg.to_dict())
   merged.model.update({k: v for k, v in file_hp.items() if k not in ("image_shape", "num_bins")})
@@ -148,13 +135,15 @@ def run_import(fl) -> int:
     raise usage_error(f"{fl.workdir} already holds a checkpoint; import into a new or empty "
                  f"--workdir")
   import jax
-  from dgmjax import models, workflows
+  from dgmjax import models
+  from dgmjax.convert import official
   from dgmjax.convert import common as convert_common
   from dgmjax.train import lock as lock_lib
   from dgmjax.train import optim as optim_lib
   from dgmjax.train import state as state_lib
+  from dgmjax.train.experiment import image_meta
   obj = convert_common.load_checkpoint(path)
-  name = workflows.detect_format(obj)
+  name = official.detect_format(obj)
   cfg, hp, variables = _import_config(fl, name, obj)
   model = models.create(name, **hp)
   variables = _as_init_tree(model, variables)
@@ -164,7 +153,8 @@ def run_import(fl) -> int:
   # weights); the official --ema default stores none, and Glow/NVAE files one set.
   choice = ({"weights": fl.weights} if name == "lmconv" and "ema_state_dict" in obj else {})
   meta = {"data": {"epoch": 0, "index": 0}, "best_test_bpd": None, "config": cfg.to_json(),
-          "imported_from": os.path.abspath(path), "format": name, **choice}
+          "image": image_meta(model), "imported_from": os.path.abspath(path), "format": name,
+          **choice}
   os.makedirs(fl.workdir, exist_ok=True)
   with lock_lib.WorkdirLock(fl.workdir, enabled=jax.process_index() == 0):
     checkpointer = ckpt_lib.Checkpointer(fl.workdir, keep=cfg.train.keep_checkpoints)

@@ -138,9 +138,12 @@ def config_for(fl, which: str = "best"):
   return cfg
 
 
-def restore(fl, cfg):
+def restore(fl, cfg, need=()):
+  """``(experiment, state)`` of the workdir's ``--which`` checkpoint. No data are read but
+  the splits in ``need`` (e.g. ``("test",)``), read first: a missing dataset is one line
+  naming it and how to prepare it (``loop.restore_for_eval``)."""
   from dgmjax.train import loop
-  return loop.restore_for_eval(cfg, fl.workdir, getattr(fl, "which", "best"))
+  return loop.restore_for_eval(cfg, fl.workdir, getattr(fl, "which", "best"), need=need)
 
 
 def need_model(cfg, names, what: str) -> None:

@@ -12,6 +12,9 @@ autoregressive image models.
 - ``heads``: discretised logistic mixture, softmax and Bernoulli pixel distributions.
 - ``sampling``: compiled sampling/completion (cached one-location-per-step, or naive).
 - ``model``: ``LMConvModel``, the model protocol (``dgmjax.models.create("lmconv", ...)``).
+- ``ensemble``: the order ensemble log (1/N) sum_k p_{pi_k}(x), the one implementation.
+- ``completion``: observed regions (``observed_mask``), observed-first orders and
+  completions of test images with the hidden region's conditional bits/dim.
 - ``figures``: completion figures as PNG.
 """
 

@@ -9,7 +9,7 @@ each conditional given by the network of ``network.py`` under the order's masks 
 head of ``heads.py`` (all channels of a pixel jointly). Training draws one order per
 batch from the configured set (as the official code), or one per example with
 ``per_example_orders=True``. Evaluation: the exact log-likelihood under one order, or the
-order ensemble ``log (1/N) sum_k p_{pi_k}(x)`` (log-mean-exp, as the paper).
+order ensemble ``log (1/N) sum_k p_{pi_k}(x)`` (log-mean-exp, as the paper; ``ensemble``).
 
     model = dgmjax.models.create("lmconv", image_shape=(8, 8, 1), num_bins=17,
                                  filters=32, resnets=1, orders=("s_curve:all",))
@@ -27,7 +27,6 @@ order ensemble ``log (1/N) sum_k p_{pi_k}(x)`` (log-mean-exp, as the paper).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 import jax
@@ -36,7 +35,7 @@ import numpy as np
 
 from dgmjax import images
 from dgmjax.image_model import ImageModel, check_temperatures
-from dgmjax.lmconv import heads, masks as masks_lib, orders as orders_lib, sampling
+from dgmjax.lmconv import ensemble, heads, masks as masks_lib, orders as orders_lib, sampling
 from dgmjax.lmconv.network import FullEngine, LMConvNetwork, check_layout
 from dgmjax.nn.compute import Compute
 from dgmjax.nn.init import fast_init_key
@@ -167,6 +166,25 @@ class LMConvModel(ImageModel):
         return tuple(jnp.asarray(m[idx[0]]) for m in self._mask_arrays)
     return masks_lib.network_masks(o, h, w, self.kernel_size, self.max_dilation)
 
+  def order_masks(self, orders=None):
+    """The network masks of N orders, each array stacked on a leading axis [N, ...]
+    (``masks.numpy_network_masks``): the configured orders' (built once) for None, else
+    those of ``orders`` (int [N, H*W], or a sequence of ``order`` arguments; concrete),
+    computed eagerly even where it is called inside a traced function (constants)."""
+    if orders is None:
+      return tuple(jnp.asarray(m) for m in self._mask_arrays)
+    h, w, _ = self.image_shape
+    arr = np.stack([np.asarray(self._order(o)) for o in orders])
+    with jax.ensure_compile_time_eval():
+      masks = masks_lib.numpy_network_masks(arr, h, w, self.kernel_size, self.max_dilation)
+    return tuple(jnp.asarray(m) for m in masks)
+
+  def masked_log_prob(self, variables, x, masks):
+    """[B] log p_pi(x) in nats under the order whose network masks are ``masks`` (one
+    order's, as an element of ``order_masks``)."""
+    return self._pixel_log_probs(self._forward(variables["params"], x, masks), x).sum(
+        axis=(1, 2))
+
   def _forward(self, params, x, masks, train=False, rng=None):
     """x: uint8 [B,H,W,C] -> head outputs float32 [B,H,W,n_out]."""
     check_layout(params)
@@ -198,21 +216,14 @@ class LMConvModel(ImageModel):
     return self._pixel_log_probs(out, x)
 
   def log_prob(self, variables, x, rng=None, order=None, y=None):
-    """[B] exact log p(x) in nats: under ``order``, or (None) the configured ensemble
-    log (1/N) sum_k p_k(x)."""
+    """[B] exact log p(x) in nats: under ``order``, or (None) the configured orders'
+    ensemble log (1/N) sum_k p_k(x) (``ensemble``)."""
     del rng
     self.check_labels(y)
     self.check_images(x)
     if order is not None or len(self._order_array) == 1:
       return self.conditional_log_prob(variables, x, order).sum(axis=(1, 2))
-    stacked = tuple(jnp.asarray(m) for m in self._mask_arrays)
-
-    def one(masks):
-      out = self._forward(variables["params"], x, masks)
-      return self._pixel_log_probs(out, x).sum(axis=(1, 2))
-
-    per_order = jax.lax.map(one, stacked)                           # [N, B]
-    return jax.nn.logsumexp(per_order, axis=0) - math.log(per_order.shape[0])
+    return ensemble.log_mean_exp(ensemble.per_order_log_prob(self, variables, x))
 
   def loss(self, variables, x, rng, train=True, step=None, y=None):
     """Bits/dim under one random configured order per batch (or per example)."""

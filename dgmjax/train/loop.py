@@ -22,7 +22,6 @@ the signal's number). No step is lost and no metric row is written twice.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import data as data_lib
-from dgmjax import imageio, images, models
+from dgmjax import imageio, images
 from dgmjax.train import checkpoint as ckpt_lib
 from dgmjax.train import config as config_lib
 from dgmjax.train import lock as lock_lib
@@ -45,6 +44,11 @@ from dgmjax.train.write_errors import disk_full_error
 from dgmjax.train.preemption import (SAVE_FAILED, StopSignals, TrainingInterrupted, any_process,
                                      poll)
 from dgmjax.train import state as state_lib
+from dgmjax.train.evaluator import evaluate_split
+# what a config builds (re-exported: loop.build, loop.Experiment, ... are the public names)
+from dgmjax.train.experiment import (DataUnavailable, Experiment, abstract_state,  # noqa: F401
+                                     build, image_meta, init_state, is_conditional,
+                                     model_hparams, stored_image)
 
 log = logging.getLogger("dgmjax")
 
@@ -53,128 +57,20 @@ class TrainingDiverged(RuntimeError):
   """Raised after ``train.max_nonfinite`` consecutive non-finite updates."""
 
 
-@dataclasses.dataclass
-class Experiment:
-  """What ``train``/``evaluate``/``sample`` build from a config."""
-  config: Any
-  model: Any
-  train_data: Any
-  test_data: Any
-  num_bins: int
-  mesh: Any
-  preprocess: Any
-  _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
-
-  def eval_fn(self):
-    """The jitted eval step, built once per experiment."""
-    if "eval" not in self._compiled:
-      self._compiled["eval"] = state_lib.make_eval_step(self.model, mesh=self.mesh,
-                                                        preprocess=self.preprocess)
-    return self._compiled["eval"]
-
-  def sampler(self, num: int, **static):
-    """``fn(variables, rng, **arrays) -> uint8 [num,H,W,C]``, jitted once per
-    ``(num, static kwargs)``; array kwargs (labels ``y``) are traced arguments."""
-    key = ("sample", num, tuple(sorted(static.items())))
-    if key not in self._compiled:
-      model = self.model
-      self._compiled[key] = jax.jit(
-          lambda v, r, arrays: model.sample(v, r, num, **static, **arrays))
-    return self._compiled[key]
-
-
-def model_hparams(config) -> dict:
-  hp = config.model.to_dict()
-  hp.pop("name")
-  return hp
-
-
-def _load_data(config, split):
-  d = config.data
-  return data_lib.load(d.name, split, data_dir=d.data_dir or None, n_bits=d.n_bits,
-                       pad_to=d.pad_to)
-
-
-def build(config) -> Experiment:
-  """Loads the data and creates the model a config describes."""
-  train_data = _load_data(config, "train")
-  test_data = _load_data(config, "test")
-  preprocess = None
-  num_bins = train_data.num_bins
-  if config.data.binarize:
-    source_bins = num_bins
-    preprocess = lambda rng, x: data_lib.binarize(rng, x, source_bins)
-    num_bins = 2
-  model = models.create(config.model.name, image_shape=train_data.image_shape,
-                        num_bins=num_bins, **model_hparams(config))
-  models.check_protocol(model)
-  return Experiment(config, model, train_data, test_data, num_bins, state_lib.data_mesh(),
-                    preprocess)
-
-
 def _check_batch_size(global_batch: int, mesh) -> None:
   if global_batch % mesh.devices.size:
     raise ValueError(f"train.batch_size {global_batch} must be divisible by the number of "
                      f"devices ({mesh.devices.size})")
 
 
-def is_conditional(model) -> bool:
-  """Class-conditional models declare ``num_classes`` and take labels as ``y=``."""
-  return model.num_classes is not None
-
-
-def _init_inputs(exp: Experiment):
-  """The batch (and labels) data-dependent initialisation sees: the first examples."""
-  cfg = exp.config
-  rng = jax.random.key(cfg.train.seed)
-  n = min(cfg.train.init_batch_size, len(exp.train_data))
-  x = exp.train_data.get(np.arange(n))
-  if exp.preprocess is not None:
-    x = exp.preprocess(jax.random.fold_in(rng, 2), jnp.asarray(x))
-  labels = {}
-  if is_conditional(exp.model):
-    labels = {"y": jnp.asarray(exp.train_data.labels(np.arange(n)), jnp.int32)}
-  return jax.random.fold_in(rng, 1), x, labels
-
-
-def init_state(exp: Experiment, tx):
-  """A fresh, replicated ``TrainState`` (runs the model's data-dependent init)."""
-  rng, x, labels = _init_inputs(exp)
-  variables = exp.model.init(rng, x, **labels)
-  return state_lib.replicate(state_lib.create_state(variables, tx), exp.mesh)
-
-
-def abstract_state(exp: Experiment, tx):
-  """``jax.ShapeDtypeStruct`` tree of the ``TrainState`` with replicated shardings:
-  the restore target, obtained with ``jax.eval_shape`` (no init is computed)."""
-  rng, x, labels = _init_inputs(exp)
-  shapes = jax.eval_shape(lambda r, x, l: state_lib.create_state(exp.model.init(r, x, **l), tx),
-                          rng, x, labels)
-  sharding = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec())
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                      shapes)
-
-
-def evaluate(exp: Experiment, variables, eval_fn=None, rng=None) -> float:
-  """Bits/dim over the WHOLE test split (padded last batch masked out).
-
-  Each host feeds its rows of every global batch; the eval step returns the global
-  batch's log-likelihoods replicated on every host, so every host computes the same
-  figure over each test example exactly once.
-  """
-  cfg = exp.config
-  eval_fn = eval_fn or exp.eval_fn()
-  rng = jax.random.key(cfg.train.seed + 7919) if rng is None else rng
-  bs = cfg.train.eval_batch_size
-  bs = max(bs - bs % exp.mesh.devices.size, exp.mesh.devices.size)
-  total, count = 0.0, 0
-  batches = data_lib.eval_batches(exp.test_data, bs, labels=is_conditional(exp.model))
-  for i, (batch, n_valid) in enumerate(batches):
-    logp = eval_fn(variables, state_lib.shard_batches(batch, exp.mesh),
-                   jax.random.fold_in(rng, i))
-    total += float(np.sum(np.asarray(logp, np.float64)[:n_valid]))
-    count += n_valid
-  return float(images.bits_per_dim(total / count, exp.model.num_dims))
+def evaluate(exp: Experiment, variables, eval_fn=None, rng=None, progress=None) -> float:
+  """Bits/dim over the WHOLE test split, -mean log p(x) / (H W C ln 2), by the one
+  whole-split evaluator (``evaluator.evaluate_split``: padded last batch cut; every host
+  feeds its rows of each global batch and computes the same figure). ``eval_fn``: a step
+  ``(variables, batch, rng) -> [B]`` log-likelihoods in nats (default the model's);
+  ``progress``: a description shows a progress bar on stderr."""
+  mean = evaluate_split(exp, variables, eval_fn, rng=rng, progress=progress)
+  return float(images.bits_per_dim(float(mean), exp.model.num_dims))
 
 
 def draw_samples(exp: Experiment, variables, num: int, rng, **kwargs) -> np.ndarray:
@@ -300,7 +196,7 @@ def _loop(exp, cfg, workdir, tx, state, batches, checkpointer, writer, best, sav
 
   def meta():
     return {"data": batches.state(), "best_test_bpd": best if math.isfinite(best) else None,
-            "config": cfg.to_json()}
+            "config": cfg.to_json(), "image": image_meta(exp.model)}
 
   summary: dict[str, Any] = {}
   if progress and jax.process_index() == 0:
@@ -373,8 +269,14 @@ def _loop(exp, cfg, workdir, tx, state, batches, checkpointer, writer, best, sav
   return metrics_lib.finite_or_none(summary)
 
 
-def restore_for_eval(config, workdir: str, which: str = "best"):
+def restore_for_eval(config, workdir: str, which: str = "best", *, need=()):
   """Builds the experiment and restores the ``best`` (or ``last``) checkpoint state.
+
+  No data are read (``build(data=False)``: the image shape and levels come from the
+  dataset's description or the checkpoint's meta), except the splits named in ``need``
+  (e.g. ``("test",)``), read before the checkpoint so that a missing dataset is the first
+  error (``DataUnavailable``, one line naming it and how to prepare it). The others are
+  read on first use (``exp.test_data``).
 
   ``which="best"`` tries the evaluated checkpoints by test bits/dim, then the others
   newest first; a checkpoint that fails to restore is skipped with a warning, never
@@ -385,11 +287,12 @@ def restore_for_eval(config, workdir: str, which: str = "best"):
   if not ckpt_lib.has_checkpoint(workdir):
     raise ValueError(f"no checkpoint in {workdir} (expected {workdir}/checkpoints/<step>; "
                      f"train first, or import one)")
-  exp = build(config)
   tx = optim_lib.make_optimizer(config.optim, config.train.num_steps, config.train.grad_accum)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                        create=False)
   try:
+    exp = build(config, data=False, image=stored_image(checkpointer.read_meta(which)))
+    exp.read(*need)
     restored = checkpointer.restore_newest(abstract_state(exp, tx), which=which)
   finally:
     checkpointer.close()

@@ -151,14 +151,21 @@ def make_train_step(model, tx: optax.GradientTransformation, *, ema_decay: float
   return jax.jit(step, donate_argnums=(0,), out_shardings=(replicated, replicated))
 
 
-def make_eval_step(model, *, mesh: Mesh, preprocess: Callable | None = None):
-  """Returns ``eval(variables, batch, rng) -> [B] log p(x) in nats`` (jitted); ``batch``
-  is a dict as for the train step."""
+def make_batch_step(fn: Callable, *, mesh: Mesh, preprocess: Callable | None = None):
+  """Returns ``step(variables, batch, rng) -> fn(variables, x, rng, **labels)`` (jitted, the
+  output replicated over ``mesh``): ``batch`` is a dict as for the train step, its images
+  preprocessed with ``preprocess(fold_in(rng, 1), x)`` as in training."""
 
-  def eval_step(variables, batch, rng):
+  def step(variables, batch, rng):
     x, labels = split_batch(batch)
     if preprocess is not None:
       x = preprocess(jax.random.fold_in(rng, 1), x)
-    return model.log_prob(variables, x, rng, **labels)
+    return fn(variables, x, rng, **labels)
 
-  return jax.jit(eval_step, out_shardings=NamedSharding(mesh, P()))
+  return jax.jit(step, out_shardings=NamedSharding(mesh, P()))
+
+
+def make_eval_step(model, *, mesh: Mesh, preprocess: Callable | None = None):
+  """Returns ``eval(variables, batch, rng) -> [B] log p(x) in nats`` (jitted); ``batch``
+  is a dict as for the train step."""
+  return make_batch_step(model.log_prob, mesh=mesh, preprocess=preprocess)

@@ -9,39 +9,34 @@ from __future__ import annotations
 
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import images
-from dgmjax.train import loop
-from dgmjax.train import state as state_lib
-from experiments.compare.runs import Runs, batched, log
+from dgmjax.lmconv import ensemble
+from dgmjax.train import evaluator, loop
+from experiments.compare.runs import Runs, log
 
 LIKELIHOOD_KIND = {"independent": "exact", "glow": "dequantisation bound (1 noise sample)",
                    "lmconv": "exact", "nvae": "ELBO"}
 
 
 def _lmconv_per_order(exp, v) -> list[float]:
-  """Test bits/dim of LMConv under each of its orders alone."""
+  """Test bits/dim of LMConv under each of its orders alone (``lmconv.ensemble``, every
+  order in one pass over the test split)."""
   model = exp.model
-  f = jax.jit(lambda v, x, o: model.log_prob(v, x, order=o))
-  per = []
-  for o in model.order_array:
-    lp = batched(lambda x: f(v, x, jnp.asarray(o)), exp.test_data,
-                 exp.config.train.eval_batch_size, np.float64)
-    per.append(float(images.bits_per_dim(lp.mean(), model.image_shape)))
-  return per
+  step = evaluator.batch_step(
+      lambda v, x, rng: ensemble.per_order_log_prob(model, v, x, model.order_array).T,
+      mesh=exp.mesh, preprocess=exp.preprocess)                         # [B, N] nats
+  means = evaluator.evaluate_split(exp, v, step)
+  return [float(images.bits_per_dim(m, model.image_shape)) for m in means]
 
 
-def _iw_eval_fn(model, k: int):
+def _iw_eval_fn(exp, k: int):
   """The eval step of ``loop.evaluate`` scoring NVAE's K-sample importance-weighted bound."""
-
-  def eval_fn(v, batch, rng):
-    x, labels = state_lib.split_batch(batch)
-    return model.log_prob(v, x, rng, num_samples=k, **labels)
-
-  return jax.jit(eval_fn)
+  model = exp.model
+  return evaluator.batch_step(
+      lambda v, x, rng, **labels: model.log_prob(v, x, rng, num_samples=k, **labels),
+      mesh=exp.mesh, preprocess=exp.preprocess)
 
 
 def section_likelihood(runs: Runs, args) -> tuple[dict, str]:
@@ -69,7 +64,7 @@ def section_likelihood(runs: Runs, args) -> tuple[dict, str]:
                     f"{min(per):.4f} / {float(np.mean(per)):.4f} / {max(per):.4f} | |")
     if run == "nvae":
       k = args.iw_samples
-      iw = loop.evaluate(exp, v, eval_fn=_iw_eval_fn(model, k))
+      iw = loop.evaluate(exp, v, eval_fn=_iw_eval_fn(exp, k))
       res[run]["iw_bpd"], res[run]["iw_samples"] = iw, k
       rows.append(f"| nvae | importance-weighted bound, K={k} | {iw:.4f} | {steps} |")
     log(f"likelihood {run}: {bpd:.4f} bits/dim ({time.time() - t0:.0f} s)")

@@ -6,7 +6,8 @@
   configs' initial weights instead;
 - ``load_test_images`` / ``load_test_labels``: a run's whole test split;
 - ``batched``: a function of a batch applied to every row of a split or an array in
-  fixed-shape batches (``dgmjax.data.eval_batches``: one compilation).
+  fixed-shape batches, by the one whole-split evaluator (``dgmjax.train.evaluator``,
+  which also scores the likelihoods: ``loop.evaluate``, ``evaluator.evaluate_split``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dgmjax import data as data_lib
 from dgmjax.train import checkpoint as ckpt_lib
 from dgmjax.train import config as config_lib
+from dgmjax.train import evaluator
 from dgmjax.train import loop
 from dgmjax.train import optim as optim_lib
 from dgmjax.train import state as state_lib
@@ -145,10 +146,9 @@ class _Rows:
 def batched(fn, x, batch: int, dtype=None) -> np.ndarray:
   """fn(x_batch) -> array with leading dim b, for every row of ``x`` (an array, or a
   dataset with ``len`` and ``get`` such as ``exp.test_data``), in fixed-shape batches whose
-  padding rows are dropped; the result is cast to ``dtype`` when given."""
+  padding rows are dropped (``evaluator.map_split`` on one process); the result is cast to
+  ``dtype`` when given."""
   ds = x if hasattr(x, "get") else _Rows(x)
-  out = []
-  for xb, n in data_lib.eval_batches(ds, batch, shard_index=0, shard_count=1):
-    xb, _ = state_lib.split_batch(xb)
-    out.append(np.asarray(fn(jnp.asarray(xb)), dtype)[:n])
-  return np.concatenate(out)
+  step = lambda _, b, __: fn(jnp.asarray(state_lib.split_batch(b)[0]))
+  return np.concatenate([np.asarray(out, dtype)
+                         for out in evaluator.map_split(step, None, ds, batch_size=batch)])

@@ -1,6 +1,7 @@
-"""dgmjax.workflows: official checkpoint files written by the project's PyTorch baselines
-in each official format read back with the baseline's log-likelihood; hyper-parameter
-conflicts; observed masks, completion orders, completion and the order ensemble."""
+"""dgmjax.convert.official: official checkpoint files written by the project's PyTorch
+baselines in each official format read back with the baseline's log-likelihood (the
+LMConv one also through the order ensemble, ``dgmjax.lmconv.ensemble``); the argument
+mapping and hyper-parameter conflicts; unrecognised files."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 import torch
 
 import dgmjax
-from dgmjax import images, workflows
+from dgmjax import images
+from dgmjax.convert import official
+from dgmjax.lmconv import ensemble
 from dgmjax.lmconv import orders as orders_lib
 from experiments.pytorch import glow as tglow
 from experiments.pytorch import lmconv as tl
@@ -52,7 +55,7 @@ def lmconv_file(tmp_path_factory):
 @pytest.mark.slow
 def test_lmconv_official_file_gives_the_baseline_likelihood(lmconv_file):
   tm, path = lmconv_file
-  name, hp, variables = workflows.read_official_checkpoint(path, weights="model")
+  name, hp, variables = official.read_official_checkpoint(path, weights="model")
   assert name == "lmconv" and hp["image_shape"] == (28, 28, 1) and hp["num_bins"] == 2
   assert hp["orders"] == ("s_curve:all",) and hp["filters"] == 8
   model = dgmjax.models.create(name, **hp)
@@ -63,11 +66,11 @@ def test_lmconv_official_file_gives_the_baseline_likelihood(lmconv_file):
     want = -tm.nll(torch.from_numpy(x), order).double().numpy()
   np.testing.assert_allclose(got, want, rtol=1e-4)
   # the EMA weights are taken by default when the file has them
-  _, _, ema = workflows.read_official_checkpoint(path)
+  _, _, ema = official.read_official_checkpoint(path)
   np.testing.assert_allclose(ema["params"]["u_init"]["bias"],
                              variables["params"]["u_init"]["bias"] + 0.01, rtol=1e-6)
   # the paper's ensemble over the 8 s-curves, beside the single orders
-  ens, per = workflows.ensemble_log_prob(model, variables, x, "s_curve:all")
+  ens, per = ensemble.ensemble_log_prob(model, variables, x, "s_curve:all")
   assert per.shape == (8, 2)
   np.testing.assert_allclose(per[3], got, rtol=1e-4)
   with torch.no_grad():
@@ -91,7 +94,7 @@ def test_nvae_official_file_reads_with_optimiser_states(tmp_path):
           "scheduler": sched.state_dict(), "grad_scalar": {"scale": 65536.0, "_growth_tracker": 0}}
   path = tmp_path / "checkpoint.pt"
   torch.save(ckpt, path)
-  name, hp, variables = workflows.read_official_checkpoint(str(path))
+  name, hp, variables = official.read_official_checkpoint(str(path))
   assert name == "nvae"
   from dgmjax.convert import nvae as cn
   assert hp == cn.hparams_from_args(args)
@@ -105,7 +108,7 @@ def test_nvae_official_file_reads_with_optimiser_states(tmp_path):
   lp = model.log_prob(variables, jnp.asarray(x), jax.random.PRNGKey(0), iw_samples=2)
   assert lp.shape == (2,) and bool(jnp.all(jnp.isfinite(lp)))
   with pytest.raises(ValueError, match="expected 'lmconv'"):
-    workflows.read_official_checkpoint(str(path), model_name="lmconv")
+    official.read_official_checkpoint(str(path), model_name="lmconv")
   # the one (stacked) layout: each scale's groups on a leading axis
   assert "dec_groups_1" in variables["params"] and "dec_tower_0" not in variables["params"]
 
@@ -123,10 +126,10 @@ def test_glow_bare_state_dict_needs_a_config_and_gives_the_baseline_likelihood(t
   path = tmp_path / "model_000100.pt"
   torch.save(tm.state_dict(), path)
   with pytest.raises(ValueError, match="config"):
-    workflows.read_official_checkpoint(str(path))
+    official.read_official_checkpoint(str(path))
   hp = dict(image_shape=image, num_bins=num_bins, levels=2, steps=2, width=16,
             coupling="affine", permutation="lu")
-  name, hp2, variables = workflows.read_official_checkpoint(str(path), hparams=hp)
+  name, hp2, variables = official.read_official_checkpoint(str(path), hparams=hp)
   assert name == "glow" and hp2 == hp
   model = dgmjax.models.create(name, **hp)
   x = jnp.asarray(np.random.RandomState(0).randint(0, num_bins, (3,) + image), jnp.uint8)
@@ -155,65 +158,12 @@ def test_lmconv_args_mapping_and_conflicts():
       hparams_from_args(_lmconv_args(**change))
   file_hp = hparams_from_args(_lmconv_args())
   cfg = dict(file_hp, filters=160, orders=["s_curve:all"], dropout=0.0, remat=True)
-  assert workflows.hparams_conflicts(file_hp, cfg) == ["filters"]
-  assert workflows.hparams_conflicts(file_hp, dict(file_hp)) == []
+  assert official.hparams_conflicts(file_hp, cfg) == ["filters"]
+  assert official.hparams_conflicts(file_hp, dict(file_hp)) == []
 
 
 def test_unrecognised_or_bad_arguments():
   with pytest.raises(ValueError, match="unrecognised checkpoint"):
-    workflows.read_official_checkpoint({"foo.weight": np.zeros(3)})
+    official.read_official_checkpoint({"foo.weight": np.zeros(3)})
   with pytest.raises(ValueError, match="weights"):
-    workflows.read_official_checkpoint({"u_init.weight": np.zeros(3)}, weights="best")
-
-
-def test_observed_masks(tmp_path):
-  h, w = 6, 8
-  top = workflows.observed_mask("top", h, w)
-  assert top[:3].all() and not top[3:].any()
-  assert workflows.observed_mask("bottom", h, w)[3:].all()
-  assert workflows.observed_mask("left", h, w)[:, :4].all()
-  right = workflows.observed_mask("right", h, w)
-  assert right[:, 4:].all() and not right[:, :4].any()
-  center = workflows.observed_mask("center", h, w)
-  assert not center[1:5, 2:6].any() and center.sum() == h * w - 16
-  r = workflows.observed_mask("random:0.3", 40, 40, rng=1)
-  assert abs(r.mean() - 0.3) < 0.05
-  np.testing.assert_array_equal(r, workflows.observed_mask("random:0.3", 40, 40, rng=1))
-  from PIL import Image
-  img = np.zeros((h, w), np.uint8)
-  img[:, :2] = 255
-  Image.fromarray(img).save(tmp_path / "m.png")
-  np.testing.assert_array_equal(workflows.observed_mask(str(tmp_path / "m.png"), h, w),
-                                img > 127)
-  for bad, word in (("middle", "unknown observed"), ("random:1.5", r"P in \[0, 1\]"),
-                    (str(tmp_path / "none.png"), "not found")):
-    with pytest.raises(ValueError, match=word):
-      workflows.observed_mask(bad, h, w)
-  with pytest.raises(ValueError, match="must be 4x8"):
-    workflows.observed_mask(str(tmp_path / "m.png"), 4, 8)
-
-
-@pytest.mark.slow
-def test_completion_order_and_complete():
-  model = dgmjax.models.create("lmconv", image_shape=(6, 6, 1), num_bins=4, filters=8,
-                               resnets=1, mixtures=2, dropout=0.0)
-  x = jnp.asarray(np.random.default_rng(0).integers(0, 4, (2, 6, 6, 1)), jnp.uint8)
-  variables = model.init(jax.random.PRNGKey(0), x)
-  mask = workflows.observed_mask("top", 6, 6)
-  base = orders_lib.named("s_curve", 6, 6, 1)       # starts at the bottom row
-  comp = workflows.completion_order(mask, base)
-  rank = orders_lib.ranks(comp).reshape(6, 6)
-  assert rank[mask].max() < rank[~mask].min()
-  done, bpd = workflows.complete(model, variables, x, mask, "s_curve:1", jax.random.PRNGKey(1),
-                                 num=3)
-  assert done.shape == (2, 3, 6, 6, 1) and done.dtype == jnp.uint8
-  obs = np.broadcast_to(mask[None, None, :, :, None], done.shape)
-  np.testing.assert_array_equal(np.asarray(done)[obs],
-                                np.broadcast_to(np.asarray(x)[:, None], done.shape)[obs])
-  want = -model.hidden_log_prob(variables, x, mask, "s_curve:1") / (18 * math.log(2))
-  np.testing.assert_allclose(bpd, want, rtol=1e-5)
-  assert bool(jnp.all(bpd > 0))
-  with pytest.raises(ValueError, match="nothing to complete"):
-    workflows.complete(model, variables, x, np.ones((6, 6), bool), None, jax.random.PRNGKey(1))
-  with pytest.raises(ValueError, match="bool"):
-    workflows.completion_order(np.ones((5, 6), bool), base)
+    official.read_official_checkpoint({"u_init.weight": np.zeros(3)}, weights="best")
