@@ -16,7 +16,7 @@ float rounding):
   the first layer's input cache. The cost of the whole image is that of ONE forward
   pass (in FLOPs) instead of H*W of them, plus H*W small-matmul overheads.
 
-Both run the network that training runs (``LMConvNetwork``, the same stacked parameters
+Both run the network that training runs (``LMConvNetwork``, the same parameters
 and the same executor); only its engine differs.
 
 Both run the pixel loop on per-resnet parameter arrays, sliced from the stacked ones once

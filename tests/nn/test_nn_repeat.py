@@ -1,7 +1,7 @@
 """The executor of repeated blocks (``dgmjax.nn.repeat``) on a toy bijection: a scan, a
 partly and a fully unrolled scan, a Python loop over the unstacked blocks (by hand and
-as ``repeat(..., unstacked=True)``) and the reversible form compute one function with one gradient; remat reaches the body; the
-parameter tree does not grow with depth."""
+as ``repeat(..., unstacked=True)``) and the reversible form compute one function with one
+gradient; remat reaches the body; the parameter tree does not grow with depth."""
 
 from __future__ import annotations
 
