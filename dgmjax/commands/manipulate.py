@@ -86,7 +86,7 @@ def run_manipulate(fl) -> int:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  exp, state = restore(fl, cfg)
+  exp, state = restore(fl, cfg, need=("train", "test"))
   model, variables = exp.model, state.variables(ema=True)
   data = exp.train_data
   idx = np.arange(min(fl.direction_images, len(data)))

@@ -9,6 +9,8 @@ unless ``download=True``: without network, a download attempt can hang on DNS).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -52,6 +54,20 @@ def _builder(tfds_name: str, data_dir: str | None, known_names: Sequence[str]):
     raise ValueError(unknown) from None
   except (ValueError, KeyError) as e:  # e.g. an unknown builder config
     raise ValueError(f"{unknown}: {e}") from None
+
+
+@contextlib.contextmanager
+def _no_probe_note():
+  """Drops tfds' note on the folder of a dataset that is not prepared ("Variant folder
+  ... has no dataset_info.json", absl logger): ``open_source`` raises the one-line error
+  that says so, with the command that prepares it."""
+  note = lambda record: "has no dataset_info.json" not in record.getMessage()
+  absl = logging.getLogger("absl")
+  absl.addFilter(note)
+  try:
+    yield
+  finally:
+    absl.removeFilter(note)
 
 
 def _image_key(features) -> str:
@@ -175,8 +191,10 @@ def open_source(tfds_name: str, split: str, *, data_dir: str | None, download: b
   """
   if not isinstance(split, str) or not split:
     raise ValueError(f"split must be a non-empty string such as 'train' or 'test'; got {split!r}")
-  builder = _builder(tfds_name, data_dir, known_names)
-  if not builder.is_prepared():
+  with _no_probe_note():
+    builder = _builder(tfds_name, data_dir, known_names)
+    prepared = builder.is_prepared()
+  if not prepared:
     if not download:
       raise ValueError(_not_prepared_message(tfds_name, builder, data_dir))
     try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 from typing import Any
 
 import jax
@@ -100,8 +99,6 @@ def load_split(config, split: str):
   """``ImageData`` of one split of ``config.data``; ``DataUnavailable`` naming the dataset,
   the config key and (for tfds) how to prepare it when it cannot be read."""
   d = config.data
-  probe = logging.getLogger("absl")
-  probe.addFilter(_tfds_probe_note)
   try:
     return data_lib.load(d.name, split, data_dir=d.data_dir or None, n_bits=d.n_bits,
                          pad_to=d.pad_to)
@@ -109,15 +106,6 @@ def load_split(config, split: str):
     reason = " ".join(str(e).split())
     raise DataUnavailable(f"the {split} split of dataset {d.name!r} (config data.name) is "
                           f"needed here and cannot be read: {reason}") from None
-  finally:
-    probe.removeFilter(_tfds_probe_note)
-
-
-def _tfds_probe_note(record) -> bool:
-  """False for tfds' note on probing the folder of a dataset that is not prepared
-  ("Variant folder ... has no dataset_info.json"), logged before the data layer raises:
-  the one-line ``DataUnavailable`` says it (with what to do)."""
-  return "has no dataset_info.json" not in record.getMessage()
 
 
 def image_meta(model) -> dict:
