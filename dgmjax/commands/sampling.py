@@ -11,7 +11,7 @@ import shutil
 
 from dgmjax.commands.workdirs import (READJUST_DIR, absl_flags, check_positive_float,
                                       check_positive_int, config_for, define_sample_flags,
-                                      need_model, require_checkpoint, restore)
+                                      need_model, require_checkpoint, restore, usage_error)
 
 
 # ----------------------------------------------------------------------------- sample
@@ -30,6 +30,9 @@ def define_sample(fl) -> None:
   flags.DEFINE_string("order", None, "LMConv: generation order (e.g. s_curve, hilbert:4; "
                       "default the first configured)", flag_values=fl)
   define_temperatures(fl)
+  flags.DEFINE_string("group_temperatures", None, "NVAE: one temperature per latent group "
+                      "in decoder order, comma-separated (instead of --temperature)",
+                      flag_values=fl)
   flags.DEFINE_bool("readjust_bn", False, "NVAE: sample with BN statistics re-estimated from "
                     "prior samples at --temperature (stored in WORKDIR/readjusted_bn, reused)",
                     flag_values=fl)
@@ -42,6 +45,25 @@ def define_sample(fl) -> None:
 def check_temperatures(fl) -> None:
   for k in ("temperature", "mixture_temperature", "logistic_temperature"):
     check_positive_float(k, getattr(fl, k))
+
+
+def group_temperatures(fl, cfg):
+  """``--group_temperatures "1,1,0.5"`` -> (1.0, 1.0, 0.5) (NVAE; the model checks the
+  count), or None when not given; UsageError for a malformed list or both temperatures."""
+  text = getattr(fl, "group_temperatures", None)
+  if text is None:
+    return None
+  need_model(cfg, ("nvae",), "--group_temperatures")
+  if fl.temperature is not None:
+    raise usage_error("give --temperature or --group_temperatures, not both")
+  try:
+    values = tuple(float(t) for t in text.split(","))
+  except ValueError:
+    raise usage_error(f"--group_temperatures must be comma-separated floats > 0, one per "
+                      f"latent group; got {text!r}") from None
+  for v in values:
+    check_positive_float("group_temperatures", v)
+  return values
 
 
 def lmconv_kwargs(fl, cfg) -> dict:
@@ -78,7 +100,9 @@ def readjusted_stats(exp, state, workdir: str, temperature: float, num: int, ite
   from dgmjax.nvae.model import READJUSTED
   model = exp.model
   variables = state.variables(ema=True)
-  key = (f"step{int(state.step)}-t{temperature:g}-n{num}-i{iters}-"
+  t = "_".join(f"{v:g}" for v in temperature) if isinstance(temperature, tuple) else \
+      f"{temperature:g}"
+  key = (f"step{int(state.step)}-t{t}-n{num}-i{iters}-"
          f"{_fingerprint({'p': variables['params'], 'b': variables['batch_stats']})}")
   path = os.path.abspath(os.path.join(workdir, READJUST_DIR, key))
   ckpt = ocp.StandardCheckpointer()
@@ -162,6 +186,10 @@ def run_sample(fl) -> int:
     exp.model._order(kwargs["order"])  # pylint: disable=protected-access  (checks the spec)
   if fl.temperature is not None:
     kwargs["temperature"] = float(fl.temperature)
+  per_group = group_temperatures(fl, cfg)
+  if per_group is not None:
+    exp.model.group_temperatures(per_group)    # one line when the count is wrong
+    kwargs["temperature"] = per_group
   variables = state.variables(ema=True)
   info = {}
   if fl.readjust_bn:

@@ -72,3 +72,24 @@ def test_per_group_temperature_and_deterministic_manipulation():
   assert grid.shape == (3, 2, 8, 8, 1) and grid.dtype == jnp.uint8
   chex.assert_trees_all_equal(grid[:, 0], decode(v, zs), decode(v, zs))
   chex.assert_trees_all_equal(grid[:, 1], decode(v, [z + 0.5 * e for z, e in zip(zs, d)]))
+
+
+@pytest.mark.slow
+def test_sample_command_takes_one_temperature_per_group(tmp_path, capsys):
+  """``dgmjax sample --group_temperatures`` on an NVAE workdir: G values sample, a wrong
+  count or both temperature flags are one line, and the flag is refused for Glow."""
+  from tests.test_research_cli import _error, _initialised, _ok
+  workdir = _initialised("nvae", tmp_path / "nvae")
+  from dgmjax.commands.workdirs import stored_config
+  from dgmjax.train import loop
+  g = sum(loop.build(stored_config(workdir), data=False).model.groups)
+  ts = ",".join(["1"] * (g - 1) + ["0.5"])
+  got = _ok(capsys, "sample", f"--workdir={workdir}", f"--group_temperatures={ts}",
+            "--num=2", f"--out={tmp_path / 'out'}")
+  assert got["num"] == 2 and np.load(got["npz"])["images"].shape[0] == 2
+  assert f"sequence of {g} floats" in _error(capsys, "sample", f"--workdir={workdir}",
+                                             "--group_temperatures=1,1,1,1,1,1,1,1,1,1,1,1,1")
+  assert "not both" in _error(capsys, "sample", f"--workdir={workdir}", "--temperature=1",
+                              f"--group_temperatures={ts}")
+  glow = _initialised("glow", tmp_path / "glow")
+  assert "nvae" in _error(capsys, "sample", f"--workdir={glow}", "--group_temperatures=1")
