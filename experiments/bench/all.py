@@ -18,9 +18,9 @@ per-model scripts do not measure:
 
 - FLOPs per training step from XLA's cost analysis of the compiled dgmjax step
   (forward + backward + Adam update of the model's ``loss``, at the size the model's
-  benchmark used). XLA counts a ``while`` loop body once, so a step built with a loop
-  (e.g. a ``lax.scan`` over Glow's steps) would be under-counted; the training steps
-  built here use none (LMConv's per-order ``lax.map`` is only in ``log_prob``).
+  benchmark used). XLA counts a ``while`` loop body once, so the step counted is built
+  fully unrolled (``compute.unroll=True``): a scan over the repeated blocks would be
+  under-counted (LMConv's per-order ``lax.map`` is only in ``log_prob``).
 - the achieved FLOP/s of the dgmjax step (FLOPs / median step time) and its fraction of
   the machine's float32 matmul peak, measured by this command (JAX ``x @ x``, n=2048;
   numpy's is printed too): how far each step is from the physical limit.
@@ -41,7 +41,7 @@ import time
 import traceback
 from contextlib import redirect_stdout
 
-from experiments.bench import common
+from experiments.bench import common, scaffold
 
 MODELS = ("glow", "lmconv", "nvae")
 PAPER_SIZES = {"glow": ("mnist", "cifar10"), "lmconv": ("paper", "cifar"),
@@ -87,53 +87,22 @@ def _rows_lmconv(res: dict) -> list[dict]:
 
 # ------------------------------------------------------------------ FLOPs per train step
 
-def _train_step_flops(model, x, extra_loss_kwargs=None) -> float | None:
-  """XLA cost-analysis FLOPs of value_and_grad(loss) + an Adam update on batch x."""
+def flops_for(model_name: str, size: str, dtype: str = "float32") -> float | None:
+  """XLA cost-analysis FLOPs of one dgmjax training step (value_and_grad of ``loss`` + an
+  Adam update) of the model and batch ``experiments/bench/MODEL`` measures at ``size``,
+  built fully unrolled so that XLA counts every repeated block (it counts a loop body
+  once)."""
   import jax
   import optax
-  v = model.init(jax.random.PRNGKey(0), x)
-  params = v["params"]
-  rest = {k: a for k, a in v.items() if k != "params"}
-  opt = optax.adam(1e-4)
-  kw = extra_loss_kwargs or {}
-
-  def step(params, opt_state, x, rng):
-    (loss, _), g = jax.value_and_grad(
-        lambda p: model.loss({"params": p, **rest}, x, rng, **kw), has_aux=True)(params)
-    updates, opt_state = opt.update(g, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  return common.xla_flops(jax.jit(step), params, opt.init(params), x, jax.random.PRNGKey(1))
-
-
-def _random_images(shape, num_bins, batch):
-  import numpy as np
-  return np.random.RandomState(0).randint(0, num_bins, (batch,) + tuple(shape)).astype(np.uint8)
-
-
-def flops_for(model_name: str, size: str, dtype: str = "float32") -> float | None:
-  """FLOPs per dgmjax training step at the configuration ``experiments/bench/MODEL`` uses."""
-  import dgmjax
+  if model_name not in MODELS:
+    raise ValueError(f"unknown model {model_name!r}; expected one of {MODELS}")
   bench = importlib.import_module(f"experiments.bench.{model_name}")
-  if model_name == "glow":
-    c = bench.SIZES[size]
-    model = dgmjax.models.create("glow", c["image"], bench.NUM_BINS, levels=c["levels"],
-                                 steps=c["steps"], width=c["width"], coupling="affine",
-                                 permutation="lu", compute=dict(dtype=dtype))
-    return _train_step_flops(model, _random_images(c["image"], bench.NUM_BINS, c["batch"]))
-  if model_name == "lmconv":
-    shape, nb, f, r, b = bench.SIZES[size]
-    model = dgmjax.models.create("lmconv", image_shape=shape, num_bins=nb, filters=f,
-                                 resnets=r, dropout=0.0, orders=("s_curve:all",),
-                                 compute=dict(dtype=dtype))
-    return _train_step_flops(model, _random_images(shape, nb, b))
-  if model_name == "nvae":
-    c = bench.SIZES[size]
-    model = dgmjax.models.create("nvae", c["image"], c["bins"], **c["hp"], **bench.TRAINING,
-                                 compute=dict(dtype=dtype))
-    return _train_step_flops(model, bench._data(c, c["batch"]),  # pylint: disable=protected-access
-                             {"step": 0})
-  raise ValueError(f"unknown model {model_name!r}; expected one of {MODELS}")
+  model = bench.build_model(size, dtype=dtype, unroll=True)
+  x = bench.batch(size)
+  v = model.init(jax.random.PRNGKey(0), x)
+  tx = optax.adam(1e-4)
+  step = scaffold.train_step(model, tx, step=0)
+  return common.xla_flops(jax.jit(step), v, tx.init(v["params"]), x, jax.random.PRNGKey(1))
 
 
 # ------------------------------------------------------------------ table

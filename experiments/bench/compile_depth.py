@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments.bench import common
+from experiments.bench import common, scaffold
 
 CASES = {
     "glow": [("scan", {}), ("unrolled", {"compute": {"unroll": True}}),
@@ -63,19 +63,11 @@ def worker(name: str, depth: int, extra: dict) -> dict:
   model, shape, bins = _model(name, depth, extra)
   x = np.random.RandomState(0).randint(0, bins, shape).astype(np.uint8)
   v = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-  rest = {k: a for k, a in v.items() if k != "params"}
-  opt = optax.adam(1e-4)
-  kw = {"step": 0} if name == "nvae" else {}
-
-  def step(params, opt_state, rest, x, rng):
-    (loss, aux), g = jax.value_and_grad(
-        lambda p: model.loss({"params": p, **rest}, x, rng, **kw), has_aux=True)(params)
-    updates, opt_state = opt.update(g, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  opt_state = jax.eval_shape(opt.init, v["params"])
+  tx = optax.adam(1e-4)
+  step = scaffold.train_step(model, tx, **({"step": 0} if name == "nvae" else {}))
+  opt_state = jax.eval_shape(tx.init, v["params"])
   c0, t0 = time.process_time(), time.perf_counter()
-  lowered = jax.jit(step).lower(v["params"], opt_state, rest, x, jax.random.PRNGKey(1))
+  lowered = jax.jit(step).lower(v, opt_state, x, jax.random.PRNGKey(1))
   t1 = time.perf_counter()
   compiled = lowered.compile()
   t2 = time.perf_counter()
@@ -101,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     d1, d4 = DEPTHS[name]
     for layout, extra in CASES[name]:
       r = [common.run_worker("experiments.bench.compile_depth",
-                             f"worker({name!r}, {d}, {extra!r})") for d in (d1, d4)]
+                             scaffold.worker_call("worker", name, d, extra)) for d in (d1, d4)]
       ratio = r[1]["total_s"] / r[0]["total_s"]
       results["rows"].append(dict(model=name, layout=layout, depth_key=DEPTH_KEY[name],
                                   depths=[d1, d4], results=r, ratio=ratio))

@@ -1,13 +1,23 @@
-"""The reversible Glow's studies for ``experiments/bench/glow.py`` (``--memory-vs-k``,
-``--drift-steps``): the train step's XLA temp memory against the number of steps per
-level, standard and reversible (compile only), and the reversible gradient's drift on
-``digits``. Same sizes and data as ``experiments.bench.glow``."""
+"""The reversible Glow's studies for ``experiments/bench/glow.py`` (``--reversible``,
+``--memory-vs-k``, ``--drift-steps``): the train step's XLA temp memory against the number
+of steps per level, standard and reversible (compile only), the reversible gradient's
+drift on ``digits``, and their tables. Same sizes and data as ``experiments.bench.glow``."""
 
 from __future__ import annotations
 
 import time
 
-from experiments.bench.glow import NUM_BINS, SIZES, _data, _temp_mb
+from experiments.bench.glow import NUM_BINS, SIZES, batch, temp_mb
+
+
+def digits_split():
+  """scikit-learn's digits as uint8 [N, 8, 8, 1]: the first 1500 of a fixed permutation
+  (train) and the other 297 (test)."""
+  import numpy as np
+  from sklearn.datasets import load_digits
+  xs = load_digits().images.astype(np.uint8).reshape(-1, 8, 8, 1)
+  idx = np.random.RandomState(0).permutation(len(xs))
+  return xs[idx[:1500]], xs[idx[1500:]]
 
 
 def memory_vs_k(size: str, ks=(8, 16, 32, 64)) -> list[dict]:
@@ -18,7 +28,7 @@ def memory_vs_k(size: str, ks=(8, 16, 32, 64)) -> list[dict]:
   import dgmjax
 
   cfg = SIZES[size]
-  x = jnp.asarray(_data(cfg))
+  x = jnp.asarray(batch(size))
   rows = []
   for k in ks:
     row = {"K": k}
@@ -29,7 +39,7 @@ def memory_vs_k(size: str, ks=(8, 16, 32, 64)) -> list[dict]:
       rest = {n: a for n, a in v.items() if n != "params"}
       grad = jax.jit(jax.grad(lambda p, r, m=model: m.loss({"params": p, **r}, x,
                                                           jax.random.PRNGKey(1))[0]))
-      row[name + "_temp_mb"] = _temp_mb(grad.lower(v["params"], rest).compile())
+      row[name + "_temp_mb"] = temp_mb(grad.lower(v["params"], rest).compile())
     rows.append(row)
   return rows
 
@@ -47,13 +57,9 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from sklearn.datasets import load_digits
   import dgmjax
 
-  d = load_digits()
-  xs = d.images.astype(np.uint8).reshape(-1, 8, 8, 1)
-  idx = np.random.RandomState(0).permutation(len(xs))
-  train, test = xs[idx[:1500]], xs[idx[1500:]]
+  train, test = digits_split()
   kw = dict(levels=levels, steps=k, width=width, compute=dict(dtype=dtype))
   rev = dgmjax.models.create("glow", (8, 8, 1), 17, reversible=True, **kw)
   std = dgmjax.models.create("glow", (8, 8, 1), 17, **kw)
@@ -106,3 +112,43 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
                         rev_recon_err_max_during_training=float(np.max(metric)) if metric
                         else None)
   return out
+
+
+def print_reversible_table(results: dict) -> None:
+  """The ``--reversible`` table: each size's reversible train step and memory against the
+  standard dgmjax step and PyTorch."""
+  print("\nreversible=True: train step and memory against the standard dgmjax step "
+        "(ratio rev/std) and PyTorch (ratio rev/PyTorch); temp = XLA temp MB of the step")
+  print("| size | train step rev (s) | std (s) | PyTorch (s) | rev/std | rev/PyTorch "
+        "| peak RSS rev (MB) | std (MB) | PyTorch (MB) | temp rev (MB) | temp std (MB) |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  fmt = lambda a: "n/a" if a is None else f"{a:.0f}"
+  for size, r in results["sizes"].items():
+    j, t, rv = r["dgmjax"], r["pytorch"], r["dgmjax_reversible"]
+    print(f"| {size} | {rv['train_step_s']:.4f} | {j['train_step_s']:.4f} | "
+          f"{t['train_step_s']:.4f} | {rv['train_step_s'] / j['train_step_s']:.2f} | "
+          f"{rv['train_step_s'] / t['train_step_s']:.2f} | {rv['peak_rss_mb']:.0f} | "
+          f"{j['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} | {fmt(rv.get('temp_mb'))} | "
+          f"{fmt(j.get('temp_mb'))} |")
+
+
+def print_memory_vs_k(study: dict) -> None:
+  """The ``--memory-vs-k`` table of ``{"size", "rows": memory_vs_k(size)}``."""
+  print(f"\ntrain-step XLA temp memory (MB) vs K at {study['size']} (compile only)")
+  print("| K | standard (scan) | reversible |")
+  print("|---|---|---|")
+  for row in study["rows"]:
+    print(f"| {row['K']} | {row['standard_temp_mb']:.1f} | {row['reversible_temp_mb']:.1f} |")
+
+
+def print_drift(drift: dict) -> None:
+  """The ``--drift-steps`` lines of a ``digits_drift`` result."""
+  print(f"\nreversible drift on digits ({drift['config']})")
+  for when in ("init", "trained"):
+    r = drift[when]
+    print(f"{when}: per-level max abs error {['%.2e' % e for e in r['level_abs_err']]}, "
+          f"relative {['%.2e' % e for e in r['level_rel_err']]}; gradient rel. diff "
+          f"max {r['grad_rel_diff_max']:.2e} median {r['grad_rel_diff_median']:.2e} "
+          f"(worst array {r['grad_rel_diff_worst_array']}, whose largest entry is "
+          f"{r['grad_worst_array_scale']:.1e} of the gradient's largest; against the "
+          f"gradient's largest entry: {r['grad_global_rel_diff']:.2e})")

@@ -22,18 +22,11 @@ platform line, and writes the JSON to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
-import dgmjax
-from experiments.bench import common
+from experiments.bench import scaffold
 
 SIZES = {
     # name: (image_shape, num_bins, filters, resnets, batch)
@@ -45,44 +38,55 @@ SIZES = {
 }
 
 
-def _jax_memory(jitted, *args):
+def batch(size: str):
+  """The benchmark's batch at ``size``: random uint8 images [B, H, W, C]."""
+  import jax
+  import jax.numpy as jnp
+  shape, nb, _, _, b = SIZES[size]
+  return jax.random.randint(jax.random.PRNGKey(0), (b,) + shape, 0, nb).astype(jnp.uint8)
+
+
+def build_model(size: str, dtype: str = "float32", unroll: int | bool = 1):
+  """dgmjax's LMConv at ``size``: the 8 s-curve orders, no dropout."""
+  import dgmjax
+  shape, nb, f, r, _ = SIZES[size]
+  return dgmjax.models.create("lmconv", image_shape=shape, num_bins=nb, filters=f, resnets=r,
+                              dropout=0.0, orders=("s_curve:all",),
+                              compute=dict(dtype=dtype, unroll=unroll))
+
+
+def _buffer_bytes(compiled):
+  """XLA's compiled buffer estimate: arguments + outputs + temporaries (bytes)."""
   try:
-    m = jitted.lower(*args).compile().memory_analysis()
+    m = compiled.memory_analysis()
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
   except Exception:  # memory analysis is backend-dependent  # pylint: disable=broad-except
     return None
 
 
 def bench_dgmjax(size, repeats, naive_sampling, dtype="float32", unroll=1):
-  shape, nb, f, r, b = SIZES[size]
-  model = dgmjax.models.create("lmconv", image_shape=shape, num_bins=nb, filters=f, resnets=r,
-                               dropout=0.0, orders=("s_curve:all",),
-                               compute=dict(dtype=dtype, unroll=unroll))
-  x = jax.random.randint(jax.random.PRNGKey(0), (b,) + shape, 0, nb).astype(jnp.uint8)
+  import jax
+  import optax
+  from experiments.bench import common
+
+  b = SIZES[size][4]
+  model = build_model(size, dtype, unroll)
+  x = batch(size)
   v = model.init(jax.random.PRNGKey(1), x)
-  opt = optax.adam(2e-4)
-  st = opt.init(v)
-
-  def step(v, st, x, rng):
-    (loss, _), g = jax.value_and_grad(lambda v: model.loss(v, x, rng), has_aux=True)(v)
-    u, st = opt.update(g, st, v)
-    return optax.apply_updates(v, u), st, loss
-
-  step_j = jax.jit(step)
-  out = {"train_step_s": common.median_time(lambda: jax.block_until_ready(
-      step_j(v, st, x, jax.random.PRNGKey(2))), repeats),
-         "train_peak_bytes": _jax_memory(step_j, v, st, x, jax.random.PRNGKey(2)),
-         "xla_memory": common.xla_memory(
-             step_j.lower(v, st, x, jax.random.PRNGKey(2)).compile()), "dtype": dtype,
-         "unroll": unroll}
+  tx = optax.adam(2e-4)
+  opt_state = tx.init(v["params"])
+  step, _ = scaffold.aot(scaffold.train_step(model, tx), v, opt_state, x, jax.random.PRNGKey(2))
+  out = {"train_peak_bytes": _buffer_bytes(step), "xla_memory": common.xla_memory(step)}
+  train, v, _ = scaffold.time_jax_train(step, v, opt_state, x, repeats)
+  out.update(train_step_s=train["train_step_s"], dtype=dtype, unroll=unroll,
+             device=str(jax.devices()[0]))
   sample_j = jax.jit(lambda v, rng: model.sample(v, rng, b))
   t0 = time.perf_counter()
   jax.block_until_ready(sample_j(v, jax.random.PRNGKey(3)))
   out["sample_compile_and_run_s"] = time.perf_counter() - t0
   out["sample_s"] = common.median_time(
-      lambda: jax.block_until_ready(sample_j(v, jax.random.PRNGKey(4))),
-                            max(1, repeats // 2))
-  out["sample_peak_bytes"] = _jax_memory(sample_j, v, jax.random.PRNGKey(4))
+      lambda: jax.block_until_ready(sample_j(v, jax.random.PRNGKey(4))), max(1, repeats // 2))
+  out["sample_peak_bytes"] = _buffer_bytes(sample_j.lower(v, jax.random.PRNGKey(4)).compile())
   if naive_sampling:
     naive_j = jax.jit(lambda v, rng: model.sample(v, rng, b, method="naive"))
     out["sample_naive_s"] = common.median_time(
@@ -91,6 +95,7 @@ def bench_dgmjax(size, repeats, naive_sampling, dtype="float32", unroll=1):
 
 
 def bench_torch(size, repeats, sample_steps):
+  import numpy as np
   import torch  # pylint: disable=import-outside-toplevel
   from experiments.pytorch import lmconv as tl  # pylint: disable=import-outside-toplevel
   shape, nb, f, r, b = SIZES[size]
@@ -104,15 +109,8 @@ def bench_torch(size, repeats, sample_steps):
   x = torch.randint(0, nb, (b, h, w, c), dtype=torch.uint8)
   order = tl.s_curve_order(h, w)
   masks = net.masks(order, h, w)
-
-  def step():
-    opt.zero_grad(set_to_none=True)
-    loss = net.loss_bpd(x, order, masks)
-    loss.backward()
-    opt.step()
-    return float(loss.detach())
-
-  out = {"train_step_s": common.median_time(step, repeats), "train_peak_bytes": None}
+  train, _ = scaffold.time_torch_train(opt, lambda i: net.loss_bpd(x, order, masks), repeats)
+  out = {"train_step_s": train["train_step_s"], "train_peak_bytes": None, "device": "cpu"}
   steps = min(sample_steps, h * w)
   sub = np.asarray(order)[:steps]
   t0 = time.perf_counter()
@@ -138,69 +136,69 @@ def _fmt(v, unit="s"):
   return f"{v:.3g} s" if v >= 0.01 else f"{v * 1e3:.3g} ms"
 
 
-def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--sizes", default="tiny", help=f"comma list of {sorted(SIZES)}")
-  p.add_argument("--repeats", type=int, default=3)
+def measure(s, args) -> dict:
+  shape, nb, f, r, b = SIZES[s]
+  res = {"config": dict(image_shape=shape, num_bins=nb, filters=f, resnets=r, batch=b)}
+  res["dgmjax"] = bench_dgmjax(s, args.repeats, s in args.naive.split(","), args.dtype,
+                               args.unroll)
+  print(f"{s} dgmjax: {json.dumps(res['dgmjax'])}", flush=True)
+  if not args.no_torch:
+    import torch  # pylint: disable=import-outside-toplevel
+    if args.threads:
+      torch.set_num_threads(args.threads)
+    res["torch_version"] = torch.__version__
+    res["torch_threads"] = torch.get_num_threads()
+    res["pytorch"] = bench_torch(s, args.repeats, args.torch_sample_steps)
+    print(f"{s} pytorch: {json.dumps(res['pytorch'])}", flush=True)
+  return res
+
+
+def report(results, args) -> None:
+  print("| size | what | dgmjax | PyTorch | dgmjax/PyTorch | dgmjax peak |")
+  print("|---|---|---|---|---|---|")
+  ratio = lambda a, b: "n/a" if b is None or a is None else f"{a / b:.3g}"
+  for s, res in results["sizes"].items():
+    shape, _, f, r, b = SIZES[s]
+    d, t = res["dgmjax"], res.get("pytorch")
+    print(f"| {s} {shape} F{f} R{r} B{b} | train step | {_fmt(d['train_step_s'])} | "
+          f"{_fmt(t and t['train_step_s'])} | "
+          f"{ratio(d['train_step_s'], t and t['train_step_s'])} | "
+          f"{_fmt(d['train_peak_bytes'], 'MB')} |")
+    naive = (f"; compiled naive {_fmt(d['sample_naive_s'])}" if "sample_naive_s" in d else "")
+    ext = " (extrapolated)" if t and t.get("sample_extrapolated") else ""
+    print(f"| {s} | sample {b} images{naive} | {_fmt(d['sample_s'])} | "
+          f"{_fmt(t and t['sample_s'])}{ext} | {ratio(d['sample_s'], t and t['sample_s'])} | "
+          f"{_fmt(d['sample_peak_bytes'], 'MB')} |")
+
+
+def platform(args) -> str:
+  """jax's device and, unless --no-torch, torch's version and threads."""
+  import jax
+  device = jax.devices()[0]
+  line = f" | jax {jax.__version__} on {device.platform} ({getattr(device, 'device_kind', '')})"
+  if not args.no_torch:
+    import torch  # pylint: disable=import-outside-toplevel
+    if args.threads:
+      torch.set_num_threads(args.threads)
+    line += f" | torch {torch.__version__}, {torch.get_num_threads()} threads"
+  return line
+
+
+def arguments(p) -> None:
   p.add_argument("--torch-sample-steps", type=int, default=8,
                  help="PyTorch pixel steps timed for sampling (extrapolated to H*W)")
   p.add_argument("--no-torch", action="store_true", help="measure dgmjax alone")
-  common.add_threads_argument(p)
-  common.add_dtype_argument(p)
   p.add_argument("--naive", default="tiny,small",
                  help="sizes at which the compiled naive dgmjax sampler is also timed")
-  p.add_argument("--unroll", default="1",
-                 help="compute.unroll: gated resnets per scan iteration, or 'true' (straight-line)")
-  p.add_argument("--out", default="")
-  args = p.parse_args(argv)
-  unroll = True if args.unroll.lower() == "true" else int(args.unroll)
-  sizes = common.choices_argument(p, args.sizes, SIZES)
-  threads = common.pin_threads(args.threads)
-  device = jax.devices()[0]
-  plat = (f"{common.platform_line(threads)} | jax {jax.__version__} on {device.platform} "
-          f"({getattr(device, 'device_kind', '')})")
-  plat += f" | dgmjax dtype: {args.dtype}, unroll: {unroll}"
-  results = {"platform": plat, "dtype": args.dtype, "unroll": unroll, "sizes": {}}
-  rows = []
-  for s in sizes:
-    shape, nb, f, r, b = SIZES[s]
-    res = {"config": dict(image_shape=shape, num_bins=nb, filters=f, resnets=r, batch=b)}
-    res["dgmjax"] = bench_dgmjax(s, args.repeats, s in args.naive.split(","), args.dtype,
-                                 unroll)
-    print(f"{s} dgmjax: {json.dumps(res['dgmjax'])}", flush=True)
-    if not args.no_torch:
-      import torch  # pylint: disable=import-outside-toplevel
-      if args.threads:
-        torch.set_num_threads(args.threads)
-      res["torch_version"] = torch.__version__
-      res["torch_threads"] = torch.get_num_threads()
-      res["pytorch"] = bench_torch(s, args.repeats, args.torch_sample_steps)
-      print(f"{s} pytorch: {json.dumps(res['pytorch'])}", flush=True)
-    results["sizes"][s] = res
-    d, t = res["dgmjax"], res.get("pytorch")
-    ratio = lambda a, b: "n/a" if b is None or a is None else f"{a / b:.3g}"
-    rows.append(
-        f"| {s} {shape} F{f} R{r} B{b} | train step | {_fmt(d['train_step_s'])} | "
-        f"{_fmt(t and t['train_step_s'])} | "
-        f"{ratio(d['train_step_s'], t and t['train_step_s'])} | "
-        f"{_fmt(d['train_peak_bytes'], 'MB')} |")
-    naive = (f"; compiled naive {_fmt(d['sample_naive_s'])}" if "sample_naive_s" in d else "")
-    ext = " (extrapolated)" if t and t.get("sample_extrapolated") else ""
-    rows.append(
-        f"| {s} | sample {b} images{naive} | {_fmt(d['sample_s'])} | "
-        f"{_fmt(t and t['sample_s'])}{ext} | {ratio(d['sample_s'], t and t['sample_s'])} | "
-        f"{_fmt(d['sample_peak_bytes'], 'MB')} |")
-  if not args.no_torch:
-    import torch  # pylint: disable=import-outside-toplevel
-    plat += f" | torch {torch.__version__}, {torch.get_num_threads()} threads"
-    results["platform"] = plat
-  print(f"\nplatform: {plat}\n")
-  print("| size | what | dgmjax | PyTorch | dgmjax/PyTorch | dgmjax peak |")
-  print("|---|---|---|---|---|---|")
-  print("\n".join(rows))
-  if args.out:
-    print(f"\nwrote {common.save_json(args.out, results)}")
-  return 0
+
+
+DRIVER = scaffold.Driver(
+    __doc__, SIZES, measure, report, repeats=3, out="", arguments=arguments, platform=platform,
+    unroll_help="compute.unroll: gated resnets per scan iteration, or 'true' (straight-line)")
+
+
+def main(argv: list[str] | None = None) -> int:
+  return scaffold.main(DRIVER, argv)
 
 
 if __name__ == "__main__":

@@ -30,13 +30,10 @@ the platform line; saves JSON.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from experiments.bench import common  # noqa: E402
-
-ROOT = common.ROOT
+from experiments.bench import common, scaffold
 
 SIZES = {
     "tiny": dict(image=(32, 32, 3), bins=256, batch=8, iw_batch=4, iw_k=32, hp=dict(
@@ -55,11 +52,15 @@ SIZES = {
 TRAINING = dict(weight_decay_norm=1e-2, kl_warmup_steps=1000, kl_const_steps=1)
 
 
-def _data(cfg, n, seed=0):
+def batch(size: str, n: int | None = None, seed: int = 0):
+  """``n`` (default: the size's batch) random uint8 images of ``size``; zero outside the
+  28x28 crop where the size has one, as the padded MNIST data."""
   import numpy as np
+  cfg = SIZES[size]
   h, w, c = cfg["image"]
+  n = cfg["batch"] if n is None else n
   x = np.random.RandomState(seed).randint(0, cfg["bins"], (n, h, w, c)).astype(np.uint8)
-  if "crop_to" in cfg["hp"]:   # zero padding outside the crop, as the padded MNIST data
+  if "crop_to" in cfg["hp"]:
     ch, cw = cfg["hp"]["crop_to"]
     mask = np.zeros((h, w, c), np.uint8)
     mask[(h - ch) // 2:(h + ch) // 2, (w - cw) // 2:(w + cw) // 2] = 1
@@ -67,61 +68,47 @@ def _data(cfg, n, seed=0):
   return x
 
 
+def build_model(size: str, dtype: str = "float32", unroll: int | bool = 1,
+                conv_impl: str = "auto"):
+  """dgmjax's NVAE at ``size`` with the official objective (``TRAINING``)."""
+  import dgmjax
+  cfg = SIZES[size]
+  return dgmjax.models.create("nvae", cfg["image"], cfg["bins"], **cfg["hp"], **TRAINING,
+                              compute=dict(dtype=dtype, unroll=unroll, conv=conv_impl))
+
+
 def worker_jax(size: str, repeats: int, dtype: str = "float32", unroll: int | bool = 1,
                conv_impl: str = "auto") -> dict:
   import jax
   import jax.numpy as jnp
   import optax
-  import dgmjax
 
   cfg = SIZES[size]
-  model = dgmjax.models.create("nvae", cfg["image"], cfg["bins"], **cfg["hp"], **TRAINING,
-                               compute=dict(dtype=dtype, unroll=unroll, conv=conv_impl))
-  x = jnp.asarray(_data(cfg, cfg["batch"]))
-  xi = jnp.asarray(_data(cfg, cfg["iw_batch"], 1))
+  model = build_model(size, dtype, unroll, conv_impl)
+  x = jnp.asarray(batch(size))
+  xi = jnp.asarray(batch(size, cfg["iw_batch"], 1))
   t0 = time.perf_counter()
   v = jax.block_until_ready(model.init(jax.random.PRNGKey(0), x))
   init_s = time.perf_counter() - t0
   tx = optax.chain(optax.add_decayed_weights(3e-4), optax.scale_by_adamax(eps=1e-3),
                    optax.scale(-1e-2))
-
-  def step(v, opt, x, rng, i):
-    (loss, aux), g = jax.value_and_grad(
-        lambda p: model.loss({**v, "params": p}, x, rng, step=i), has_aux=True)(v["params"])
-    up, opt = tx.update(g, opt, v["params"])
-    return {**v, "params": optax.apply_updates(v["params"], up), **aux["state"]}, opt, loss
-
-  opt = tx.init(v["params"])
-  t0 = time.perf_counter()
-  step_c = jax.jit(step, donate_argnums=(0, 1)).lower(v, opt, x, jax.random.PRNGKey(1), 0).compile()
-  step_compile_s = time.perf_counter() - t0
-  samp_c = jax.jit(lambda v, r: model.sample(v, r, cfg["batch"], temperature=0.7)).lower(
-      v, jax.random.PRNGKey(0)).compile()
-  iw_c = jax.jit(lambda v, x, r: model.log_prob(v, x, r, num_samples=cfg["iw_k"])).lower(
-      v, xi, jax.random.PRNGKey(0)).compile()
-  compile_s = time.perf_counter() - t0
-  state = {"v": v, "opt": opt, "i": 0}
-
-  def train():
-    state["v"], state["opt"], loss = step_c(state["v"], state["opt"], x,
-                                            jax.random.PRNGKey(state["i"]), state["i"])
-    state["i"] += 1
-    loss.block_until_ready()
-    state["loss"] = float(loss)
-
-  train_s, train_min = common.median_and_min(train, repeats)
-  v = state["v"]
-  sample_s, sample_min = common.median_and_min(
-      lambda: samp_c(v, jax.random.PRNGKey(3)).block_until_ready(),
-                                max(2, repeats // 2))
-  iw_s, iw_min = common.median_and_min(
-      lambda: iw_c(v, xi, jax.random.PRNGKey(4)).block_until_ready(),
-                        max(2, repeats // 2))
-  return dict(train_step_s=train_s, train_step_min_s=train_min, sample_s=sample_s,
-              sample_min_s=sample_min, iw_s=iw_s, iw_min_s=iw_min, compile_s=compile_s,
-              step_compile_s=step_compile_s, unroll=unroll, conv_impl=conv_impl,
-              init_s=init_s, peak_rss_mb=common.peak_rss_mb(), final_loss_bpd=state["loss"],
-              xla_memory=common.xla_memory(step_c), dtype=dtype,
+  opt_state = tx.init(v["params"])
+  step, step_compile_s = scaffold.aot(scaffold.train_step(model, tx), v, opt_state, x,
+                                      jax.random.PRNGKey(1), 0, donate_argnums=(0, 1))
+  sample, sample_s = scaffold.aot(
+      lambda v, r: model.sample(v, r, cfg["batch"], temperature=0.7), v, jax.random.PRNGKey(0))
+  iw, iw_s = scaffold.aot(lambda v, x, r: model.log_prob(v, x, r, num_samples=cfg["iw_k"]),
+                          v, xi, jax.random.PRNGKey(0))
+  train, v, loss = scaffold.time_jax_train(step, v, opt_state, x, repeats, pass_step=True)
+  return dict(**train,
+              **scaffold.timing("sample", scaffold.time_call(
+                  lambda: sample(v, jax.random.PRNGKey(3)), repeats)),
+              **scaffold.timing("iw", scaffold.time_call(
+                  lambda: iw(v, xi, jax.random.PRNGKey(4)), repeats)),
+              compile_s=step_compile_s + sample_s + iw_s, step_compile_s=step_compile_s,
+              unroll=unroll, conv_impl=conv_impl, init_s=init_s,
+              peak_rss_mb=common.peak_rss_mb(), final_loss_bpd=loss,
+              xla_memory=common.xla_memory(step), dtype=dtype,
               params=int(sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))),
               device=str(jax.devices()[0]), jax=jax.__version__)
 
@@ -129,7 +116,6 @@ def worker_jax(size: str, repeats: int, dtype: str = "float32", unroll: int | bo
 def worker_torch(size: str, repeats: int) -> dict:
   import math
   import torch
-  sys.path.insert(0, ROOT)
   from experiments.pytorch import nvae as tnvae
 
   cfg = SIZES[size]
@@ -140,22 +126,13 @@ def worker_torch(size: str, repeats: int) -> dict:
   t0 = time.perf_counter()
   model = tnvae.AutoEncoder(args)
   init_s = time.perf_counter() - t0
-  x = tnvae.images_to_input(_data(cfg, cfg["batch"]), cfg["bins"])
-  xi = tnvae.images_to_input(_data(cfg, cfg["iw_batch"], 1), cfg["bins"])
+  x = tnvae.images_to_input(batch(size), cfg["bins"])
+  xi = tnvae.images_to_input(batch(size, cfg["iw_batch"], 1), cfg["bins"])
   opt = torch.optim.Adamax(model.parameters(), lr=1e-2, weight_decay=3e-4, eps=1e-3)
   total = TRAINING["kl_warmup_steps"] / args.kl_anneal_portion
-  state = {"i": 0}
-
-  def train():
-    model.train()
-    loss, _ = tnvae.training_loss(model, x, args, state["i"], total)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    state["i"] += 1
-    state["loss"] = float(loss) / (math.log(2) * (784 if model.crop_output else x[0].numel()))
-
-  train_s, train_min = common.median_and_min(train, repeats)
+  model.train()
+  train, loss = scaffold.time_torch_train(
+      opt, lambda i: tnvae.training_loss(model, x, args, i, total)[0], repeats)
   model.eval()
 
   def sample():
@@ -168,11 +145,12 @@ def worker_torch(size: str, repeats: int) -> dict:
       log_w = torch.stack([tnvae.elbo_terms(model, xi)["log_iw"] for _ in range(cfg["iw_k"])], 1)
       return torch.logsumexp(log_w, 1) - math.log(cfg["iw_k"])
 
-  sample_s, sample_min = common.median_and_min(sample, max(2, repeats // 2))
-  iw_s, iw_min = common.median_and_min(iw, max(2, repeats // 2))
-  return dict(train_step_s=train_s, train_step_min_s=train_min, sample_s=sample_s,
-              sample_min_s=sample_min, iw_s=iw_s, iw_min_s=iw_min, compile_s=0.0,
-              init_s=init_s, peak_rss_mb=common.peak_rss_mb(), final_loss_bpd=state["loss"],
+  repeats_eval = max(2, repeats // 2)
+  return dict(**train, **scaffold.timing("sample", common.median_and_min(sample, repeats_eval)),
+              **scaffold.timing("iw", common.median_and_min(iw, repeats_eval)), compile_s=0.0,
+              init_s=init_s, peak_rss_mb=common.peak_rss_mb(),
+              final_loss_bpd=loss / (math.log(2) * (784 if model.crop_output
+                                                    else x[0].numel())),
               params=int(sum(p.numel() for p in model.parameters())), device="cpu",
               torch=torch.__version__, threads=torch.get_num_threads())
 
@@ -204,56 +182,38 @@ def depthwise(repeats: int = 5) -> dict:
   return out
 
 
-def _run_worker(kind: str, size: str, repeats: int, dtype: str = "float32",
-                unroll: int | bool = 1, conv_impl: str = "auto") -> dict:
-  extra = (f", dtype={dtype!r}, unroll={unroll!r}, conv_impl={conv_impl!r}" if kind == "jax"
-           else "")
-  return common.run_worker("experiments.bench.nvae", f"worker_{kind}({size!r}, {repeats}{extra})")
+def measure(size, args) -> dict:
+  return {"config": SIZES[size], **scaffold.compare(
+      "experiments.bench.nvae", size, args.repeats, dtype=args.dtype, unroll=args.unroll,
+      conv_impl=args.conv_impl)}
 
 
-def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--sizes", default="tiny", help=f"comma-separated from {sorted(SIZES)}")
-  p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--out", default="nvae_bench.json")
-  p.add_argument("--no-depthwise", action="store_true", help="skip the depthwise conv timing")
-  common.add_threads_argument(p)
-  common.add_dtype_argument(p)
-  p.add_argument("--unroll", default="1",
-                 help="compute.unroll: groups per scan iteration, or 'true' (straight-line)")
-  p.add_argument("--conv-impl", default="auto", help="compute.conv (dgmjax.nn.conv)")
-  args = p.parse_args(argv)
-  unroll = True if args.unroll.lower() == "true" else int(args.unroll)
-  sizes = common.choices_argument(p, args.sizes, SIZES)
-  threads = common.pin_threads(args.threads)
-  results = {"platform": f"{common.platform_line(threads)} | dgmjax dtype: {args.dtype}, "
-                         f"unroll: {unroll}", "dtype": args.dtype, "unroll": unroll, "sizes": {}}
-  for size in sizes:
-    torch_r = _run_worker("torch", size, args.repeats)
-    jax_r = _run_worker("jax", size, args.repeats, args.dtype, unroll, args.conv_impl)
-    results["sizes"][size] = {"config": SIZES[size], "pytorch": torch_r, "dgmjax": jax_r}
-  results["device"] = next(iter(results["sizes"].values()))["dgmjax"]["device"] if sizes else ""
-  print(f"platform: {results['platform']}; dgmjax device: {results['device']}")
-  print("times: median (min) over repeats; ratio = dgmjax / PyTorch of the medians (mins)")
-  print("| size | params | train step dgmjax (s) | PyTorch (s) | ratio | sample dgmjax (s) | "
-        "PyTorch (s) | ratio | IW eval dgmjax (s) | PyTorch (s) | ratio | peak RSS dgmjax (MB) "
-        "| PyTorch (MB) | ratio | compile dgmjax (s): step, all |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-  for size, r in results["sizes"].items():
-    j, t = r["dgmjax"], r["pytorch"]
-    cell = lambda k: common.ratio_cells(j, t, k)
-    print(f"| {size} | {j['params'] / 1e6:.2f}M / {t['params'] / 1e6:.2f}M | {cell('train_step')} "
-          f"| {cell('sample')} | {cell('iw')} | {j['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} "
-          f"| {j['peak_rss_mb'] / t['peak_rss_mb']:.2f} | {j['step_compile_s']:.1f}, "
-          f"{j['compile_s']:.1f} |")
+def report(results, args) -> None:
+  print(scaffold.ratio_table(
+      results, [("train_step", "train step"), ("sample", "sample"), ("iw", "IW eval")],
+      first=[("params", lambda j, t: f"{j['params'] / 1e6:.2f}M / {t['params'] / 1e6:.2f}M")],
+      last=[("compile dgmjax (s): step, all",
+             lambda j, t: f"{j['step_compile_s']:.1f}, {j['compile_s']:.1f}")]))
   if not args.no_depthwise:
     dw = depthwise(args.repeats)
     results["depthwise_5x5_fwd_bwd"] = dw
     print("depthwise 5x5 fwd+bwd (B16 16x16 192ch): "
           f"dgmjax shift {dw['dgmjax_shift_s'] * 1e3:.1f} ms, "
           f"grouped {dw['dgmjax_grouped_s'] * 1e3:.1f} ms, PyTorch {dw['pytorch_s'] * 1e3:.1f} ms")
-  print(f"saved {common.save_json(args.out, results)}")
-  return 0
+
+
+def arguments(p) -> None:
+  p.add_argument("--no-depthwise", action="store_true", help="skip the depthwise conv timing")
+  p.add_argument("--conv-impl", default="auto", help="compute.conv (dgmjax.nn.conv)")
+
+
+DRIVER = scaffold.Driver(
+    __doc__, SIZES, measure, report, repeats=5, out="nvae_bench.json", arguments=arguments,
+    unroll_help="compute.unroll: groups per scan iteration, or 'true' (straight-line)")
+
+
+def main(argv: list[str] | None = None) -> int:
+  return scaffold.main(DRIVER, argv)
 
 
 if __name__ == "__main__":

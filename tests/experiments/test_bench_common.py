@@ -1,4 +1,6 @@
-"""``experiments/bench/common``: thread pinning reaches the workers, bad counts are refused.
+"""``experiments/bench/common`` and ``scaffold``: thread pinning reaches the workers, bad
+counts are refused; the drivers keep their flags and defaults, the scaffold measures each
+size in order and writes the JSON the drivers share, the shared train step threads state.
 
 Pinning changes the calling process, so each check runs in a fresh interpreter.
 """
@@ -78,3 +80,77 @@ def test_xla_memory_reports_temp_and_argument_bytes():
   assert abs(m["argument_mb"] - (128 + 256) * 128 * 4 / 2**20) < 1e-9
   assert abs(m["output_mb"] - 128 * 128 * 4 / 2**20) < 1e-9
   assert m["temp_mb"] >= 256 * 128 * 4 / 2**20
+
+
+# ------------------------------------------------------------------ the drivers' scaffold
+
+def test_worker_call_and_unroll_flag():
+  from experiments.bench import scaffold
+  assert scaffold.worker_call("worker_jax", "tiny", 3, dtype="bfloat16", unroll=True) == \
+      "worker_jax('tiny', 3, dtype='bfloat16', unroll=True)"
+  assert scaffold.parse_unroll("TRUE") is True and scaffold.parse_unroll("4") == 4
+  with pytest.raises(Exception, match="an int or 'true'"):
+    scaffold.parse_unroll("yes")
+
+
+def test_every_model_driver_keeps_its_flags_and_defaults():
+  from experiments.bench import glow, lmconv, nvae, scaffold
+  expect = {glow: (10, "glow_bench.json", False), lmconv: (3, "", 1),
+            nvae: (5, "nvae_bench.json", 1)}
+  for module, (repeats, out, unroll) in expect.items():
+    args = scaffold.parser(module.DRIVER).parse_args([])
+    assert (args.sizes, args.repeats, args.out, args.unroll, args.dtype, args.threads) == \
+        ("tiny", repeats, out, unroll, "float32", 0)
+    # what `dgmjax bench all` reads from a driver besides its JSON: sizes, model, batch
+    assert callable(module.build_model) and callable(module.batch) and "tiny" in module.SIZES
+  assert scaffold.parser(nvae.DRIVER).parse_args(["--unroll", "true"]).unroll is True
+  assert scaffold.parser(glow.DRIVER).parse_args(["--unroll"]).unroll is True
+
+
+def test_scaffold_main_measures_each_size_and_writes_the_json(tmp_path, capsys):
+  from experiments.bench import scaffold
+  seen = []
+
+  def measure(size, args):
+    seen.append((size, args.repeats, args.extra))
+    run = {"train_step_s": 2.0, "train_step_min_s": 1.0, "peak_rss_mb": 100.0}
+    return {"config": {"batch": 1}, "pytorch": {**run, "device": "cpu"},
+            "dgmjax": {**run, "train_step_s": 1.0, "device": "TFRT_CPU_0"}}
+
+  def report(results, args):
+    results["extra"] = args.extra
+    print(scaffold.ratio_table(results, [("train_step", "train step")]))
+
+  driver = scaffold.Driver("Toy benchmark.\n\nMore.", {"a": 1, "b": 2}, measure, report,
+                           unroll_help="blocks per iteration",
+                           arguments=lambda p: p.add_argument("--extra", default="x"))
+  out = tmp_path / "r.json"
+  assert scaffold.main(driver, ["--sizes", "b,a", "--repeats", "2", "--unroll", "true",
+                                "--out", str(out)]) == 0
+  assert seen == [("b", 2, "x"), ("a", 2, "x")]
+  got = json.loads(out.read_text())
+  assert list(got["sizes"]) == ["b", "a"] and got["dtype"] == "float32" and got["unroll"] is True
+  assert got["device"] == "dgmjax on TFRT_CPU_0, PyTorch on cpu" and got["extra"] == "x"
+  text = capsys.readouterr().out
+  assert "| b | 1.0000 (1.0000) | 2.0000 (1.0000) | 0.50 (1.00) | 100 | 100 | 1.00 |" in text
+  with pytest.raises(SystemExit):
+    scaffold.main(driver, ["--sizes", "c"])
+
+
+def test_train_step_threads_state_and_passes_the_step():
+  import jax.numpy as jnp
+  import optax
+  from experiments.bench import scaffold
+
+  class Toy:
+    def loss(self, variables, x, rng, step=None):
+      del rng
+      loss = jnp.sum((variables["params"]["w"] * x) ** 2)
+      return loss, {"state": {"count": variables["count"] + (0 if step is None else step)}}
+
+  tx = optax.sgd(0.1)
+  v = {"params": {"w": jnp.ones(3)}, "count": jnp.zeros(())}
+  step = scaffold.train_step(Toy(), tx)
+  v2, _, loss = step(v, tx.init(v["params"]), jnp.ones(3), None, 5)
+  assert float(loss) == 3.0 and float(v2["count"]) == 5.0
+  assert jnp.allclose(v2["params"]["w"], 1.0 - 0.1 * 2.0)
