@@ -1,13 +1,17 @@
-"""The commands ``dgmjax train|import|eval|sample|complete|interpolate|fid`` (registered
-in ``dgmjax.cli.COMMANDS``; what they share is in ``workdirs``).
+"""The commands ``dgmjax train|import|eval|sample|complete|interpolate|manipulate|fid``
+(registered in ``dgmjax.cli.COMMANDS``; what they share is in ``workdirs``).
 
     dgmjax import --checkpoint FILE --workdir DIR [--config CFG] [--weights ema|model]
     dgmjax eval   --workdir DIR [--iw_samples K] [--orders s_curve:all]
     dgmjax sample --workdir DIR [--order NAME] [--temperature T] [--mixture_temperature T]
-                  [--logistic_temperature T] [--readjust_bn [--readjust_steps N]]
+                  [--logistic_temperature T] [--group_temperatures T1,..,TG]
+                  [--readjust_bn [--readjust_steps N]]
     dgmjax complete --workdir DIR --observed top|bottom|left|right|center|random:P|MASK.png
                   [--order NAME] [--num N]                                     (LMConv)
-    dgmjax interpolate --workdir DIR [--num N] [--pairs P]                 (Glow, NVAE)
+    dgmjax interpolate --workdir DIR [--num N] [--pairs P] [--endpoints auto|test|samples]
+                                                                        (Glow, NVAE)
+    dgmjax manipulate --workdir DIR --attribute NAME|class:C [--strengths A,B,..]
+                                                                        (Glow, NVAE)
     dgmjax fid    --workdir DIR --inception FILE [--num N] [--reference DATASET:SPLIT|S.npz]
 
 Flag definitions and run functions registered in ``dgmjax.cli.COMMANDS``; the work itself
