@@ -65,14 +65,16 @@ def _not_prepared(err: str) -> None:
 
 @pytest.fixture
 def glow_mnist(tmp_path, capsys, caplog, no_tfds):
-  """A rosinality Glow state_dict of an MNIST model imported with no MNIST at hand."""
+  """A rosinality Glow state_dict of an MNIST model, saved as its train.py saves it (the
+  model wrapped in nn.DataParallel: every key 'module.'-prefixed), imported with no MNIST
+  at hand."""
   from experiments.pytorch import glow as tglow
   torch.manual_seed(0)
   tm = tglow.Glow(1, n_flow=1, n_block=2, affine=True, conv_lu=True, filter_size=8)
   with torch.no_grad():
     tm(torch.rand(8, 1, 28, 28) - 0.5)          # the data-dependent ActNorm init
   path = tmp_path / "model_000001.pt"
-  torch.save(tm.state_dict(), path)
+  torch.save({f"module.{k}": v for k, v in tm.state_dict().items()}, path)
   wd = tmp_path / "glow"
   got = _ok(capsys, caplog, "import", f"--checkpoint={path}", f"--workdir={wd}",
             f"--config={os.path.join(CONFIGS, 'glow_digits.py')}:smoke",
@@ -117,3 +119,32 @@ def test_complete_without_the_dataset_is_one_line(tmp_path, capsys, caplog, no_t
       == "mnist"
   _not_prepared(_one_line_error(capsys, caplog, "complete", f"--workdir={wd}",
                                 "--observed=top"))
+
+
+@pytest.mark.slow
+def test_official_lmconv_and_nvae_files_sample_without_the_dataset(tmp_path, capsys, caplog,
+                                                                  no_tfds):
+  """The two other official formats: an ajayjain/lmconv file and an NVlabs/NVAE
+  checkpoint.pt of MNIST models import and sample with MNIST absent."""
+  from experiments.pytorch import lmconv as tl
+  from experiments.pytorch import nvae as tnvae
+  from tests.test_research_cli import _lmconv_args
+  torch.manual_seed(0)
+  tm = tl.OurPixelCNN(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, input_channels=1,
+                      kernel_size=3, max_dilation=2, dropout_prob=0.0, num_bins=256,
+                      binarize=False, normalization="pono").eval()
+  path = tmp_path / "0_ep1.pth"
+  torch.save({"epoch": 1, "args": _lmconv_args(), "model_state_dict": tm.state_dict()}, path)
+  args = tnvae.tiny_args("mnist")
+  nv = tnvae.AutoEncoder(args)
+  nvae_path = tmp_path / "checkpoint.pt"
+  torch.save({"epoch": 1, "state_dict": nv.state_dict(), "args": args,
+              "arch_instance": {"normal_enc": ["res_bnswish"]}}, nvae_path)
+  for name, file in (("lmconv", path), ("nvae", nvae_path)):
+    wd = tmp_path / name
+    got = _ok(capsys, caplog, "import", f"--checkpoint={file}", f"--workdir={wd}")
+    assert got["model"] == name and got["data"] == "mnist"
+    got = _ok(capsys, caplog, "sample", f"--workdir={wd}", "--num=2",
+              f"--out={tmp_path / (name + '_s')}")
+    assert got["num"] == 2 and os.path.isfile(got["png"])
+    _not_prepared(_one_line_error(capsys, caplog, "eval", f"--workdir={wd}"))
