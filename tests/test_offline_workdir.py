@@ -102,18 +102,22 @@ def test_sample_and_interpolate_without_the_dataset(glow_mnist, tmp_path, capsys
   assert "[28, 28, 1] with 256 levels" in err and "[8, 8, 1] with 17" in err, err
 
 
-def test_complete_without_the_dataset_is_one_line(tmp_path, capsys, caplog, no_tfds):
+def _lmconv_file(tmp_path, filters: int):
+  """An ajayjain/lmconv ``.pth`` of an MNIST model (its ``args`` as ``main.py`` stores them)."""
   from experiments.pytorch import lmconv as tl
+  from tests.test_research_cli import _lmconv_args
   torch.manual_seed(0)
-  tm = tl.OurPixelCNN(nr_resnet=1, nr_filters=4, nr_logistic_mix=2, input_channels=1,
+  tm = tl.OurPixelCNN(nr_resnet=1, nr_filters=filters, nr_logistic_mix=2, input_channels=1,
                       kernel_size=3, max_dilation=2, dropout_prob=0.0, num_bins=256,
                       binarize=False, normalization="pono").eval()
-  args = dict(dataset="mnist", binarize=False, n_bits=8, ours=True, nr_resnet=1, nr_filters=4,
-              nr_logistic_mix=2, kernel_size=3, max_dilation=2, dropout_prob=0.0,
-              normalization="pono", order=["s_curve"], randomize_order=True, ema=0.999,
-              learn_weight_for_masks=False, no_bias=False)
   path = tmp_path / "0_ep1.pth"
-  torch.save({"epoch": 1, "args": args, "model_state_dict": tm.state_dict()}, path)
+  torch.save({"epoch": 1, "args": _lmconv_args(nr_filters=filters),
+              "model_state_dict": tm.state_dict()}, path)
+  return path
+
+
+def test_complete_without_the_dataset_is_one_line(tmp_path, capsys, caplog, no_tfds):
+  path = _lmconv_file(tmp_path, filters=4)
   wd = tmp_path / "lmconv"
   assert _ok(capsys, caplog, "import", f"--checkpoint={path}", f"--workdir={wd}")["data"] \
       == "mnist"
@@ -126,15 +130,8 @@ def test_official_lmconv_and_nvae_files_sample_without_the_dataset(tmp_path, cap
                                                                   no_tfds):
   """The two other official formats: an ajayjain/lmconv file and an NVlabs/NVAE
   checkpoint.pt of MNIST models import and sample with MNIST absent."""
-  from experiments.pytorch import lmconv as tl
   from experiments.pytorch import nvae as tnvae
-  from tests.test_research_cli import _lmconv_args
-  torch.manual_seed(0)
-  tm = tl.OurPixelCNN(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, input_channels=1,
-                      kernel_size=3, max_dilation=2, dropout_prob=0.0, num_bins=256,
-                      binarize=False, normalization="pono").eval()
-  path = tmp_path / "0_ep1.pth"
-  torch.save({"epoch": 1, "args": _lmconv_args(), "model_state_dict": tm.state_dict()}, path)
+  path = _lmconv_file(tmp_path, filters=8)
   args = tnvae.tiny_args("mnist")
   nv = tnvae.AutoEncoder(args)
   nvae_path = tmp_path / "checkpoint.pt"
