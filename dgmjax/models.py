@@ -101,12 +101,20 @@ def model_class(name: str):
   return getattr(importlib.import_module(module), cls)
 
 
+# Former hyper-parameters that now live in ``compute`` (``dgmjax.nn.compute``).
+MOVED = {"reversible": "compute=dict(remat='reversible') (config: model.compute.remat)"}
+
+
 def create(name: str, image_shape, num_bins: int = 256, **hparams) -> GenerativeModel:
   """Builds the model ``name`` for images of ``image_shape`` = (H, W, C).
 
   Raises ValueError for an unknown name or an unknown/invalid hyper-parameter.
   """
   cls = model_class(name)
+  moved = sorted(set(hparams) & set(MOVED))
+  if moved:
+    raise ValueError(f"{name}: {moved[0]} moved into compute (how the model runs, "
+                     f"dgmjax.nn.compute); pass {MOVED[moved[0]]}")
   try:
     return cls(image_shape=image_shape, num_bins=num_bins, **hparams)
   except TypeError as e:  # unexpected keyword from a dataclass constructor

@@ -98,7 +98,7 @@ class Steps(nn.Module):
   the steps from last to first. Fixed permutations (reverse, shuffle) are fed to the steps
   as int [K,C] indices, step k using seed + k.
 
-  ``reversible=True``: after init, the forward direction runs
+  ``compute.remat == "reversible"``: after init, the forward direction runs
   ``dgmjax.flows.reversible.reversible_steps`` on the same stacked variables (a
   ``custom_vjp`` whose backward pass rebuilds each step's input instead of storing it;
   reverse mode only); init (ActNorm's data-dependent initialisation) and the inverse
@@ -108,7 +108,6 @@ class Steps(nn.Module):
   compute: Compute = DEFAULT
   steps: int = 1
   seed: int = 0
-  reversible: bool = False
 
   def permutations(self, c: int) -> np.ndarray | None:
     """int [K,C] indices of the fixed permutations, or None for the 1x1 convolutions."""
@@ -129,7 +128,7 @@ class Steps(nn.Module):
 
   def __call__(self, h, inverse=False):
     perms = self.permutations(h.shape[-1])
-    if self.reversible and not inverse and not self.is_initializing():
+    if self.compute.reversible and not inverse and not self.is_initializing():
       params, consts = self._stacked()
       return reversible_steps(self.spec, self.compute, params, consts, perms, h)
     stack = repeat(lambda mdl, carry, perm: mdl._step(carry, perm, inverse), self.steps,
@@ -155,10 +154,9 @@ class GlowLevel(nn.Module):
   steps: int = 1
   split: bool = True
   seed: int = 0
-  reversible: bool = False
 
   def setup(self):
-    self.flows = Steps(self.spec, self.compute, self.steps, self.seed, self.reversible)
+    self.flows = Steps(self.spec, self.compute, self.steps, self.seed)
     if self.split:
       self.prior = SplitPrior(self.spec.edge_bias, self.compute)
 
@@ -173,7 +171,7 @@ class GlowLevel(nn.Module):
     h_in = squeeze2d(x)
     h, log_det = self.flows(h_in, False)
     err = None
-    if check and self.reversible and not self.is_initializing():
+    if check and self.compute.reversible and not self.is_initializing():
       real = jax.lax.stop_gradient(h_in[:check])
       rebuilt = self.flows.rebuild(jax.lax.stop_gradient(h[:check]))
       abs_err = jnp.max(jnp.abs(rebuilt - real))
@@ -207,14 +205,13 @@ class Glow(nn.Module):
   logscale_factor: float | None = None
   edge_bias: bool = False
   shuffle_seed: int = 0
-  reversible: bool = False
   compute: Compute = DEFAULT
 
   def setup(self):
     spec = StepSpec(self.width, self.coupling, self.permutation, self.net_actnorm,
                     self.logscale_factor, self.edge_bias)
     self.blocks = [GlowLevel(spec, self.compute, self.steps, split=i < self.levels - 1,
-                             seed=self.shuffle_seed + 1000 * i, reversible=self.reversible)
+                             seed=self.shuffle_seed + 1000 * i)
                    for i in range(self.levels)]
     self.top_prior = TopPrior(self.learn_top, self.num_classes, self.edge_bias, self.compute)
     if self.num_classes:
@@ -258,9 +255,10 @@ class Glow(nn.Module):
   def reconstruction_errors(self, x, check: int | None = None):
     """float32 [L,2]: per level, [max|x_rebuilt - x|, that / max|x|] of the level's
     first-step input rebuilt from its output by the reversible backward pass's inverses,
-    on the first ``check`` examples of x (all when None). Needs ``reversible=True``."""
-    if not self.reversible:
-      raise ValueError("reconstruction_errors needs a reversible Glow (reversible=True)")
+    on the first ``check`` examples of x (all when None). Needs ``compute.remat="reversible"``."""
+    if not self.compute.reversible:
+      raise ValueError("reconstruction_errors needs a reversible Glow "
+                       "(compute.remat='reversible')")
     _, _, _, errs = self._encode(x, x.shape[0] if check is None else check)
     return jnp.stack(errs)
 

@@ -38,13 +38,13 @@ scan over the steps (XLA:CPU's derived backward convolutions run on a slow path 
 loop). The default Glow supports forward-mode differentiation (``jax.jvp``, ``jacfwd``)
 as well as reverse mode wherever its convolutions do.
 
-``reversible=True`` (``dgmjax.flows.reversible``): the training gradient rebuilds each
-step's input from its output with the step's inverse instead of storing the K steps'
-activations, so the gradient's activation memory does not grow with K. Same parameter
-layout; ``compute.remat`` and ``compute.unroll`` do not apply to it, and the flow's main
-path stays float32 under bfloat16. Reverse mode only (a ``jax.custom_vjp``): ``jax.jvp``
-through its loss raises JAX's "can't apply forward-mode autodiff (jvp) to a custom_vjp
-function"; run the same variables with ``reversible=False`` for forward mode. ``loss``
+``compute.remat="reversible"`` (``dgmjax.flows.reversible``): the training gradient
+rebuilds each step's input from its output with the step's inverse instead of storing the
+K steps' activations, so the gradient's activation memory does not grow with K. Same
+parameter layout; ``compute.unroll`` does not apply to it, and the flow's main path stays
+float32 under bfloat16. Reverse mode only (a ``jax.custom_vjp``): ``jax.jvp`` through its
+loss raises JAX's "can't apply forward-mode autodiff (jvp) to a custom_vjp function"; run
+the same variables with another ``remat`` for forward mode. ``loss``
 then reports the metric ``rev_recon_err``: the largest relative error, over levels, of
 the first step's input rebuilt from the level's output, on the first
 ``reversible_check`` examples of the batch (0: off; it costs one inverse pass over those
@@ -99,7 +99,6 @@ class GlowModel(ImageModel):
   logscale_factor: float | None = None
   edge_bias: bool = False
   shuffle_seed: int = 0
-  reversible: bool = False
   reversible_check: int = 1
   compute: Compute | Mapping[str, Any] | None = None
   name: str = dataclasses.field(default="glow", init=False)
@@ -122,8 +121,6 @@ class GlowModel(ImageModel):
       raise ValueError(f"glow: num_classes must be None or an int >= 2; got {self.num_classes!r}")
     if self.class_loss_weight and not self.num_classes:
       raise ValueError("glow: class_loss_weight needs num_classes")
-    if not isinstance(self.reversible, (bool, np.bool_)):
-      raise ValueError(f"glow: reversible must be True or False; got {self.reversible!r}")
     if (not isinstance(self.reversible_check, (int, np.integer))
         or isinstance(self.reversible_check, bool) or self.reversible_check < 0):
       raise ValueError(f"glow: reversible_check must be an int >= 0 (examples checked per "
@@ -135,7 +132,7 @@ class GlowModel(ImageModel):
         shape, self.levels, self.steps, self.width, self.coupling, self.permutation,
         bool(self.learn_top), self.num_classes, bool(self.net_actnorm),
         self.logscale_factor, bool(self.edge_bias), int(self.shuffle_seed),
-        reversible=bool(self.reversible), compute=self.compute))
+        compute=self.compute))
 
   # ------------------------------------------------------------------ helpers
   def _continuous(self, x, rng):
@@ -193,7 +190,7 @@ class GlowModel(ImageModel):
     """Mean bits/dim (+ class_loss_weight * class cross-entropy in bits)."""
     del train, step
     self.check_images(x)
-    check = min(self.reversible_check, x.shape[0]) if self.reversible else 0
+    check = min(self.reversible_check, x.shape[0]) if self.compute.reversible else 0
     log_q, extras = self._log_q(variables, x, rng, y, check)
     log_p = log_q - self.num_dims * math.log(self.num_bins)
     bpd = jnp.mean(self.bits_per_dim(log_p))
@@ -242,7 +239,7 @@ class GlowModel(ImageModel):
     """float32 [L,2]: per level, [max abs, relative] error of the first step's input as
     the reversible backward pass rebuilds it from the level's output, on the batch x
     (uint8, dequantised with rng or at bin centres; or float as for ``encode``).
-    Needs ``reversible=True``."""
+    Needs ``compute.remat="reversible"``."""
     check_layout(variables)
     return self.module.apply(variables, self._continuous(x, rng),
                              method=Glow.reconstruction_errors)

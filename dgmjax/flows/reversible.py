@@ -24,14 +24,10 @@ One backward step, with y = [y_a, y_b] (channel halves) and the coupling network
   x = ActNorm^-1(P^-1 [p_a, p_b]),  (dtheta_pre, dx) = vjp of (ActNorm, P) at x.
 The network runs once forward (with its residuals) and once backward per step, as in
 the standard backward pass; the extra cost over storing activations is one forward of
-every coupling network plus the cheap ActNorm/1x1 inverses. Measured on a 2-core CPU
-(``dgmjax bench glow --sizes mnist,cifar10 --reversible --repeats 3``, B16): the
-reversible step takes 0.89x (MNIST, L2 K32 w512) and 1.34x (CIFAR-10, L3 K32 w512) the
-scanned standard step, with XLA temp memory 88 vs 720 MB and 186 vs 1132 MB and peak
-RSS 0.65x PyTorch's; the temp memory at CIFAR-10 size is 44.7 MB for K = 8, 16, 32 and
-64 (standard: 254 -> 1910 MB). The coupling networks' 3x3 convolutions must use a
-formulation whose backward runs well inside the scan (``compute.conv="auto"``,
-``dgmjax.nn.conv``): with XLA:CPU's derived convolution gradients it was 3-5x slower.
+every coupling network plus the cheap ActNorm/1x1 inverses (time and memory:
+``dgmjax bench glow --reversible --memory-vs-k cifar10``; figures in the README). The
+coupling networks' 3x3 convolutions must use a formulation whose backward runs well
+inside the scan (``compute.conv="auto"``, ``dgmjax.nn.conv``).
 
 Drift. x_k is rebuilt, not stored, so float rounding in each inverse accumulates over
 the K steps of a level: the gradient is the exact gradient at the rebuilt point, which
@@ -42,7 +38,7 @@ error of the first step's rebuilt input (per level, relative: max|x_rebuilt - x|
 max|x|) as the metric ``rev_recon_err``. Do not trust the reversible gradient when
 ``rev_recon_err`` exceeds about 1e-3: the per-step gradients are then computed at points
 that measurably differ from the forward pass's (float32 inverses of a healthy Glow rebuild
-to ~1e-6; see the README for measured figures), and switch to ``reversible=False`` (or
+to ~1e-6; see the README for measured figures), and switch to another ``compute.remat`` (or
 x64) for that run. NaN/inf in it means an inverse overflowed (a scale s -> 0).
 
 Composition. The steps run through ``dgmjax.nn.repeat.reversible`` (the generic
@@ -51,9 +47,9 @@ and ``step_backward``, on the one stacked parameter layout (``blocks_i/flows/...
 leading [K] axis): a checkpoint trained reversibly runs without it and vice versa. On
 XLA:CPU the memory is only freed when the steps are scanned (an unrolled loop of
 custom-VJP steps kept the forward outputs alive), so ``compute.unroll`` does not apply
-to the reversible forward, and ``compute.remat`` is redundant there (ignored): the
-backward already keeps one step's activations at a time, which is what
-``jax.checkpoint`` around a step would give. ``compute.dtype=bfloat16``: only the
+to the reversible forward. ``compute.remat="reversible"`` selects this path; it replaces
+``jax.checkpoint`` around a step, since the backward already keeps one step's activations
+at a time. ``compute.dtype=bfloat16``: only the
 coupling networks compute in bfloat16; the flow's main path (x_k, ActNorm, the 1x1
 convolutions, the coupling's affine map) stays float32, and NN(y_a) is re-evaluated on
 exactly the y_a it saw in the forward pass when nothing drifted, so bf16 does not by
@@ -63,8 +59,8 @@ rebuilt step differ by bf16's 2^-8 relative precision instead of float32's 2^-24
 
 Reverse mode only: a ``custom_vjp`` has no forward-mode rule, so ``jax.jvp``/``jacfwd``
 through a reversible Glow's forward raise JAX's "can't apply forward-mode autodiff (jvp)
-to a custom_vjp function". The same variables run with ``reversible=False`` (the default
-Glow supports both modes).
+to a custom_vjp function". The same variables run with any other ``compute.remat`` (the
+default Glow supports both modes).
 
 Shapes: x, y: float32 [B,H,W,C] (C even); log_det: float32 [B]; stacked parameters carry a
 leading [K] axis; ``perms``: int [K,C] (fixed channel permutations) or None. Every

@@ -102,7 +102,7 @@ class LMConvModel(ImageModel):
     for key in ("mask_weight", "conv_bias", "per_example_orders"):
       if not isinstance(getattr(self, key), bool):
         raise ValueError(f"lmconv: {key} must be a bool; got {getattr(self, key)!r}")
-    compute = Compute.make(self.compute)
+    compute = Compute.make(self.compute, invertible=False, model="lmconv")
     if compute.conv not in ("auto", "matmul") or compute.depthwise != "auto":
       raise ValueError(f"lmconv: compute.conv must be 'auto' or 'matmul' and compute.depthwise "
                        f"'auto' (one formulation of the locally masked convolutions, no "

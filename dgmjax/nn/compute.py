@@ -23,6 +23,11 @@ Keys (``KEYS``; the config's ``model.compute`` holds the same names):
 - ``remat``: what the backward pass of a repeated block stores (``dgmjax.nn.remat``):
   "none" (everything), "full" (only the block's input; recompute the rest) or a
   ``jax.checkpoint_policies`` name. ``False``/``True`` are read as "none"/"full".
+  "reversible" stores nothing per block: the backward pass rebuilds each block's input
+  from its output with the block's inverse (``dgmjax.nn.repeat.reversible``), so the
+  gradient's activation memory is flat in depth. Only for stacks of bijections (Glow's
+  steps of flow, ``dgmjax.flows.reversible``); reverse mode only; models whose blocks are
+  not invertible refuse it (``Compute.make(..., invertible=False)``).
 - ``unroll``: blocks per iteration of the scan over a stack of blocks, an int >= 1, or
   ``True`` (also spelt 0, the config's form: ``--config.model.compute.unroll=0``) for a
   fully unrolled (straight-line) program: faster steps on CPU, compile time growing with
@@ -33,8 +38,8 @@ Keys (``KEYS``; the config's ``model.compute`` holds the same names):
   (shift on CPU, grouped on GPU/TPU), "shift", "shift_vjp" (a faster backward pass on
   CPU; reverse mode only), "grouped".
 
-Every choice but ``depthwise="shift_vjp"`` (and Glow's ``reversible`` gradient) works
-under every JAX transformation, forward mode included.
+Every choice but ``depthwise="shift_vjp"`` and ``remat="reversible"`` works under every
+JAX transformation, forward mode included.
 """
 
 from __future__ import annotations
@@ -69,12 +74,16 @@ def _dtype_name(d) -> str:
   return name
 
 
+REVERSIBLE = "reversible"
+REMATS = tuple(c for c in remat_lib.CHOICES if not isinstance(c, bool)) + (REVERSIBLE,)
+
+
 def _remat_name(value) -> str:
   if isinstance(value, bool):
     return "full" if value else "none"
-  if isinstance(value, str) and value in remat_lib.CHOICES:
+  if isinstance(value, str) and value in REMATS:
     return value
-  raise _bad("remat", [c for c in remat_lib.CHOICES if not isinstance(c, bool)], value)
+  raise _bad("remat", REMATS, value)
 
 
 def _unroll(value) -> int | bool:
@@ -108,27 +117,39 @@ class Compute:
       raise _bad("depthwise", depthwise_lib.IMPLS, self.depthwise)
 
   @classmethod
-  def make(cls, value: Compute | Mapping[str, Any] | None = None) -> Compute:
+  def make(cls, value: Compute | Mapping[str, Any] | None = None, *,
+           invertible: bool = True, model: str = "this model") -> Compute:
     """A ``Compute`` from itself, None (the defaults) or a mapping of ``KEYS`` (a config's
-    ``model.compute``); an unknown key is one line naming it and the keys."""
+    ``model.compute``); an unknown key is one line naming it and the keys. A model whose
+    repeated blocks are not bijections passes ``invertible=False`` (and its ``model``
+    name): ``remat="reversible"`` is then one line saying so."""
     if value is None:
-      return cls()
-    if isinstance(value, cls):
-      return value
-    if not isinstance(value, Mapping) and not hasattr(value, "items"):
-      raise ValueError(f"compute must be a Compute or a mapping with keys {list(KEYS)}; "
-                       f"got {value!r}")
-    items = dict(value.items())
-    unknown = sorted(set(items) - set(KEYS))
-    if unknown:
-      raise ValueError(f"unknown compute key(s) {unknown}; expected {list(KEYS)}")
-    return cls(**items)
+      value = cls()
+    elif not isinstance(value, cls):
+      if not isinstance(value, Mapping) and not hasattr(value, "items"):
+        raise ValueError(f"compute must be a Compute or a mapping with keys {list(KEYS)}; "
+                         f"got {value!r}")
+      items = dict(value.items())
+      unknown = sorted(set(items) - set(KEYS))
+      if unknown:
+        raise ValueError(f"unknown compute key(s) {unknown}; expected {list(KEYS)}")
+      value = cls(**items)
+    if value.reversible and not invertible:
+      raise ValueError(f"compute.remat='reversible' needs invertible blocks (Glow's steps of "
+                       f"flow); {model}'s are not: use one of "
+                       f"{[r for r in REMATS if r != REVERSIBLE]}")
+    return value
 
   def replace(self, **changes) -> Compute:
     return dataclasses.replace(self, **changes)
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+  @property
+  def reversible(self) -> bool:
+    """Whether the backward pass rebuilds block inputs with inverses (``remat="reversible"``)."""
+    return self.remat == REVERSIBLE
 
   @property
   def jnp_dtype(self) -> jnp.dtype:
@@ -151,8 +172,10 @@ class Compute:
                                         dilation, self.depthwise, taps)
 
   def checkpoint(self, module_cls, static_argnums=()):
-    """``module_cls`` with ``remat`` applied (``nn.remat`` with the policy), or itself."""
-    return remat_lib.remat_module(module_cls, self.remat, static_argnums)
+    """``module_cls`` with ``remat`` applied (``nn.remat`` with the policy), or itself
+    (also for "reversible", whose blocks run through ``repeat.reversible`` instead)."""
+    remat = "none" if self.reversible else self.remat
+    return remat_lib.remat_module(module_cls, remat, static_argnums)
 
 
 DEFAULT = Compute()

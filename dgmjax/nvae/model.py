@@ -186,7 +186,7 @@ class NVAEModel(LatentsAndBN, ImageModel):
         self.weight_decay_norm <= 0 or self.weight_decay_norm_init <= 0)):
       raise ValueError("weight_decay_norm must be >= 0, and > 0 with weight_decay_norm_init "
                        "> 0 when weight_decay_norm_anneal is set")
-    set_("compute", Compute.make(self.compute))
+    set_("compute", Compute.make(self.compute, invertible=False, model="nvae"))
     set_("_groups", groups_per_scale(self.scales, self.groups_per_scale, self.ada_groups,
                                      self.min_groups_per_scale))
 

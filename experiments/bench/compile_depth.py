@@ -9,7 +9,7 @@ small width and at depth d and 4d, each in its own subprocess (no cache shared):
 
 - glow: K = 8 and 32 steps per level (L=3, width 64, 16x16x3, B8), each level's steps
   one scan body (the default), fully unrolled (``compute.unroll=True``) and
-  ``reversible=True``;
+  ``compute.remat="reversible"``;
 - lmconv: R = 1 and 4 gated resnets per stage (F=32, 16x16x1, B8), each stream's resnets
   one scan body (the default) and fully unrolled (``compute.unroll=True``);
 - nvae: 2 and 8 groups per scale (channels 16, 2 scales, 16x16x1, B8), each scale's
@@ -29,7 +29,7 @@ from experiments.bench import common, scaffold
 
 CASES = {
     "glow": [("scan", {}), ("unrolled", {"compute": {"unroll": True}}),
-             ("reversible", {"reversible": True})],
+             ("reversible", {"compute": {"remat": "reversible"}})],
     "lmconv": [("scan", {}), ("unrolled", {"compute": {"unroll": True}})],
     "nvae": [("scan", {}), ("scan, paper objective", {"weight_decay_norm": 1e-2,
                                                       "kl_warmup_steps": 100}),

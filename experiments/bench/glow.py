@@ -19,7 +19,7 @@ Sizes: ``tiny`` (32x32x3, L=3, K=2, width 32, batch 16), ``mnist`` (28x28x1, L=2
 width 512, batch 16), ``cifar10`` (32x32x3, L=3, K=32, width 512, batch 16: the paper's
 network at a CPU batch). ``--recon-steps N`` also trains a small Glow on digits for N
 steps and reports max |decode(encode(x)) - x| in float32 on held-out images.
-``--reversible`` adds a third worker per size, dgmjax with ``reversible=True``
+``--reversible`` adds a third worker per size, dgmjax with ``compute.remat="reversible"``
 (``dgmjax.flows.reversible``), and a second table: its train step and peak RSS against
 the standard dgmjax step and PyTorch, and XLA's temp bytes of both train steps
 (``compiled.memory_analysis()``: the activation memory the gradient needs).
@@ -66,8 +66,9 @@ def build_model(size: str, dtype: str = "float32", unroll: bool = False,
   cfg = SIZES[size]
   return dgmjax.models.create("glow", cfg["image"], NUM_BINS, levels=cfg["levels"],
                               steps=steps or cfg["steps"], width=cfg["width"],
-                              coupling="affine", permutation="lu", reversible=reversible,
-                              compute=dict(dtype=dtype, unroll=True if unroll else 1))
+                              coupling="affine", permutation="lu",
+                              compute=dict(dtype=dtype, unroll=True if unroll else 1,
+                                           remat="reversible" if reversible else "none"))
 
 
 def temp_mb(compiled) -> float | None:
@@ -210,7 +211,7 @@ def arguments(p) -> None:
                  help="dgmjax runs each level's steps fully unrolled (compute.unroll=True; "
                       "default: one scan, compile time flat in depth)")
   p.add_argument("--reversible", action="store_true",
-                 help="also measure dgmjax with reversible=True (O(1)-memory gradient)")
+                 help="also measure dgmjax with compute.remat=reversible (O(1)-memory gradient)")
   p.add_argument("--memory-vs-k", default="", metavar="SIZE", type=_size_or_none,
                  help="a size: tabulate the train step's XLA temp memory for K=8..64, "
                       "standard vs reversible (compile only)")

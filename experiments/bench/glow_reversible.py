@@ -32,7 +32,7 @@ def memory_vs_k(size: str, ks=(8, 16, 32, 64)) -> list[dict]:
   rows = []
   for k in ks:
     row = {"K": k}
-    for name, kw in (("standard", {}), ("reversible", dict(reversible=True))):
+    for name, kw in (("standard", {}), ("reversible", dict(compute=dict(remat="reversible")))):
       model = dgmjax.models.create("glow", cfg["image"], NUM_BINS, levels=cfg["levels"],
                                    steps=k, width=cfg["width"], **kw)
       v = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
@@ -61,7 +61,8 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
 
   train, test = digits_split()
   kw = dict(levels=levels, steps=k, width=width, compute=dict(dtype=dtype))
-  rev = dgmjax.models.create("glow", (8, 8, 1), 17, reversible=True, **kw)
+  rev = dgmjax.models.create("glow", (8, 8, 1), 17, levels=levels, steps=k, width=width,
+                             compute=dict(dtype=dtype, remat="reversible"))
   std = dgmjax.models.create("glow", (8, 8, 1), 17, **kw)
   v = jax.jit(rev.init)(jax.random.PRNGKey(0), jnp.asarray(train[:256]))
   rest = {n: a for n, a in v.items() if n != "params"}
@@ -117,7 +118,7 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
 def print_reversible_table(results: dict) -> None:
   """The ``--reversible`` table: each size's reversible train step and memory against the
   standard dgmjax step and PyTorch."""
-  print("\nreversible=True: train step and memory against the standard dgmjax step "
+  print("\ncompute.remat=reversible: train step and memory against the standard dgmjax step "
         "(ratio rev/std) and PyTorch (ratio rev/PyTorch); temp = XLA temp MB of the step")
   print("| size | train step rev (s) | std (s) | PyTorch (s) | rev/std | rev/PyTorch "
         "| peak RSS rev (MB) | std (MB) | PyTorch (MB) | temp rev (MB) | temp std (MB) |")

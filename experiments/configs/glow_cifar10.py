@@ -28,11 +28,12 @@ def paper_glow(dataset, variant, *, levels, steps, num_steps, batch_size, init_b
   c = base_config("glow", dataset)
   # Each level's K steps are one stack run as a scan (compiles once, as fast as unrolled on
   # CPU, less memory: experiments/results/HISTORY.md); :unroll unrolls it.
-  # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
-  # rev_recon_err metric (trust the gradient while it stays below ~1e-3).
+  # --config.model.compute.remat=reversible: O(1)-memory gradient in depth
+  # (dgmjax.flows.reversible); watch the rev_recon_err metric (trust the gradient while it
+  # stays below ~1e-3).
   c.model.update(dict(levels=levels, steps=steps, width=512, coupling=coupling,
                       permutation="conv", learn_top=True, net_actnorm=True,
-                      logscale_factor=3.0, edge_bias=True, reversible=False,
+                      logscale_factor=3.0, edge_bias=True,
                       num_classes=placeholder(int)))  # --config.model.num_classes=N
   c.train.update(dict(num_steps=num_steps, batch_size=batch_size, eval_every=5000,
                       checkpoint_every=5000, log_every=100, init_batch_size=init_batch_size))

@@ -18,10 +18,11 @@ from dgmjax.train.config import base_config, finalize, split_variant
 def get_config(variant=None):
   variant, shared = split_variant(variant, ("smoke",))
   c = base_config("glow", "digits")
-  # reversible=True: O(1)-memory gradient in depth (dgmjax.flows.reversible); watch the
-  # rev_recon_err metric (trust the gradient while it stays below ~1e-3).
+  # --config.model.compute.remat=reversible: O(1)-memory gradient in depth
+  # (dgmjax.flows.reversible); watch the rev_recon_err metric (trust the gradient while it
+  # stays below ~1e-3).
   c.model.update(dict(levels=2, steps=4, width=32, coupling="affine", permutation="lu",
-                      learn_top=True, reversible=False,
+                      learn_top=True,
                       # typed None: --config.model.num_classes=10 (class-conditional Glow)
                       num_classes=placeholder(int), logscale_factor=placeholder(float)))
   c.train.update(dict(num_steps=3000, batch_size=64, eval_every=500, checkpoint_every=500,

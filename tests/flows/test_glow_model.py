@@ -226,9 +226,10 @@ def test_conv_setting_reaches_every_3x3_conv(reversible):
   and 2 per level's rebuilt step for ``rev_recon_err``), with "matmul" none; both give
   the same loss and gradient (every formulation computes the same convolution:
   tests/nn/test_nn_conv.py; the reversible gradient = autodiff: test_glow_reversible.py)."""
-  kw = dict(levels=2, steps=2, width=8, reversible=reversible)
+  remat = "reversible" if reversible else "none"
   x = jnp.asarray(np.random.RandomState(0).randint(0, 8, (4, 8, 8, 2)), jnp.uint8)
-  make = lambda conv: dgmjax.models.create("glow", (8, 8, 2), 8, compute=dict(conv=conv), **kw)
+  make = lambda conv: dgmjax.models.create("glow", (8, 8, 2), 8, levels=2, steps=2, width=8,
+                                           compute=dict(conv=conv, remat=remat))
   base = make("xla")
   v = perturb(fast_jit(base.init)(jax.random.PRNGKey(0), x), 1)
 

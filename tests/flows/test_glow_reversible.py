@@ -1,6 +1,6 @@
-"""Reversible Glow (``reversible=True``, ``dgmjax.flows.reversible``): on the same variables
-as the standard Glow, its gradient equals standard autodiff (float32 and x64) for every
-coupling x permutation, with class conditioning and openai's network options; the
+"""Reversible Glow (``compute.remat="reversible"``, ``dgmjax.flows.reversible``): on the
+same variables as the standard Glow, its gradient equals standard autodiff (float32 and
+x64) for every coupling x permutation, with class conditioning and openai's network options; the
 gradient's temp memory does not grow with depth while the standard one does; the
 reconstruction-error metric; forward mode is refused (reverse mode only, documented); and
 the Glow bad-input checks of ``sample`` and ``encode``.
@@ -23,6 +23,7 @@ from dgmjax.flows.glow import Glow
 from tests.flows.glow_util import FAST_COMPILE, fast_jit, perturb
 
 SHAPE = (4, 4, 2)
+REVERSIBLE = dict(remat="reversible")  # how the model runs (dgmjax.nn.compute)
 # Every permutation once and every coupling twice (their code paths are independent),
 # x64 on two of them: (coupling, permutation, also in x64). The fast suite runs each
 # coupling once; the fixed permutations run with the slow tests.
@@ -49,10 +50,11 @@ def _run(f, *args):
   return fast_jit(f)(*args)
 
 
-def _models(coupling, permutation, levels=2, **kw):
-  kw = dict(levels=levels, steps=2, width=8, coupling=coupling, permutation=permutation, **kw)
-  return (dgmjax.models.create("glow", SHAPE, 16, **kw),
-          dgmjax.models.create("glow", SHAPE, 16, reversible=True, **kw))
+def _models(coupling, permutation, levels=2, dtype="float32"):
+  """(standard, reversible) Glows of one architecture."""
+  kw = dict(levels=levels, steps=2, width=8, coupling=coupling, permutation=permutation)
+  return (dgmjax.models.create("glow", SHAPE, 16, compute=dict(dtype=dtype), **kw),
+          dgmjax.models.create("glow", SHAPE, 16, compute=dict(REVERSIBLE, dtype=dtype), **kw))
 
 
 def _data(n=4):
@@ -81,7 +83,7 @@ def test_gradient_equals_autodiff_float32_and_x64(coupling, permutation, x64):
   if not x64:
     return
   with jax.enable_x64(True):
-    plain64, rev64 = _models(coupling, permutation, levels=1, compute=dict(dtype="float64"))
+    plain64, rev64 = _models(coupling, permutation, levels=1, dtype="float64")
     y = (np.asarray(x, np.float64) + np.random.RandomState(1).uniform(size=x.shape)) / 16 - 0.5
     to64 = lambda t: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), t)
 
@@ -109,7 +111,7 @@ def test_class_conditioning_and_openai_options():
   kw = dict(levels=2, steps=2, width=8, coupling="affine", permutation="conv", num_classes=10,
             class_loss_weight=0.5, net_actnorm=True, logscale_factor=3.0, edge_bias=True)
   plain = dgmjax.models.create("glow", (8, 8, 1), 17, **kw)
-  rev = dgmjax.models.create("glow", (8, 8, 1), 17, reversible=True, **kw)
+  rev = dgmjax.models.create("glow", (8, 8, 1), 17, compute=REVERSIBLE, **kw)
   v = perturb(fast_jit(plain.init)(jax.random.PRNGKey(0), x, y), 1)
   rng = jax.random.PRNGKey(2)
 
@@ -197,7 +199,7 @@ def test_gradient_memory_flat_in_depth(reversible):
   x = jnp.zeros((4, 8, 8, 3), jnp.uint8)
 
   def temp_bytes(steps):
-    kw = dict(reversible=True) if reversible else {}
+    kw = dict(compute=REVERSIBLE) if reversible else {}
     m = dgmjax.models.create("glow", (8, 8, 3), 256, levels=1, steps=steps, width=32, **kw)
     v = jax.eval_shape(m.init, jax.random.PRNGKey(0), x)
     rest = {k: a for k, a in v.items() if k != "params"}
@@ -231,5 +233,10 @@ def test_sample_and_encode_bad_input():
     with pytest.raises(ValueError, match=what):
       model.encode(v, jnp.asarray(bad))
   with pytest.raises(ValueError, match="reversible_check"):
-    dgmjax.models.create("glow", (4, 4, 1), 8, levels=1, steps=1, width=4, reversible=True,
-                         reversible_check=-1)
+    dgmjax.models.create("glow", (4, 4, 1), 8, levels=1, steps=1, width=4,
+                         compute=REVERSIBLE, reversible_check=-1)
+  with pytest.raises(ValueError, match=r"reversible moved into compute.*remat='reversible'"):
+    dgmjax.models.create("glow", (4, 4, 1), 8, reversible=True)
+  for name in ("lmconv", "nvae"):  # their blocks are not bijections
+    with pytest.raises(ValueError, match=f"needs invertible blocks.*{name}'s are not"):
+      dgmjax.models.create(name, (4, 4, 1), 8, compute=REVERSIBLE)

@@ -5,6 +5,7 @@ name the choices."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 
 import jax
@@ -94,8 +95,10 @@ def test_shared_variants_refused_where_they_do_not_apply():
 
 @pytest.mark.parametrize("name,overrides,check", [
     ("glow_digits.py", ["--config.model.num_classes=10", "--config.model.compute.unroll=0",
-                        "--config.model.compute.conv=xla"],
-     lambda m: m.num_classes == 10 and m.compute.unroll is True and m.compute.conv == "xla"),
+                        "--config.model.compute.conv=xla",
+                        "--config.model.compute.remat=reversible"],
+     lambda m: (m.num_classes == 10 and m.compute.unroll is True and m.compute.conv == "xla"
+                and m.compute.reversible)),
     ("lmconv_digits.py", ["--config.model.per_example_orders=True",
                           "--config.model.compute.remat=dots_saveable"],
      lambda m: m.per_example_orders is True and m.compute.remat == "dots_saveable"),
@@ -112,3 +115,16 @@ def test_command_line_overrides_reach_the_model(name, overrides, check):
                                   sys_argv=argv)
   fl(argv)
   assert check(_model(fl.config))
+
+
+def test_a_stored_config_with_the_former_reversible_key_still_builds():
+  """Workdirs written before ``reversible`` moved into ``model.compute.remat`` keep
+  working: the stored key is read as the compute setting (and False as the default)."""
+  from dgmjax.commands.workdirs import config_from_json
+  c = config_lib.load_config(os.path.join(ROOT, "experiments", "configs", "glow_digits.py"))
+  for old, remat in ((True, "reversible"), (False, "none")):
+    d = c.to_dict()
+    d["model"]["reversible"] = old
+    stored = config_from_json(json.dumps(d))
+    assert "reversible" not in stored.model
+    assert _model(stored).compute.remat == remat
