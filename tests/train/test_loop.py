@@ -116,6 +116,7 @@ def test_nonfinite_updates_are_skipped_then_training_stops(tmp_path, monkeypatch
   ck.close()
 
 
+@pytest.mark.slow  # three CLI runs (~22 s); resume = uninterrupted is also test_preemption's
 def test_sigkill_and_resume_gives_the_same_losses(tmp_path):
   over = ["train.num_steps=40", "train.log_every=1", "train.checkpoint_every=10",
           "train.eval_every=1000", "train.num_samples=0"]
