@@ -18,7 +18,7 @@ peak memory is its own. Measured:
   compile included); PyTorch runs eagerly; peak memory: the worker's peak RSS.
   ``--unroll``: dgmjax's ``compute.unroll`` (groups per scan iteration of each scale's
   stacked groups, or ``true``: fully unrolled straight-line code); ``--conv-impl``:
-  ``compute.conv``.
+  ``compute.conv``; ``--depthwise-impl``: ``compute.depthwise``.
 Sizes: ``tiny`` (32x32x3, the ``nvae_cifar_tiny`` reference layout: channels 8, one
 scale of 2 groups, 1 flow pair, batch 8), ``mnist`` (the paper's binarised-MNIST
 network, 33.4M parameters, batch 8), ``cifar10`` (the paper's CIFAR-10 network,
@@ -69,22 +69,23 @@ def batch(size: str, n: int | None = None, seed: int = 0):
 
 
 def build_model(size: str, dtype: str = "float32", unroll: int | bool = 1,
-                conv_impl: str = "auto"):
+                conv_impl: str = "auto", depthwise: str = "auto"):
   """dgmjax's NVAE at ``size`` with the official objective (``TRAINING``)."""
   import dgmjax
   cfg = SIZES[size]
   return dgmjax.models.create("nvae", cfg["image"], cfg["bins"], **cfg["hp"], **TRAINING,
-                              compute=dict(dtype=dtype, unroll=unroll, conv=conv_impl))
+                              compute=dict(dtype=dtype, unroll=unroll, conv=conv_impl,
+                                           depthwise=depthwise))
 
 
 def worker_jax(size: str, repeats: int, dtype: str = "float32", unroll: int | bool = 1,
-               conv_impl: str = "auto") -> dict:
+               conv_impl: str = "auto", depthwise: str = "auto") -> dict:
   import jax
   import jax.numpy as jnp
   import optax
 
   cfg = SIZES[size]
-  model = build_model(size, dtype, unroll, conv_impl)
+  model = build_model(size, dtype, unroll, conv_impl, depthwise)
   x = jnp.asarray(batch(size))
   xi = jnp.asarray(batch(size, cfg["iw_batch"], 1))
   t0 = time.perf_counter()
@@ -106,7 +107,7 @@ def worker_jax(size: str, repeats: int, dtype: str = "float32", unroll: int | bo
               **scaffold.timing("iw", scaffold.time_call(
                   lambda: iw(v, xi, jax.random.PRNGKey(4)), repeats)),
               compile_s=step_compile_s + sample_s + iw_s, step_compile_s=step_compile_s,
-              unroll=unroll, conv_impl=conv_impl, init_s=init_s,
+              unroll=unroll, conv_impl=conv_impl, depthwise=depthwise, init_s=init_s,
               peak_rss_mb=common.peak_rss_mb(), final_loss_bpd=loss,
               xla_memory=common.xla_memory(step), dtype=dtype,
               params=int(sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))),
@@ -185,7 +186,7 @@ def depthwise(repeats: int = 5) -> dict:
 def measure(size, args) -> dict:
   return {"config": SIZES[size], **scaffold.compare(
       "experiments.bench.nvae", size, args.repeats, dtype=args.dtype, unroll=args.unroll,
-      conv_impl=args.conv_impl)}
+      conv_impl=args.conv_impl, depthwise=args.depthwise_impl)}
 
 
 def report(results, args) -> None:
@@ -205,6 +206,8 @@ def report(results, args) -> None:
 def arguments(p) -> None:
   p.add_argument("--no-depthwise", action="store_true", help="skip the depthwise conv timing")
   p.add_argument("--conv-impl", default="auto", help="compute.conv (dgmjax.nn.conv)")
+  p.add_argument("--depthwise-impl", default="auto",
+                 help="compute.depthwise (dgmjax.nn.depthwise)")
 
 
 DRIVER = scaffold.Driver(
