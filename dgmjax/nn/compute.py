@@ -35,8 +35,8 @@ Keys (``KEYS``; the config's ``model.compute`` holds the same names):
 - ``conv``: the stride-1 'same' convolutions (``dgmjax.nn.conv.IMPLS``): "auto" (XLA on
   GPU/TPU, the matmul formulations on CPU), "xla", "matmul", "xla_matmul".
 - ``depthwise``: NVAE's depthwise convolutions (``dgmjax.nn.depthwise.IMPLS``): "auto"
-  (shift on CPU, grouped on GPU/TPU), "shift", "shift_vjp" (a faster backward pass on
-  CPU; reverse mode only), "grouped".
+  (shift on CPU, grouped on GPU/TPU), "shift", "shift_vjp" (a hand-written backward
+  pass, faster per layer on CPU; reverse mode only), "grouped".
 
 Every choice but ``depthwise="shift_vjp"`` and ``remat="reversible"`` works under every
 JAX transformation, forward mode included.

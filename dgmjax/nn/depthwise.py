@@ -11,9 +11,10 @@ like PyTorch's and XLA's:  y = sum over taps (i, j) of shift_ij(pad(x)) * kernel
   linearize, Hessian-vector products).
 - ``"shift_vjp"``: the same forward with a hand-written backward (``jax.custom_vjp``):
   the kernel gradient of all taps as ONE variadic reduction, so x and dy are read once.
-  Reverse mode only (``jax.jvp``/``jax.jacfwd`` raise). About 2x faster than ``"shift"``
-  in the backward pass on CPU, with a fraction of its temporary memory
-  (experiments/results/HISTORY.md): the choice for long CPU training runs.
+  Reverse mode only (``jax.jvp``/``jax.jacfwd`` raise). A single layer's backward pass
+  is several times faster than ``"shift"``'s on CPU, with a fraction of its temporary
+  memory, but the whole NVAE train step measured the same with either
+  (experiments/results/HISTORY.md).
 - ``"grouped"``: XLA's ``feature_group_count=C`` convolution (cuDNN's / the TPU's native
   depthwise kernels; slow on CPU).
 
