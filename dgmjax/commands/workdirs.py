@@ -95,9 +95,8 @@ def config_from_json(text: str):
   if not isinstance(d, dict) or not isinstance(d.get("model"), dict) or "name" not in d["model"]:
     raise ValueError("the stored config is not a dgmjax config (no model.name)")
   d["model"] = tuples(d["model"])
-  if "reversible" in d["model"]:  # stored before it moved into model.compute.remat
-    if d["model"].pop("reversible") and isinstance(d["model"].get("compute"), dict):
-      d["model"]["compute"]["remat"] = "reversible"
+  if d["model"].pop("reversible", False):  # stored before it moved into model.compute.remat
+    d["model"].setdefault("compute", {})["remat"] = "reversible"
   cfg = ml_collections.ConfigDict(d)
   cfg.lock()
   return cfg

@@ -61,8 +61,8 @@ def digits_drift(steps: int, batch: int = 32, levels: int = 3, k: int = 32,
 
   train, test = digits_split()
   kw = dict(levels=levels, steps=k, width=width, compute=dict(dtype=dtype))
-  rev = dgmjax.models.create("glow", (8, 8, 1), 17, levels=levels, steps=k, width=width,
-                             compute=dict(dtype=dtype, remat="reversible"))
+  rev = dgmjax.models.create("glow", (8, 8, 1), 17,
+                             **dict(kw, compute=dict(dtype=dtype, remat="reversible")))
   std = dgmjax.models.create("glow", (8, 8, 1), 17, **kw)
   v = jax.jit(rev.init)(jax.random.PRNGKey(0), jnp.asarray(train[:256]))
   rest = {n: a for n, a in v.items() if n != "params"}

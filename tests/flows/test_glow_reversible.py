@@ -1,9 +1,9 @@
 """Reversible Glow (``compute.remat="reversible"``, ``dgmjax.flows.reversible``): on the
 same variables as the standard Glow, its gradient equals standard autodiff (float32 and
-x64) for every coupling x permutation, with class conditioning and openai's network options; the
-gradient's temp memory does not grow with depth while the standard one does; the
-reconstruction-error metric; forward mode is refused (reverse mode only, documented); and
-the Glow bad-input checks of ``sample`` and ``encode``.
+x64) for every coupling x permutation, with class conditioning and openai's network
+options; the gradient's temp memory does not grow with depth while the standard one does;
+the reconstruction-error metric; forward mode is refused (reverse mode only, documented);
+and the Glow bad-input checks of ``sample`` and ``encode``.
 
 Gradient closeness is measured per parameter array relative to that array's largest
 entry: max|g_rev - g_std| <= rtol * max|g_std| (elementwise relative error is meaningless

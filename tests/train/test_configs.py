@@ -122,9 +122,12 @@ def test_a_stored_config_with_the_former_reversible_key_still_builds():
   working: the stored key is read as the compute setting (and False as the default)."""
   from dgmjax.commands.workdirs import config_from_json
   c = config_lib.load_config(os.path.join(ROOT, "experiments", "configs", "glow_digits.py"))
-  for old, remat in ((True, "reversible"), (False, "none")):
+  for old, remat, keep_compute in ((True, "reversible", True), (False, "none", True),
+                                   (True, "reversible", False)):
     d = c.to_dict()
     d["model"]["reversible"] = old
+    if not keep_compute:  # a config stored before model.compute existed
+      del d["model"]["compute"]
     stored = config_from_json(json.dumps(d))
     assert "reversible" not in stored.model
     assert _model(stored).compute.remat == remat
